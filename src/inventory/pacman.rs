@@ -1,0 +1,213 @@
+//! Kernels, headers and module sources as the local pacman database knows them (libalpm).
+//!
+//! A directory under `usr/lib/modules` is only a kernel when an installed package owns its
+//! `pkgbase` or `vmlinuz`: leftover directories are not kernels. Owner lookups are cheap when
+//! we can guess the owner (the `pkgbase` file names the kernel package, `<pkgbase>-headers` owns
+//! the headers, `*dkms*` packages own module sources) and fall back to one pass over every
+//! package's file list only for what the guesses did not resolve.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use alpm::Alpm;
+use anyhow::{Context, Result};
+
+use super::Kernel;
+use crate::config::Layout;
+
+/// What the pacman database says about kernels and module sources.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// Installed kernels by kver.
+    pub kernels: BTreeMap<String, Kernel>,
+    /// Owning package of `usr/src/<dir>/dkms.conf`, by dir.
+    pub sources: BTreeMap<String, String>,
+}
+
+/// Reads kernels (from the module directories on disk, confirmed by ownership) and the owners
+/// of the given source directories' dkms.conf.
+pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
+    let db_version = layout.dbpath.join("local/ALPM_DB_VERSION");
+    if !db_version.is_file() {
+        anyhow::bail!(
+            "no pacman database at {} (missing {}): pass the right --root or --dbpath",
+            layout.dbpath.display(),
+            db_version.display()
+        );
+    }
+    let root = path_bytes(&layout.root);
+    let dbpath = path_bytes(&layout.dbpath);
+    let handle = Alpm::new(root, dbpath).with_context(|| {
+        format!("failed to open the pacman database {} (root {})", layout.dbpath.display(), layout.root.display())
+    })?;
+    let mut lookup = Lookup::new(&handle);
+
+    let mut owners = Owners::default();
+    for kver in kernel_dirs(&layout.module_dir)? {
+        let dir = layout.kernel_dir(&kver);
+        let pkgbase_file = format!("usr/lib/modules/{kver}/pkgbase");
+        let vmlinuz = format!("usr/lib/modules/{kver}/vmlinuz");
+        let pkgbase = std::fs::read_to_string(dir.join("pkgbase")).ok().map(|s| s.trim().to_owned());
+        let guess = pkgbase.as_deref().filter(|s| !s.is_empty());
+        let Some(package) = lookup
+            .owner(&pkgbase_file, guess)
+            .or_else(|| lookup.owner(&vmlinuz, guess))
+        else {
+            log::debug!("{} is not owned by any package: not a kernel", dir.display());
+            continue;
+        };
+        let pkgbase = guess
+            .map(str::to_owned)
+            .or_else(|| handle.localdb().pkg(package.as_str()).ok().and_then(|p| p.base().map(str::to_owned)))
+            .unwrap_or_else(|| package.clone());
+        let headers_guess = format!("{pkgbase}-headers");
+        let headers = lookup
+            .owner(&format!("usr/lib/modules/{kver}/build/"), Some(&headers_guess))
+            .filter(|_| dir.join("build/include").is_dir());
+        owners.kernels.insert(kver.clone(), Kernel { kver, package, pkgbase, headers });
+    }
+
+    let wanted: Vec<String> = source_dirs.iter().map(|d| format!("usr/src/{d}/dkms.conf")).collect();
+    for (dir, path) in source_dirs.iter().zip(&wanted) {
+        if let Some(pkg) = lookup.owner_among_dkms_packages(path) {
+            owners.sources.insert(dir.clone(), pkg);
+        }
+    }
+    let missing: Vec<(&String, &String)> =
+        source_dirs.iter().zip(&wanted).filter(|(d, _)| !owners.sources.contains_key(*d)).collect();
+    if !missing.is_empty() {
+        let paths: BTreeSet<&str> = missing.iter().map(|(_, p)| p.as_str()).collect();
+        let found = lookup.scan(&paths);
+        for (dir, path) in missing {
+            if let Some(pkg) = found.get(path.as_str()) {
+                owners.sources.insert(dir.clone(), pkg.clone());
+            }
+        }
+    }
+    Ok(owners)
+}
+
+/// Owner lookups against the local database, guess first, one full scan at most.
+struct Lookup<'h> {
+    handle: &'h Alpm,
+    scanned: Option<BTreeMap<String, String>>,
+}
+
+impl<'h> Lookup<'h> {
+    fn new(handle: &'h Alpm) -> Self {
+        Lookup { handle, scanned: None }
+    }
+
+    fn owns(&self, package: &str, path: &str) -> bool {
+        self.handle.localdb().pkg(package).is_ok_and(|p| p.files().contains(path).is_some())
+    }
+
+    /// The owner of `path`, trying `guess` first, then every package (indexed once).
+    fn owner(&mut self, path: &str, guess: Option<&str>) -> Option<String> {
+        if let Some(g) = guess {
+            if self.owns(g, path) {
+                return Some(g.to_owned());
+            }
+        }
+        self.full_index().get(path).cloned()
+    }
+
+    /// The owner of `path` among packages whose name mentions dkms (the packaging convention).
+    fn owner_among_dkms_packages(&self, path: &str) -> Option<String> {
+        self.handle
+            .localdb()
+            .pkgs()
+            .iter()
+            .filter(|p| p.name().contains("dkms"))
+            .find(|p| p.files().contains(path).is_some())
+            .map(|p| p.name().to_owned())
+    }
+
+    /// Owners of the given paths, by looking through every package's file list.
+    fn scan(&self, paths: &BTreeSet<&str>) -> BTreeMap<String, String> {
+        let mut found = BTreeMap::new();
+        for pkg in self.handle.localdb().pkgs() {
+            for path in paths {
+                if !found.contains_key(*path) && pkg.files().contains(*path).is_some() {
+                    found.insert((*path).to_owned(), pkg.name().to_owned());
+                }
+            }
+            if found.len() == paths.len() {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Every kernel-related path's owner: module dir files under `usr/lib/modules/*/`.
+    fn full_index(&mut self) -> &BTreeMap<String, String> {
+        self.scanned.get_or_insert_with(|| {
+            let mut index = BTreeMap::new();
+            for pkg in self.handle.localdb().pkgs() {
+                for file in pkg.files().files() {
+                    let Ok(name) = std::str::from_utf8(file.name()) else { continue };
+                    if is_kernel_marker(name) {
+                        index.insert(name.to_owned(), pkg.name().to_owned());
+                    }
+                }
+            }
+            index
+        })
+    }
+}
+
+/// `usr/lib/modules/K/{pkgbase,vmlinuz,build/}`: the paths that make a kernel or its headers.
+fn is_kernel_marker(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("usr/lib/modules/") else { return false };
+    match rest.split_once('/') {
+        Some((_, tail)) => matches!(tail, "pkgbase" | "vmlinuz" | "build/"),
+        None => false,
+    }
+}
+
+/// Directory names under the module dir (a missing dir means no kernels).
+fn kernel_dirs(module_dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(module_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("failed to list {}", module_dir.display())),
+    };
+    let mut kvers = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to list {}", module_dir.display()))?;
+        // A symlinked kver is not a kernel package's directory: packages ship real directories.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(name) = entry.file_name().into_string() {
+            if crate::targets::is_clean_component(&name) {
+                kvers.push(name);
+            }
+        }
+    }
+    kvers.sort();
+    Ok(kvers)
+}
+
+fn path_bytes(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = path.as_os_str().as_bytes().to_vec();
+    if !bytes.ends_with(b"/") {
+        bytes.push(b'/');
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_markers() {
+        assert!(is_kernel_marker("usr/lib/modules/6.1-x/pkgbase"));
+        assert!(is_kernel_marker("usr/lib/modules/6.1-x/build/"));
+        assert!(!is_kernel_marker("usr/lib/modules/6.1-x/build/include/"));
+        assert!(!is_kernel_marker("usr/lib/modules/6.1-x/"));
+        assert!(!is_kernel_marker("usr/src/x/dkms.conf"));
+    }
+}

@@ -1,0 +1,633 @@
+//! From targets and inventory to a plan: which (module, version, kernel) jobs to run, in what
+//! order, which kernels get depmod, and what to tell the user. Pure: no filesystem, no processes.
+//!
+//! Install (PostTransaction): each changed module × every kernel with headers, and every module
+//! × each changed kernel; a kernel without headers gets a notice naming the package to install.
+//! For one kernel, a module's BUILD_DEPENDS come before it.
+//! Remove (PreTransaction): a changed module is removed from every kernel dkms built it for and
+//! then unregistered; a leaving kernel loses all its modules; headers leaving alone keep the
+//! installed modules (they still load). depmod runs once per kernel that changed and stays,
+//! never for a leaving kernel, never for the rebuild removal of the upgrade hook.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::config::Operation;
+use crate::inventory::{Inventory, Kernel};
+use crate::targets::Targets;
+
+/// A module version, as dkms names it: `name/version`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModuleId {
+    pub name: String,
+    pub version: String,
+}
+
+impl ModuleId {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        ModuleId { name: name.into(), version: version.into() }
+    }
+}
+
+impl fmt::Display for ModuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.name, self.version)
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// `dkms install` for one kernel.
+    Install { kernel: String },
+    /// `dkms remove` for one kernel.
+    Remove { kernel: String },
+    /// `dkms remove --all`: drop the module version from the dkms tree.
+    Unregister,
+}
+
+/// One dkms invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub kind: JobKind,
+    pub module: ModuleId,
+    /// Indices of jobs that must succeed before this one starts (BUILD_DEPENDS, removals
+    /// before unregistering).
+    pub after: Vec<usize>,
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            JobKind::Install { kernel } => write!(f, "{} for {kernel}", self.module),
+            JobKind::Remove { kernel } => write!(f, "{} from {kernel}", self.module),
+            JobKind::Unregister => write!(f, "{}", self.module),
+        }
+    }
+}
+
+/// Something the user should know that is not a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A kernel that would get modules has no headers.
+    NoHeaders { kver: String, package: String, headers_package: String },
+    /// Only the headers leave; the kernel stays and keeps its modules.
+    HeadersLeaving { kver: String, package: String, kept: Vec<ModuleId> },
+    /// A module source whose dkms.conf could not be read (an error: its module is not built).
+    BadSource { dir: String, error: String },
+    /// A changed module source dkms does not know (nothing to remove).
+    NotRegistered { dir: String },
+    /// A kver among the targets that no installed package owns.
+    NotAKernel { kver: String },
+    /// BUILD_DEPENDS form a cycle; the order among these is arbitrary.
+    DependencyCycle { kernel: String, modules: Vec<String> },
+}
+
+impl Notice {
+    /// Errors make the run fail; the rest are warnings or information.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Notice::BadSource { .. })
+    }
+
+    /// Information shown only with `--verbose`.
+    pub fn is_info(&self) -> bool {
+        matches!(self, Notice::NotRegistered { .. } | Notice::NotAKernel { .. })
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::NoHeaders { kver, package, headers_package } => {
+                write!(f, "no headers for kernel {kver} ({package}): install {headers_package} to build DKMS modules for it")
+            }
+            Notice::HeadersLeaving { kver, package, kept } => {
+                write!(f, "headers for kernel {kver} ({package}) are being removed; ")?;
+                if kept.is_empty() {
+                    write!(f, "no DKMS modules to keep")
+                } else {
+                    let names: Vec<String> = kept.iter().map(ToString::to_string).collect();
+                    write!(f, "its installed modules are kept: {}", names.join(" "))
+                }
+            }
+            Notice::BadSource { dir, error } => write!(f, "cannot read module source {dir}: {error}"),
+            Notice::NotRegistered { dir } => write!(f, "{dir} is not registered with dkms: nothing to remove"),
+            Notice::NotAKernel { kver } => write!(f, "{kver} is not an installed kernel (no package owns it): ignored"),
+            Notice::DependencyCycle { kernel, modules } => {
+                write!(f, "BUILD_DEPENDS cycle among {} for {kernel}: building in name order", modules.join(" "))
+            }
+        }
+    }
+}
+
+/// Everything to do, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    /// Kernels to run depmod for once all jobs are done.
+    pub depmod: Vec<String>,
+    pub notices: Vec<Notice>,
+}
+
+/// Plans the jobs for `operation` on `targets`, given what is installed.
+pub fn plan(operation: Operation, targets: &Targets, inv: &Inventory) -> Plan {
+    match operation {
+        Operation::Install => plan_install(targets, inv),
+        Operation::Remove { rebuild } => plan_remove(targets, inv, rebuild),
+    }
+}
+
+/// A module source resolved to its dkms identity and BUILD_DEPENDS.
+struct Source<'a> {
+    id: ModuleId,
+    depends: &'a [String],
+}
+
+fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
+    let mut plan = Plan::default();
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new(); // (kver, dir)
+    let mut headerless: BTreeSet<&str> = BTreeSet::new();
+    let mut bad: BTreeSet<&str> = BTreeSet::new();
+
+    for kver in targets.kernels.keys() {
+        if !inv.kernels.contains_key(kver) {
+            plan.notices.push(Notice::NotAKernel { kver: kver.clone() });
+        }
+    }
+    let changed_kernels: Vec<&Kernel> = targets.kernels.keys().filter_map(|k| inv.kernels.get(k)).collect();
+    let changed_dirs: Vec<&str> = targets.module_dirs.iter().map(String::as_str).collect();
+
+    // Each changed module × every kernel.
+    for dir in &changed_dirs {
+        for kernel in inv.kernels.values() {
+            if kernel.headers.is_some() {
+                wanted.insert((kernel.kver.clone(), (*dir).to_owned()));
+            } else {
+                headerless.insert(&kernel.kver);
+            }
+        }
+    }
+    // Every packaged module × each changed kernel.
+    for kernel in &changed_kernels {
+        let packaged = inv.sources.values().filter(|s| s.package.is_some());
+        let mut any = false;
+        for source in packaged {
+            any = true;
+            if kernel.headers.is_some() {
+                wanted.insert((kernel.kver.clone(), source.dir.clone()));
+            }
+        }
+        if any && kernel.headers.is_none() {
+            headerless.insert(&kernel.kver);
+        }
+    }
+
+    // Resolve directories to module identities; a bad dkms.conf is reported once.
+    let mut per_kernel: BTreeMap<&str, Vec<Source>> = BTreeMap::new();
+    for (kver, dir) in &wanted {
+        match resolve_source(inv, dir) {
+            Ok(source) => per_kernel.entry(kver).or_default().push(source),
+            Err(error) => {
+                if bad.insert(dir) {
+                    plan.notices.push(Notice::BadSource { dir: dir.clone(), error });
+                }
+            }
+        }
+    }
+    for kver in headerless {
+        let kernel = &inv.kernels[kver];
+        plan.notices.push(Notice::NoHeaders {
+            kver: kver.to_owned(),
+            package: kernel.package.clone(),
+            headers_package: kernel.headers_package(),
+        });
+    }
+
+    for (kver, sources) in per_kernel {
+        let (ordered, cycle) = dependency_order(&sources);
+        if !cycle.is_empty() {
+            plan.notices.push(Notice::DependencyCycle { kernel: kver.to_owned(), modules: cycle });
+        }
+        let first = plan.jobs.len();
+        for &i in &ordered {
+            let after = sources[i]
+                .depends
+                .iter()
+                .filter_map(|dep| ordered.iter().position(|&j| &sources[j].id.name == dep))
+                .filter(|&pos| pos < ordered.iter().position(|&j| j == i).unwrap_or(0))
+                .map(|pos| first + pos)
+                .collect();
+            plan.jobs.push(Job {
+                kind: JobKind::Install { kernel: kver.to_owned() },
+                module: sources[i].id.clone(),
+                after,
+            });
+        }
+        plan.depmod.push(kver.to_owned());
+    }
+    plan
+}
+
+/// The module identity of `usr/src/<dir>` from its dkms.conf.
+fn resolve_source<'a>(inv: &'a Inventory, dir: &str) -> Result<Source<'a>, String> {
+    match inv.sources.get(dir) {
+        Some(source) => match &source.conf {
+            Ok(conf) => Ok(Source { id: ModuleId::new(&conf.name, &conf.version), depends: &conf.build_depends }),
+            Err(e) => Err(e.clone()),
+        },
+        None => Err(format!("/usr/src/{dir}/dkms.conf does not exist: reinstall the package that owns it")),
+    }
+}
+
+/// Orders module sources so BUILD_DEPENDS come first (Kahn's algorithm, name order among
+/// equals). Returns the order as indices, and the names in a cycle if there is one.
+fn dependency_order(sources: &[Source]) -> (Vec<usize>, Vec<String>) {
+    let mut idx: Vec<usize> = (0..sources.len()).collect();
+    idx.sort_by(|&a, &b| sources[a].id.cmp(&sources[b].id));
+    let deps_of = |i: usize| -> Vec<usize> {
+        sources[i]
+            .depends
+            .iter()
+            .filter_map(|d| sources.iter().position(|s| &s.id.name == d))
+            .filter(|&j| j != i)
+            .collect()
+    };
+    let mut done: Vec<usize> = Vec::new();
+    let mut left = idx;
+    while !left.is_empty() {
+        let ready = left.iter().position(|&i| deps_of(i).iter().all(|d| done.contains(d)));
+        match ready {
+            Some(pos) => done.push(left.remove(pos)),
+            None => {
+                let cycle = left.iter().map(|&i| sources[i].id.name.clone()).collect();
+                done.extend(left);
+                return (done, cycle);
+            }
+        }
+    }
+    (done, Vec::new())
+}
+
+fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> Plan {
+    let mut plan = Plan::default();
+    // (module, kernel) pairs to remove, in order of discovery but without duplicates.
+    let mut removals: BTreeSet<(ModuleId, String)> = BTreeSet::new();
+    let mut unregister: BTreeSet<ModuleId> = BTreeSet::new();
+    let leaving: BTreeSet<&str> =
+        targets.kernels.iter().filter(|(_, c)| c.image).map(|(k, _)| k.as_str()).collect();
+
+    for dir in &targets.module_dirs {
+        // The dkms.conf is still on disk before the transaction; when it is not (or cannot be
+        // read), the dkms tree's `source` link says which module version the directory was.
+        let id = match inv.sources.get(dir).map(|s| &s.conf) {
+            Some(Ok(conf)) => Some(ModuleId::new(&conf.name, &conf.version)),
+            _ => inv.tree.by_source_dir(dir).map(|(m, v)| ModuleId::new(m, v)),
+        };
+        let Some(id) = id else {
+            plan.notices.push(Notice::NotRegistered { dir: dir.clone() });
+            continue;
+        };
+        let Some(entry) = inv.tree.entries.get(&(id.name.clone(), id.version.clone())) else {
+            plan.notices.push(Notice::NotRegistered { dir: dir.clone() });
+            continue;
+        };
+        for kver in entry.built.union(&entry.installed) {
+            removals.insert((id.clone(), kver.clone()));
+        }
+        unregister.insert(id);
+    }
+
+    for (kver, change) in &targets.kernels {
+        let modules = inv.tree.for_kernel(kver);
+        if change.image {
+            for (m, v) in modules {
+                removals.insert((ModuleId::new(m, v), kver.clone()));
+            }
+        } else if let Some(kernel) = inv.kernels.get(kver) {
+            // Only the headers leave: modules already installed still load with this kernel.
+            // (Headers upgraded in place, the rebuild case, need no word at all.)
+            if !rebuild {
+                let kept = inv
+                    .tree
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.installed.contains(kver))
+                    .map(|((m, v), _)| ModuleId::new(m, v))
+                    .filter(|id| !removals.contains(&(id.clone(), kver.clone())))
+                    .collect();
+                plan.notices.push(Notice::HeadersLeaving { kver: kver.clone(), package: kernel.package.clone(), kept });
+            }
+        }
+    }
+
+    let mut removal_jobs: BTreeMap<ModuleId, Vec<usize>> = BTreeMap::new();
+    let mut depmod: BTreeSet<String> = BTreeSet::new();
+    for (id, kver) in removals {
+        removal_jobs.entry(id.clone()).or_default().push(plan.jobs.len());
+        if !leaving.contains(kver.as_str()) && inv.kernels.contains_key(&kver) {
+            depmod.insert(kver.clone());
+        }
+        plan.jobs.push(Job { kind: JobKind::Remove { kernel: kver }, module: id, after: Vec::new() });
+    }
+    for id in unregister {
+        let after = removal_jobs.get(&id).cloned().unwrap_or_default();
+        plan.jobs.push(Job { kind: JobKind::Unregister, module: id, after });
+    }
+    if !rebuild {
+        plan.depmod = depmod.into_iter().collect();
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::dkms_tree::TreeEntry;
+    use crate::inventory::{DkmsConf, ModuleSource};
+
+    /// A small world: kernels `(kver, package, has headers)`, sources `(dir, name, version,
+    /// depends)`, tree entries `(name, version, source dir, built, installed)`.
+    struct World {
+        inv: Inventory,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World { inv: Inventory::default() }
+        }
+        fn kernel(mut self, kver: &str, package: &str, headers: bool) -> Self {
+            self.inv.kernels.insert(
+                kver.into(),
+                Kernel {
+                    kver: kver.into(),
+                    package: package.into(),
+                    pkgbase: package.into(),
+                    headers: headers.then(|| format!("{package}-headers")),
+                },
+            );
+            self
+        }
+        fn source(mut self, dir: &str, name: &str, version: &str, depends: &[&str]) -> Self {
+            let conf = DkmsConf {
+                name: name.into(),
+                version: version.into(),
+                build_depends: depends.iter().map(|s| s.to_string()).collect(),
+            };
+            self.inv
+                .sources
+                .insert(dir.into(), ModuleSource { dir: dir.into(), package: Some(format!("{name}-dkms")), conf: Ok(conf) });
+            self
+        }
+        fn bad_source(mut self, dir: &str, error: &str) -> Self {
+            self.inv
+                .sources
+                .insert(dir.into(), ModuleSource { dir: dir.into(), package: Some("x".into()), conf: Err(error.into()) });
+            self
+        }
+        fn built(mut self, name: &str, version: &str, dir: &str, built: &[&str], installed: &[&str]) -> Self {
+            self.inv.tree.entries.insert(
+                (name.into(), version.into()),
+                TreeEntry {
+                    source_dir: Some(dir.into()),
+                    built: built.iter().map(|s| s.to_string()).collect(),
+                    installed: installed.iter().map(|s| s.to_string()).collect(),
+                },
+            );
+            self
+        }
+        fn plan(&self, op: Operation, stdin: &str) -> Plan {
+            plan(op, &Targets::parse(stdin.as_bytes()), &self.inv)
+        }
+    }
+
+    fn jobs(plan: &Plan) -> Vec<String> {
+        plan.jobs
+            .iter()
+            .map(|j| match &j.kind {
+                JobKind::Install { .. } => format!("install {j}"),
+                JobKind::Remove { .. } => format!("remove {j}"),
+                JobKind::Unregister => format!("unregister {j}"),
+            })
+            .collect()
+    }
+
+    const INSTALL: Operation = Operation::Install;
+    const REMOVE: Operation = Operation::Remove { rebuild: false };
+    const REBUILD: Operation = Operation::Remove { rebuild: true };
+
+    fn two_kernels() -> World {
+        World::new().kernel("6.12.1-arch1-1", "linux", true).kernel("6.6.30-1-lts", "linux-lts", true)
+    }
+
+    #[test]
+    fn module_install_builds_for_every_kernel_with_headers() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]);
+        let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["install hello/1.0 for 6.12.1-arch1-1", "install hello/1.0 for 6.6.30-1-lts"]);
+        assert_eq!(p.depmod, ["6.12.1-arch1-1", "6.6.30-1-lts"]);
+        assert!(p.notices.is_empty());
+    }
+
+    #[test]
+    fn new_headers_build_every_packaged_module_for_that_kernel() {
+        let w = two_kernels().source("a-1", "a", "1", &[]).source("b-2", "b", "2", &[]);
+        let p = w.plan(INSTALL, "usr/lib/modules/6.6.30-1-lts/build/include/\n");
+        assert_eq!(jobs(&p), ["install a/1 for 6.6.30-1-lts", "install b/2 for 6.6.30-1-lts"]);
+        assert_eq!(p.depmod, ["6.6.30-1-lts"]);
+    }
+
+    #[test]
+    fn unpackaged_sources_are_not_built_for_new_kernels() {
+        let mut w = two_kernels().source("a-1", "a", "1", &[]);
+        w.inv.sources.get_mut("a-1").unwrap().package = None;
+        let p = w.plan(INSTALL, "usr/lib/modules/6.6.30-1-lts/modules.order\n");
+        assert!(p.jobs.is_empty());
+        assert!(p.depmod.is_empty());
+    }
+
+    #[test]
+    fn kernel_without_headers_gets_a_notice_and_no_job() {
+        let w = World::new()
+            .kernel("6.12.1-arch1-1", "linux", true)
+            .kernel("6.6.30-1-lts", "linux-lts", false)
+            .source("hello-1.0", "hello", "1.0", &[]);
+        let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
+        assert_eq!(jobs(&p), ["install hello/1.0 for 6.12.1-arch1-1"]);
+        assert_eq!(
+            p.notices,
+            [Notice::NoHeaders {
+                kver: "6.6.30-1-lts".into(),
+                package: "linux-lts".into(),
+                headers_package: "linux-lts-headers".into()
+            }]
+        );
+        assert!(p.notices[0].to_string().contains("install linux-lts-headers"));
+    }
+
+    #[test]
+    fn unowned_kernel_directory_is_not_a_kernel() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]);
+        let p = w.plan(INSTALL, "usr/lib/modules/6.1.0-old/build/include/\n");
+        assert!(p.jobs.is_empty());
+        assert_eq!(p.notices, [Notice::NotAKernel { kver: "6.1.0-old".into() }]);
+        assert!(p.notices[0].is_info());
+    }
+
+    #[test]
+    fn hyphenated_names_come_from_dkms_conf_not_the_directory() {
+        let w = World::new().kernel("6.12.1-arch1-1", "linux", true).source(
+            "xpad-neo-x-0.9-r12-g3a1b",
+            "xpad-neo-x",
+            "0.9-r12-g3a1b",
+            &[],
+        );
+        let p = w.plan(INSTALL, "usr/src/xpad-neo-x-0.9-r12-g3a1b/dkms.conf\n");
+        assert_eq!(p.jobs[0].module, ModuleId::new("xpad-neo-x", "0.9-r12-g3a1b"));
+    }
+
+    #[test]
+    fn build_depends_come_first_per_kernel() {
+        let w = two_kernels()
+            .source("zz-base-1", "zz-base", "1", &[])
+            .source("aa-top-1", "aa-top", "1", &["zz-base"]);
+        let p = w.plan(INSTALL, "usr/src/aa-top-1/dkms.conf\nusr/src/zz-base-1/dkms.conf\n");
+        assert_eq!(
+            jobs(&p),
+            [
+                "install zz-base/1 for 6.12.1-arch1-1",
+                "install aa-top/1 for 6.12.1-arch1-1",
+                "install zz-base/1 for 6.6.30-1-lts",
+                "install aa-top/1 for 6.6.30-1-lts",
+            ]
+        );
+        assert_eq!(p.jobs[1].after, [0]);
+        assert_eq!(p.jobs[3].after, [2]);
+        assert!(p.jobs[0].after.is_empty());
+    }
+
+    #[test]
+    fn dependency_cycle_is_reported_and_still_planned() {
+        let w = World::new()
+            .kernel("k1", "linux", true)
+            .source("a-1", "a", "1", &["b"])
+            .source("b-1", "b", "1", &["a"]);
+        let p = w.plan(INSTALL, "usr/src/a-1/dkms.conf\nusr/src/b-1/dkms.conf\n");
+        assert_eq!(p.jobs.len(), 2);
+        assert!(matches!(p.notices[0], Notice::DependencyCycle { .. }));
+    }
+
+    #[test]
+    fn bad_dkms_conf_is_an_error_once_and_others_still_build() {
+        let w = two_kernels().bad_source("bad-1", "PACKAGE_NAME is empty").source("good-1", "good", "1", &[]);
+        let p = w.plan(INSTALL, "usr/src/bad-1/dkms.conf\nusr/src/good-1/dkms.conf\n");
+        assert_eq!(p.jobs.len(), 2);
+        assert_eq!(p.notices.len(), 1);
+        assert!(p.notices[0].is_error());
+    }
+
+    #[test]
+    fn module_removal_removes_every_built_kernel_then_unregisters() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).built(
+            "hello",
+            "1.0",
+            "hello-1.0",
+            &["6.12.1-arch1-1", "5.0-gone"],
+            &["6.12.1-arch1-1", "6.6.30-1-lts"],
+        );
+        let p = w.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\n");
+        assert_eq!(
+            jobs(&p),
+            [
+                "remove hello/1.0 from 5.0-gone",
+                "remove hello/1.0 from 6.12.1-arch1-1",
+                "remove hello/1.0 from 6.6.30-1-lts",
+                "unregister hello/1.0",
+            ]
+        );
+        assert_eq!(p.jobs[3].after, [0, 1, 2]);
+        // depmod only for installed kernels that stay.
+        assert_eq!(p.depmod, ["6.12.1-arch1-1", "6.6.30-1-lts"]);
+    }
+
+    #[test]
+    fn module_removal_falls_back_to_the_dkms_tree_when_dkms_conf_is_gone() {
+        let w = two_kernels().built("foo-bar", "2-rc1", "foo-bar-2-rc1", &["6.12.1-arch1-1"], &["6.12.1-arch1-1"]);
+        let p = w.plan(REMOVE, "usr/src/foo-bar-2-rc1/dkms.conf\n");
+        assert_eq!(jobs(&p), ["remove foo-bar/2-rc1 from 6.12.1-arch1-1", "unregister foo-bar/2-rc1"]);
+    }
+
+    #[test]
+    fn unregistered_module_removal_does_nothing() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]);
+        let p = w.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\n");
+        assert!(p.jobs.is_empty() && p.depmod.is_empty());
+        assert!(p.notices[0].is_info());
+    }
+
+    #[test]
+    fn leaving_kernel_loses_all_modules_and_gets_no_depmod() {
+        let w = two_kernels()
+            .built("a", "1", "a-1", &["6.6.30-1-lts", "6.12.1-arch1-1"], &["6.6.30-1-lts", "6.12.1-arch1-1"])
+            .built("b", "2", "b-2", &["6.6.30-1-lts"], &[]);
+        let p = w.plan(
+            REMOVE,
+            "usr/lib/modules/6.6.30-1-lts/build/include/\nusr/lib/modules/6.6.30-1-lts/modules.order\n",
+        );
+        assert_eq!(jobs(&p), ["remove a/1 from 6.6.30-1-lts", "remove b/2 from 6.6.30-1-lts"]);
+        assert!(p.depmod.is_empty());
+        assert!(p.notices.is_empty());
+    }
+
+    #[test]
+    fn headers_only_removal_keeps_installed_modules() {
+        let w = two_kernels().built("a", "1", "a-1", &["6.6.30-1-lts"], &["6.6.30-1-lts"]);
+        let p = w.plan(REMOVE, "usr/lib/modules/6.6.30-1-lts/build/include/\n");
+        assert!(p.jobs.is_empty() && p.depmod.is_empty());
+        assert_eq!(
+            p.notices,
+            [Notice::HeadersLeaving {
+                kver: "6.6.30-1-lts".into(),
+                package: "linux-lts".into(),
+                kept: vec![ModuleId::new("a", "1")]
+            }]
+        );
+        assert!(p.notices[0].to_string().contains("kept: a/1"));
+    }
+
+    #[test]
+    fn rebuild_removal_runs_no_depmod() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).built(
+            "hello",
+            "1.0",
+            "hello-1.0",
+            &["6.12.1-arch1-1"],
+            &["6.12.1-arch1-1"],
+        );
+        let p = w.plan(REBUILD, "usr/src/hello-1.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["remove hello/1.0 from 6.12.1-arch1-1", "unregister hello/1.0"]);
+        assert!(p.depmod.is_empty());
+    }
+
+    #[test]
+    fn module_and_kernel_leaving_together_do_not_duplicate_jobs() {
+        let w = two_kernels().source("a-1", "a", "1", &[]).built(
+            "a",
+            "1",
+            "a-1",
+            &["6.6.30-1-lts", "6.12.1-arch1-1"],
+            &["6.6.30-1-lts", "6.12.1-arch1-1"],
+        );
+        let p = w.plan(REMOVE, "usr/src/a-1/dkms.conf\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
+        assert_eq!(jobs(&p), ["remove a/1 from 6.12.1-arch1-1", "remove a/1 from 6.6.30-1-lts", "unregister a/1"]);
+        assert_eq!(p.depmod, ["6.12.1-arch1-1"]);
+    }
+
+    #[test]
+    fn empty_or_garbage_targets_plan_nothing() {
+        let w = two_kernels().source("a-1", "a", "1", &[]).built("a", "1", "a-1", &["6.6.30-1-lts"], &[]);
+        for op in [INSTALL, REMOVE, REBUILD] {
+            let p = w.plan(op, "\ngarbage\nusr/src/../dkms.conf\n");
+            assert_eq!(p, Plan::default(), "{op:?}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Everything the user sees: pacman/makepkg-style lines (`==> ` headings, `  -> ` items), one
+//! line per finished job, failures with the end of their build log, a final summary, and the
+//! exit status. The reporter is the only writer of stdout; hook output goes through a pipe into
+//! pacman.log, so lines are plain (no `\r`, no colour).
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::{Operation, Verbosity};
+use crate::plan::{Job, JobKind, Plan};
+use crate::run::{Event, JobResult, Outcome, Stats};
+
+/// Owns stdout for a run.
+pub struct Reporter {
+    verbosity: Verbosity,
+    out: std::io::Stdout,
+}
+
+impl Reporter {
+    pub fn new(verbosity: Verbosity) -> Self {
+        Reporter { verbosity, out: std::io::stdout() }
+    }
+
+    fn print(&self, text: &str) {
+        let mut out = self.out.lock();
+        // A closed pipe must not turn a finished build into a crash; nothing useful can be
+        // done about it.
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// Warnings, errors and (with `-v`) information about the plan.
+    pub fn notices(&self, plan: &Plan) {
+        let mut text = String::new();
+        for notice in &plan.notices {
+            if notice.is_error() {
+                text.push_str(&format!("error: {notice}\n"));
+            } else if !notice.is_info() {
+                text.push_str(&format!("warning: {notice}\n"));
+            } else if self.verbosity == Verbosity::Verbose {
+                text.push_str(&format!("  -> {notice}\n"));
+            }
+        }
+        self.print(&text);
+    }
+
+    /// The heading before jobs run.
+    pub fn start(&self, operation: Operation, plan: &Plan) {
+        if plan.jobs.is_empty() || self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let verb = match operation {
+            Operation::Install => "Installing",
+            Operation::Remove { .. } => "Removing",
+        };
+        self.print(&format!("==> {verb} DKMS modules: {}\n", count(plan.jobs.len(), "job")));
+    }
+
+    /// `--dry-run`: the plan, one line per job, then depmod.
+    pub fn dry_run(&self, plan: &Plan) {
+        let mut text = format!("==> Plan (dry run): {}\n", count(plan.jobs.len(), "job"));
+        for job in &plan.jobs {
+            let verb = match job.kind {
+                JobKind::Install { .. } => "install",
+                JobKind::Remove { .. } => "remove",
+                JobKind::Unregister => "unregister",
+            };
+            text.push_str(&format!("  -> {verb} {job}\n"));
+        }
+        for kver in &plan.depmod {
+            text.push_str(&format!("  -> depmod {kver}\n"));
+        }
+        self.print(&text);
+    }
+
+    /// One runner event.
+    pub fn event(&self, event: Event) {
+        match event {
+            Event::JobFinished { index, total, job, result } => self.job(index, total, job, result),
+            Event::Depmod { kver, result } => match result {
+                Ok(d) if self.verbosity > Verbosity::Quiet => {
+                    self.print(&format!("==> depmod {kver}: done in {}\n", secs(d)));
+                }
+                Ok(_) => {}
+                Err(e) => self.print(&format!("error: {e}: run `depmod {kver}` by hand once it is fixed\n")),
+            },
+        }
+    }
+
+    fn job(&self, index: usize, total: usize, job: &Job, result: &JobResult) {
+        let failed = result.outcome.is_failure();
+        if self.verbosity == Verbosity::Quiet && !failed {
+            return;
+        }
+        let mut text = format!("  -> ({}/{total}) {job}: {}\n", index + 1, describe(&result.outcome, result.duration));
+        match &result.outcome {
+            Outcome::Failed { log, tail, .. } => {
+                match log {
+                    Some(log) => text.push_str(&format!("     last lines of {}:\n", log.display())),
+                    None => text.push_str("     last lines of dkms's output:\n"),
+                }
+                for line in tail {
+                    text.push_str(&format!("       {line}\n"));
+                }
+                if let Some(log) = log {
+                    text.push_str(&format!("     full log: {}\n", log.display()));
+                }
+            }
+            _ if self.verbosity == Verbosity::Verbose && !result.output.trim().is_empty() => {}
+            _ => {}
+        }
+        if self.verbosity == Verbosity::Verbose && !result.output.trim().is_empty() {
+            text.push_str("     dkms output:\n");
+            for line in result.output.lines().filter(|l| !l.trim().is_empty()) {
+                text.push_str(&format!("       {}\n", line.trim_end()));
+            }
+        }
+        self.print(&text);
+    }
+
+    /// The final summary; returns the exit status (0 all good, 1 anything failed).
+    pub fn finish(&self, plan: &Plan, stats: &Stats) -> ExitCode {
+        let errors = plan.notices.iter().filter(|n| n.is_error()).count();
+        let failed = stats.failed + stats.depmod_failed + errors;
+        let ran = stats.installed + stats.removed + stats.skipped + stats.failed > 0;
+        if ran && (self.verbosity > Verbosity::Quiet || failed > 0) {
+            let mut parts = Vec::new();
+            for (n, word) in [
+                (stats.installed, "installed"),
+                (stats.removed, "removed"),
+                (stats.skipped, "skipped"),
+                (stats.failed, "failed"),
+            ] {
+                if n > 0 {
+                    parts.push(format!("{n} {word}"));
+                }
+            }
+            self.print(&format!("==> DKMS modules: {}\n", parts.join(", ")));
+        }
+        if failed > 0 {
+            self.print(&format!(
+                "error: {} failed: see the messages above; fix the cause, then reinstall the package to retry\n",
+                count(failed, "DKMS task")
+            ));
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The outcome as a short phrase.
+fn describe(outcome: &Outcome, duration: Duration) -> String {
+    let took = secs(duration);
+    match outcome {
+        Outcome::Installed => format!("installed in {took}"),
+        Outcome::Removed => format!("removed in {took}"),
+        Outcome::Unregistered => format!("unregistered in {took}"),
+        Outcome::Skipped => "skipped (BUILD_EXCLUSIVE does not match this kernel)".to_owned(),
+        Outcome::Failed { code, meaning, .. } => match code {
+            Some(c) => format!("failed in {took}: dkms exit {c}, {meaning}"),
+            None => format!("failed in {took}: dkms {meaning}"),
+        },
+        Outcome::WrongKernel { module, vermagic } => format!(
+            "failed: built for the wrong kernel: {} has vermagic {vermagic} (its build uses another kernel, \
+             e.g. `uname -r`): report it to the module's packager",
+            module.display()
+        ),
+        Outcome::ExecFailed { error } => format!("failed: could not run dkms: {error}"),
+        Outcome::DependencyFailed { dependency } => format!("not built: it needs {dependency}, which did not succeed"),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn outcome_phrases() {
+        let d = Duration::from_millis(4210);
+        assert_eq!(describe(&Outcome::Installed, d), "installed in 4.2 s");
+        assert!(describe(&Outcome::Skipped, d).starts_with("skipped"));
+        let failed = Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
+        assert_eq!(describe(&failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
+        let wrong = Outcome::WrongKernel { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
+        assert!(describe(&wrong, d).contains("wrong kernel") && describe(&wrong, d).contains("vermagic 6.1-y SMP"));
+        assert_eq!(count(1, "job"), "1 job");
+        assert_eq!(count(3, "job"), "3 jobs");
+    }
+}

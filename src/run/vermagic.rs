@@ -1,0 +1,55 @@
+//! Reads a kernel module's `vermagic` (from its `.modinfo` strings), decompressing
+//! `.ko.zst`/`.ko.xz`/`.ko.gz` with the system's tools.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The vermagic string of a module file, e.g. `6.12.1-arch1-1 SMP preempt mod_unload`.
+pub fn read(path: &Path) -> Result<String, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tool = if name.ends_with(".ko.zst") {
+        Some("zstd")
+    } else if name.ends_with(".ko.xz") {
+        Some("xz")
+    } else if name.ends_with(".ko.gz") {
+        Some("gzip")
+    } else {
+        None
+    };
+    let bytes = match tool {
+        None => std::fs::read(path).map_err(|e| e.to_string())?,
+        Some(tool) => {
+            let out = Command::new(tool)
+                .args(["-dc", "--"])
+                .arg(path)
+                .output()
+                .map_err(|e| format!("failed to run {tool}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("{tool} could not decompress it"));
+            }
+            out.stdout
+        }
+    };
+    find(&bytes).ok_or_else(|| "no vermagic in the module".to_owned())
+}
+
+/// Finds `vermagic=…` terminated by NUL in a module's bytes.
+pub fn find(bytes: &[u8]) -> Option<String> {
+    const KEY: &[u8] = b"vermagic=";
+    let start = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = bytes[start..].iter().position(|&b| b == 0).unwrap_or(bytes.len() - start);
+    Some(String::from_utf8_lossy(&bytes[start..start + len]).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_vermagic_between_other_modinfo_strings() {
+        let bytes = b"\x7fELF....license=GPL\0vermagic=6.1.0-47-amd64 SMP preempt mod_unload modversions \0name=hello\0";
+        assert_eq!(find(bytes).as_deref(), Some("6.1.0-47-amd64 SMP preempt mod_unload modversions"));
+        assert_eq!(find(b"no magic here"), None);
+        assert_eq!(find(b"vermagic=unterminated").as_deref(), Some("unterminated"));
+    }
+}
