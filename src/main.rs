@@ -5,25 +5,18 @@
 //! Flow: argv → `Config` → stdin → `Targets` → `Inventory` → `Plan` → `Runner` → `Reporter`.
 //! Only `main` prints a fatal error; exit status 0 ok, 1 a job failed, 2 could not run.
 
-mod cli;
-mod config;
-mod inventory;
-mod plan;
-mod report;
-mod run;
-mod targets;
-
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::config::{Config, Verbosity};
-use crate::inventory::Inventory;
-use crate::report::Reporter;
-use crate::run::{Runner, Tools};
-use crate::targets::Targets;
+use dkms_hook::config::{Config, Verbosity};
+use dkms_hook::inventory::Inventory;
+use dkms_hook::report::Reporter;
+use dkms_hook::run::{self, Runner, Tools};
+use dkms_hook::targets::Targets;
+use dkms_hook::{cli, plan};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
