@@ -71,7 +71,8 @@ fn run(opts: cli::Opts) -> Result<ExitCode> {
     }
     let tools = Tools::resolve(&config.dkms, &config.depmod)?;
     reporter.start(config.operation, &plan);
-    let runner = Runner { tools: &tools, layout: &config.layout };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let runner = Runner { tools: &tools, layout: &config.layout, jobs: 0, timeout: None, stop: &stop };
     let stats = runner.run(&plan, &mut |event| reporter.event(event));
     Ok(reporter.finish(&plan, &stats))
 }

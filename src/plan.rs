@@ -56,6 +56,21 @@ pub struct Job {
     pub after: Vec<usize>,
 }
 
+impl Job {
+    /// The kernel this job is for, if any.
+    pub fn kernel(&self) -> Option<&str> {
+        match &self.kind {
+            JobKind::Install { kernel } | JobKind::Remove { kernel } => Some(kernel),
+            JobKind::Unregister => None,
+        }
+    }
+
+    /// True for `dkms install` jobs.
+    pub fn is_install(&self) -> bool {
+        matches!(self.kind, JobKind::Install { .. })
+    }
+}
+
 impl fmt::Display for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {

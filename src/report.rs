@@ -169,6 +169,10 @@ fn describe(outcome: &Outcome, duration: Duration) -> String {
         ),
         Outcome::ExecFailed { error } => format!("failed: could not run dkms: {error}"),
         Outcome::DependencyFailed { dependency } => format!("not built: it needs {dependency}, which did not succeed"),
+        Outcome::TimedOut { after } => {
+            format!("failed: dkms was stopped after {} (the job timeout): raise job_timeout or fix the build", secs(*after))
+        }
+        Outcome::Interrupted => "interrupted: run `dkms-hook sync` to finish".to_owned(),
     }
 }
 

@@ -6,8 +6,12 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use crate::config::Layout;
 use crate::plan::{Job, JobKind};
@@ -26,6 +30,19 @@ pub struct Tools {
 pub struct Captured {
     pub code: Option<i32>,
     pub output: String,
+    /// Killed because it ran longer than the job timeout.
+    pub timed_out: bool,
+    /// Killed because dkms-hook was asked to stop (SIGINT/SIGTERM).
+    pub interrupted: bool,
+}
+
+/// When to give up on a running command.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+    /// Kill the command as soon as this is set.
+    pub stop: &'a AtomicBool,
 }
 
 impl Tools {
@@ -40,26 +57,31 @@ impl Tools {
         Ok(Tools { dkms, depmod })
     }
 
-    /// Runs dkms for one job.
-    pub fn dkms(&self, layout: &Layout, job: &Job) -> Result<Captured, String> {
-        let mut cmd = Command::new(&self.dkms);
-        cmd.args(dkms_args(layout, job));
-        if layout.is_relocated() {
-            // Keep module signing inside the root: dkms would otherwise create and use
-            // /var/lib/dkms/mok.key of the running system.
-            cmd.env("mok_signing_key", layout.dkms_tree.join("mok.key"));
-            cmd.env("mok_certificate", layout.dkms_tree.join("mok.pub"));
+    /// Runs dkms with `args` (an action and its arguments), relocated into `layout`'s root
+    /// when needed, with `make -j make_jobs` when given.
+    pub fn dkms(&self, layout: &Layout, mut args: Vec<OsString>, make_jobs: Option<usize>, limits: Limits) -> Result<Captured, String> {
+        if let Some(n) = make_jobs {
+            // dkms 3.0 takes `-j N` as two arguments only.
+            args.push("-j".into());
+            args.push(n.to_string().into());
         }
-        capture(cmd).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
+        let mut cmd = Command::new(&self.dkms);
+        cmd.args(args);
+        // Keep module signing inside the root: dkms would otherwise create and use
+        // /var/lib/dkms/mok.key of the running system. Private build trees sign with the
+        // real tree's key too.
+        let (key, cert) = signing_key(layout);
+        cmd.env("mok_signing_key", key).env("mok_certificate", cert);
+        capture(cmd, limits).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
     }
 
     /// Runs depmod for one kernel; the error holds its output.
-    pub fn depmod(&self, layout: &Layout, kver: &str) -> Result<(), String> {
+    pub fn depmod(&self, layout: &Layout, kver: &str, limits: Limits) -> Result<(), String> {
         let mut cmd = Command::new(&self.depmod);
         cmd.args(depmod_args(layout, kver));
-        match capture(cmd) {
+        match capture(cmd, limits) {
             Ok(Captured { code: Some(0), .. }) => Ok(()),
-            Ok(Captured { code, output }) => Err(format!(
+            Ok(Captured { code, output, .. }) => Err(format!(
                 "depmod for {kver} failed ({}): {}",
                 code.map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
                 output.trim()
@@ -69,41 +91,63 @@ impl Tools {
     }
 }
 
-/// The dkms arguments for a job; with a relocated root, every dkms path points inside it.
+/// The module signing key and certificate dkms uses (and creates on first use) for `layout`.
+pub fn signing_key(layout: &Layout) -> (PathBuf, PathBuf) {
+    (layout.dkms_tree.join("mok.key"), layout.dkms_tree.join("mok.pub"))
+}
+
+/// The dkms arguments for a job in the real dkms tree.
 pub fn dkms_args(layout: &Layout, job: &Job) -> Vec<OsString> {
     let m = &job.module;
-    let mut args: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| args.push(s.into());
-    match &job.kind {
-        JobKind::Install { kernel } => {
-            for a in ["install", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel] {
-                push(a);
-            }
-        }
-        JobKind::Remove { kernel } => {
-            for a in ["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel] {
-                push(a);
-            }
-        }
-        JobKind::Unregister => {
-            for a in ["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "--all"] {
-                push(a);
-            }
-        }
-    }
-    if layout.is_relocated() {
-        args.push("--sourcetree".into());
-        args.push(layout.source_tree.clone().into());
+    let base: Vec<&str> = match &job.kind {
+        JobKind::Install { kernel } => vec!["install", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel],
+        JobKind::Remove { kernel } => vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel],
+        JobKind::Unregister => vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "--all"],
+    };
+    let mut args: Vec<OsString> = base.into_iter().map(OsString::from).collect();
+    let headers_for = if job.is_install() { job.kernel() } else { None };
+    relocate(&mut args, layout, &layout.dkms_tree, headers_for);
+    args
+}
+
+/// `dkms add` of a module version to the real tree.
+pub fn add_args(layout: &Layout, job: &Job) -> Vec<OsString> {
+    let m = &job.module;
+    let mut args: Vec<OsString> = ["add", "-m", &m.name, "-v", &m.version].into_iter().map(OsString::from).collect();
+    relocate(&mut args, layout, &layout.dkms_tree, None);
+    args
+}
+
+/// `dkms build` of an install job in a private dkms tree.
+pub fn private_build_args(layout: &Layout, job: &Job, tree: &Path) -> Vec<OsString> {
+    let m = &job.module;
+    let kernel = job.kernel().unwrap_or_default();
+    let mut args: Vec<OsString> =
+        ["build", "-m", &m.name, "-v", &m.version, "-k", kernel].into_iter().map(OsString::from).collect();
+    relocate(&mut args, layout, tree, Some(kernel));
+    // A private tree is always a relocation, even on `/`.
+    if !layout.is_relocated() {
         args.push("--dkmstree".into());
-        args.push(layout.dkms_tree.clone().into());
-        args.push("--installtree".into());
-        args.push(layout.module_dir.clone().into());
-        if let JobKind::Install { kernel } = &job.kind {
-            args.push("--kernelsourcedir".into());
-            args.push(layout.kernel_dir(kernel).join("build").into());
-        }
+        args.push(tree.into());
     }
     args
+}
+
+/// With a root other than `/`, points every dkms path inside it (and the headers of `kernel`).
+fn relocate(args: &mut Vec<OsString>, layout: &Layout, tree: &Path, kernel: Option<&str>) {
+    if !layout.is_relocated() {
+        return;
+    }
+    args.push("--sourcetree".into());
+    args.push(layout.source_tree.clone().into());
+    args.push("--dkmstree".into());
+    args.push(tree.into());
+    args.push("--installtree".into());
+    args.push(layout.module_dir.clone().into());
+    if let Some(kernel) = kernel {
+        args.push("--kernelsourcedir".into());
+        args.push(layout.kernel_dir(kernel).join("build").into());
+    }
 }
 
 /// The depmod arguments for a kernel.
@@ -118,18 +162,55 @@ pub fn depmod_args(layout: &Layout, kver: &str) -> Vec<OsString> {
 }
 
 /// Runs a command with stdin closed and stdout+stderr merged into one captured pipe, in its
-/// own process group (so it can be stopped as a whole).
-fn capture(mut cmd: Command) -> std::io::Result<Captured> {
+/// own process group so that it can be stopped as a whole (dkms runs make, which runs gcc…).
+fn capture(mut cmd: Command, limits: Limits) -> std::io::Result<Captured> {
     let (mut reader, writer) = std::io::pipe()?;
     cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
     let mut child = cmd.spawn()?;
-    // The parent's copies of the write end are gone with `cmd`; reading ends at the child's exit.
+    // The parent's copies of the write end go with `cmd`: reading ends when the group exits.
     drop(cmd);
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes)?;
-    let status = child.wait()?;
-    Ok(Captured { code: status.code(), output: String::from_utf8_lossy(&bytes).into_owned() })
+    let pgid = Pid::from_raw(child.id() as i32);
+    let collector = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        bytes
+    });
+    let started = Instant::now();
+    let mut timed_out = false;
+    let mut interrupted = false;
+    let mut term_sent: Option<Instant> = None;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let over = limits.timeout.is_some_and(|t| started.elapsed() > t);
+        let stop = limits.stop.load(Ordering::Relaxed);
+        match term_sent {
+            None if over || stop => {
+                timed_out = over;
+                interrupted = stop;
+                let _ = killpg(pgid, Signal::SIGTERM);
+                term_sent = Some(Instant::now());
+            }
+            Some(at) if at.elapsed() > KILL_GRACE => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            _ => {}
+        }
+        std::thread::sleep(POLL);
+    };
+    if term_sent.is_some() {
+        // Whatever of the group is left (a grandchild that ignored SIGTERM) must not outlive us.
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    let bytes = collector.join().unwrap_or_default();
+    Ok(Captured { code: status.code(), output: String::from_utf8_lossy(&bytes).into_owned(), timed_out, interrupted })
 }
+
+/// How often a running command is checked for a timeout or a stop request.
+const POLL: Duration = Duration::from_millis(5);
+/// How long a stopped command gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Finds an executable: a path with `/` as given, a bare name in PATH or the sbin dirs.
 fn find_program(program: &Path) -> Result<PathBuf, String> {

@@ -1,19 +1,32 @@
 //! The only code that spawns processes: dkms jobs, depmod, module decompression for the
 //! vermagic check, and the clean-up of empty directories dkms leaves behind.
 //!
-//! A job's result is a value (`Outcome`): a failed build does not stop the others, and "could
-//! not start dkms" is kept apart from "dkms failed". Workers never print: the runner hands each
-//! finished job to the caller's event sink, which owns the output.
+//! Jobs run in parallel under one CPU budget: at most `jobs` dkms at once, each told
+//! `make -j N` so the total stays near the core count. A job starts only when the jobs it
+//! depends on (BUILD_DEPENDS, removals before unregistering) have succeeded. dkms keeps one build
+//! directory per module version (`DKMSTREE/M/V/build`), so two jobs of the same module version
+//! never touch the real tree at once: when one module version is installed for several
+//! kernels, each kernel's build runs in a private dkms tree, in parallel, and only moving the
+//! result in and the quick `dkms install` hold the module version's lock.
+//!
+//! A job's result is a value (`Outcome`): a failed build does not stop independent jobs, and
+//! "could not start dkms" is kept apart from "dkms failed". Workers never print: the runner
+//! hands each finished job to the caller's event sink, on the caller's thread.
 
 mod command;
 mod vermagic;
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Layout;
-use crate::plan::{Job, JobKind, Plan};
+use crate::plan::{Job, JobKind, ModuleId, Plan};
 pub use command::Tools;
+use command::{Captured, Limits};
 
 /// What became of one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +57,10 @@ pub enum Outcome {
     ExecFailed { error: String },
     /// Not run because a job it depends on did not succeed.
     DependencyFailed { dependency: String },
+    /// Killed after running longer than the job timeout.
+    TimedOut { after: Duration },
+    /// Stopped, or never started, because dkms-hook was interrupted (SIGINT/SIGTERM).
+    Interrupted,
 }
 
 impl Outcome {
@@ -58,14 +75,14 @@ impl Outcome {
 pub struct JobResult {
     pub outcome: Outcome,
     pub duration: Duration,
-    /// dkms's combined stdout and stderr.
+    /// dkms's combined stdout and stderr (all dkms calls of the job).
     pub output: String,
 }
 
 /// What the runner tells its caller, in order.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// Job `index` (0-based, of `total`) finished.
+    /// A job finished; `index` counts finished jobs (0-based) out of `total`.
     JobFinished { index: usize, total: usize, job: &'a Job, result: &'a JobResult },
     /// depmod ran for a kernel.
     Depmod { kver: &'a str, result: Result<Duration, String> },
@@ -79,45 +96,138 @@ pub struct Stats {
     pub skipped: usize,
     pub failed: usize,
     pub depmod_failed: usize,
+    /// Jobs stopped or never started because of SIGINT/SIGTERM.
+    pub interrupted: usize,
 }
 
 /// Lines of a log shown with a failure.
 const TAIL_LINES: usize = 20;
 
-/// Runs a plan's jobs one after another, then depmod once per kernel.
+/// Runs a plan: jobs in parallel where safe, then depmod once per kernel.
 pub struct Runner<'a> {
     pub tools: &'a Tools,
     pub layout: &'a Layout,
+    /// dkms processes at once; 0 chooses from the core count.
+    pub jobs: usize,
+    /// A dkms call running longer than this is killed (its whole process group) and failed.
+    pub timeout: Option<Duration>,
+    /// Set (by a signal handler) to stop: no new jobs start, running dkms are terminated.
+    pub stop: &'a AtomicBool,
+}
+
+/// How a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One dkms call in the real tree, holding the module version's lock throughout.
+    Direct,
+    /// `dkms build` in a private tree without the lock, then move in and `dkms install` with it.
+    PrivateBuild,
 }
 
 impl Runner<'_> {
-    /// Runs every job, reporting each through `sink`; returns the totals.
+    /// The number of CPUs to budget for.
+    pub fn cores() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Runs every job, reporting each through `sink` as it finishes; returns the totals.
     pub fn run(&self, plan: &Plan, sink: &mut dyn FnMut(Event)) -> Stats {
+        let cores = Self::cores();
+        let parallel = if self.jobs == 0 { cores } else { self.jobs }.max(1);
+        let modes = self.modes(plan, parallel);
+        let total = plan.jobs.len();
+        let locks: BTreeMap<&ModuleId, Mutex<()>> = plan.jobs.iter().map(|j| (&j.module, Mutex::new(()))).collect();
+        // The first build creates dkms's signing key if there is none; two first builds at
+        // once race on creating it, so the first install runs alone in that case.
+        let (key, cert) = command::signing_key(self.layout);
+        let mut alone = (parallel > 1 && !(key.exists() && cert.exists()))
+            .then(|| plan.jobs.iter().position(Job::is_install))
+            .flatten();
+        self.clear_private_trees();
+
         let mut stats = Stats::default();
-        let mut results: Vec<Option<Outcome>> = vec![None; plan.jobs.len()];
-        for (index, job) in plan.jobs.iter().enumerate() {
-            let blocked = job.after.iter().find(|&&d| results[d].as_ref().is_none_or(Outcome::is_failure));
-            let result = match blocked {
-                Some(&d) => JobResult {
-                    outcome: Outcome::DependencyFailed { dependency: plan.jobs[d].to_string() },
-                    duration: Duration::ZERO,
-                    output: String::new(),
-                },
-                None => self.run_job(job),
-            };
-            match &result.outcome {
-                Outcome::Installed => stats.installed += 1,
-                Outcome::Removed | Outcome::Unregistered => stats.removed += 1,
-                Outcome::Skipped => stats.skipped += 1,
-                _ => stats.failed += 1,
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
+        let mut started = vec![false; total];
+        let mut running: BTreeSet<usize> = BTreeSet::new();
+        let mut finished = 0;
+        let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
+
+        std::thread::scope(|scope| loop {
+            // Settle jobs that can no longer run: a failed dependency, or a stop request.
+            let stopping = self.stop.load(std::sync::atomic::Ordering::Relaxed);
+            for i in 0..total {
+                if started[i] {
+                    continue;
+                }
+                let failed_dep = plan.jobs[i].after.iter().find(|&&d| outcomes[d].as_ref().is_some_and(Outcome::is_failure));
+                let outcome = match failed_dep {
+                    Some(&d) => Outcome::DependencyFailed { dependency: plan.jobs[d].to_string() },
+                    None if stopping => Outcome::Interrupted,
+                    None => continue,
+                };
+                started[i] = true;
+                let result = JobResult { outcome, duration: Duration::ZERO, output: String::new() };
+                self.record(&mut stats, &result.outcome);
+                sink(Event::JobFinished { index: finished, total, job: &plan.jobs[i], result: &result });
+                finished += 1;
+                outcomes[i] = Some(result.outcome);
             }
-            sink(Event::JobFinished { index, total: plan.jobs.len(), job, result: &result });
-            results[index] = Some(result.outcome);
-        }
+            // Start what may start.
+            while running.len() < parallel && alone.is_none_or(|a| !running.contains(&a)) {
+                let next = (0..total).find(|&i| {
+                    !started[i]
+                        && alone.is_none_or(|a| a == i)
+                        && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
+                        && (modes[i] == Mode::PrivateBuild
+                            || !running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module))
+                });
+                let Some(i) = next else { break };
+                started[i] = true;
+                running.insert(i);
+                let remaining = total - finished;
+                let make_jobs = (cores / parallel.min(remaining).max(1)).max(1);
+                let tx = tx.clone();
+                let job = &plan.jobs[i];
+                let lock = &locks[&job.module];
+                let mode = modes[i];
+                scope.spawn(move || {
+                    let result = self.run_job(job, mode, lock, make_jobs);
+                    let _ = tx.send((i, result));
+                });
+                if alone == Some(i) {
+                    break;
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let Ok((i, result)) = rx.recv() else { break };
+            running.remove(&i);
+            if alone == Some(i) {
+                alone = None;
+            }
+            self.record(&mut stats, &result.outcome);
+            sink(Event::JobFinished { index: finished, total, job: &plan.jobs[i], result: &result });
+            finished += 1;
+            outcomes[i] = Some(result.outcome);
+        });
+
         self.tidy(plan);
-        for kver in &plan.depmod {
-            let started = Instant::now();
-            let result = self.tools.depmod(self.layout, kver).map(|()| started.elapsed());
+        let limits = Limits { timeout: self.timeout, stop: self.stop };
+        let depmods: Vec<(&String, Result<Duration, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plan
+                .depmod
+                .iter()
+                .map(|kver| {
+                    scope.spawn(move || {
+                        let t = Instant::now();
+                        (kver, self.tools.depmod(self.layout, kver, limits).map(|()| t.elapsed()))
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (kver, result) in depmods {
             if result.is_err() {
                 stats.depmod_failed += 1;
             }
@@ -126,22 +236,108 @@ impl Runner<'_> {
         stats
     }
 
+    fn record(&self, stats: &mut Stats, outcome: &Outcome) {
+        match outcome {
+            Outcome::Installed => stats.installed += 1,
+            Outcome::Removed | Outcome::Unregistered => stats.removed += 1,
+            Outcome::Skipped => stats.skipped += 1,
+            Outcome::Interrupted => stats.interrupted += 1,
+            _ => stats.failed += 1,
+        }
+    }
+
+    /// Private builds for install jobs whose module version is installed for more than one
+    /// kernel in this plan and not yet built for theirs; everything else runs directly.
+    fn modes(&self, plan: &Plan, parallel: usize) -> Vec<Mode> {
+        let mut per_module: BTreeMap<&ModuleId, usize> = BTreeMap::new();
+        for job in plan.jobs.iter().filter(|j| j.is_install()) {
+            *per_module.entry(&job.module).or_default() += 1;
+        }
+        plan.jobs
+            .iter()
+            .map(|job| match &job.kind {
+                JobKind::Install { kernel }
+                    if parallel > 1 && per_module[&job.module] > 1 && !self.built_dir(&job.module, kernel).exists() =>
+                {
+                    Mode::PrivateBuild
+                }
+                _ => Mode::Direct,
+            })
+            .collect()
+    }
+
+    /// `DKMSTREE/M/V/K`: where dkms keeps a module version's build for a kernel.
+    fn built_dir(&self, module: &ModuleId, kernel: &str) -> PathBuf {
+        self.layout.dkms_tree.join(&module.name).join(&module.version).join(kernel)
+    }
+
+    /// Where private dkms trees live: dkms-hook's own directory beside the dkms tree, on the
+    /// same file system so a finished build moves in with one rename.
+    fn private_root(&self) -> PathBuf {
+        self.layout.root.join("var/lib/dkms-hook/build")
+    }
+
+    /// Private trees of an earlier run (kept for their failure logs) are ours to delete.
+    fn clear_private_trees(&self) {
+        let _ = std::fs::remove_dir_all(self.private_root());
+    }
+
     /// Runs one job and judges its result.
-    pub fn run_job(&self, job: &Job) -> JobResult {
+    fn run_job(&self, job: &Job, mode: Mode, lock: &Mutex<()>, make_jobs: usize) -> JobResult {
         let started = Instant::now();
+        let limits = Limits { timeout: self.timeout, stop: self.stop };
+        let mut output = String::new();
+        let outcome = match mode {
+            Mode::Direct => {
+                let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.direct(job, make_jobs, limits, started, &mut output)
+            }
+            Mode::PrivateBuild => self.private_build(job, lock, make_jobs, limits, started, &mut output),
+        };
+        JobResult { outcome, duration: started.elapsed(), output }
+    }
+
+    fn direct(&self, job: &Job, make_jobs: usize, limits: Limits, started: Instant, output: &mut String) -> Outcome {
         let registered = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version);
         if job.kind == JobKind::Unregister && registered.symlink_metadata().is_err() {
             // dkms drops a module version from its tree when the last kernel's build is
             // removed: there is nothing left to unregister.
-            return JobResult { outcome: Outcome::Unregistered, duration: started.elapsed(), output: String::new() };
+            return Outcome::Unregistered;
         }
-        let captured = match self.tools.dkms(self.layout, job) {
+        let make_jobs = job.is_install().then_some(make_jobs);
+        let args = command::dkms_args(self.layout, job);
+        let log = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version).join("build/make.log");
+        self.call(args, make_jobs, limits, output, started, job, &log)
+    }
+
+    /// Runs one dkms call and judges it for `job`.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        args: Vec<OsString>,
+        make_jobs: Option<usize>,
+        limits: Limits,
+        output: &mut String,
+        started: Instant,
+        job: &Job,
+        log: &Path,
+    ) -> Outcome {
+        let captured = match self.tools.dkms(self.layout, args, make_jobs, limits) {
             Ok(c) => c,
-            Err(error) => {
-                return JobResult { outcome: Outcome::ExecFailed { error }, duration: started.elapsed(), output: String::new() }
-            }
+            Err(error) => return Outcome::ExecFailed { error },
         };
-        let outcome = match (captured.code, &job.kind) {
+        output.push_str(&captured.output);
+        self.judge(job, &captured, started, log)
+    }
+
+    fn judge(&self, job: &Job, captured: &Captured, started: Instant, log: &Path) -> Outcome {
+        if captured.interrupted {
+            return Outcome::Interrupted;
+        }
+        if captured.timed_out {
+            return Outcome::TimedOut { after: started.elapsed() };
+        }
+        match (captured.code, &job.kind) {
             (Some(0), JobKind::Install { kernel }) => self.check_vermagic(job, kernel),
             (Some(0), JobKind::Remove { .. }) => Outcome::Removed,
             (Some(0), JobKind::Unregister) => Outcome::Unregistered,
@@ -150,16 +346,67 @@ impl Runner<'_> {
             (Some(3), JobKind::Unregister) => Outcome::Unregistered,
             (Some(77), _) => Outcome::Skipped,
             (code, _) => {
-                let log = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version).join("build/make.log");
-                let log = log.is_file().then_some(log).filter(|l| modified_since(l, started));
+                let log = (log.is_file() && modified_since(log, started)).then(|| log.to_path_buf());
                 let text = match &log {
                     Some(l) => std::fs::read_to_string(l).unwrap_or_default(),
                     None => captured.output.clone(),
                 };
                 Outcome::Failed { code, meaning: exit_meaning(code), log, tail: tail(&text, TAIL_LINES) }
             }
-        };
-        JobResult { outcome, duration: started.elapsed(), output: captured.output }
+        }
+    }
+
+    /// Builds in a private dkms tree, then moves the build into the real tree and installs it
+    /// there under the module version's lock.
+    fn private_build(
+        &self,
+        job: &Job,
+        lock: &Mutex<()>,
+        make_jobs: usize,
+        limits: Limits,
+        started: Instant,
+        output: &mut String,
+    ) -> Outcome {
+        let kernel = job.kernel().unwrap_or_default();
+        let tree = self.private_root().join(format!("{}-{}-{}", job.module.name, job.module.version, kernel));
+        let _ = std::fs::remove_dir_all(&tree);
+        if let Err(e) = std::fs::create_dir_all(&tree) {
+            return Outcome::ExecFailed { error: format!("failed to create {}: {e}", tree.display()) };
+        }
+        let args = command::private_build_args(self.layout, job, &tree);
+        let log = tree.join(&job.module.name).join(&job.module.version).join("build/make.log");
+        match self.call(args, Some(make_jobs), limits, output, started, job, &log) {
+            // A private build is only built, not installed: judge it as built.
+            Outcome::Installed => {}
+            other => return other,
+        }
+        let built = tree.join(&job.module.name).join(&job.module.version).join(kernel);
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let registered = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version).join("source");
+        if registered.symlink_metadata().is_err() {
+            let args = command::add_args(self.layout, job);
+            let added = self.tools.dkms(self.layout, args, None, limits);
+            match added {
+                Ok(c) if c.code == Some(0) || c.code == Some(3) => output.push_str(&c.output),
+                Ok(c) => {
+                    output.push_str(&c.output);
+                    return self.judge(job, &c, started, &log);
+                }
+                Err(error) => return Outcome::ExecFailed { error },
+            }
+        }
+        let target = self.built_dir(&job.module, kernel);
+        if !target.exists() {
+            if let Err(e) = std::fs::rename(&built, &target) {
+                // Another file system (EXDEV) or a surprise: build in the real tree instead.
+                log::debug!("cannot move {} to {}: {e}; building in place", built.display(), target.display());
+            }
+        }
+        let outcome = self.direct(job, make_jobs, limits, started, output);
+        if !outcome.is_failure() {
+            let _ = std::fs::remove_dir_all(&tree);
+        }
+        outcome
     }
 
     /// After an install, every built module must carry `vermagic=KVER …`.
@@ -195,7 +442,7 @@ impl Runner<'_> {
     }
 }
 
-fn modified_since(path: &std::path::Path, started: Instant) -> bool {
+fn modified_since(path: &Path, started: Instant) -> bool {
     let age = started.elapsed();
     path.metadata()
         .and_then(|m| m.modified())
@@ -247,6 +494,7 @@ mod tests {
         assert!(!Outcome::Installed.is_failure());
         assert!(Outcome::ExecFailed { error: "x".into() }.is_failure());
         assert!(Outcome::DependencyFailed { dependency: "x".into() }.is_failure());
+        assert!(Outcome::Interrupted.is_failure());
         assert_eq!(exit_meaning(Some(10)), "the module build (make) failed");
     }
 }
