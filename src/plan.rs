@@ -197,10 +197,13 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
         }
     }
 
-    // Resolve directories to module identities; a bad dkms.conf is reported once.
+    // Resolve directories to module identities; a bad dkms.conf is reported once. A module
+    // version dkms already has installed for the kernel needs nothing (`dkms install` would
+    // only say so, at ~0.1 s a call).
     let mut per_kernel: BTreeMap<&str, Vec<Source>> = BTreeMap::new();
     for (kver, dir) in &wanted {
         match resolve_source(inv, dir) {
+            Ok(source) if inv.tree.is_installed(&source.id.name, &source.id.version, kver) => {}
             Ok(source) => per_kernel.entry(kver).or_default().push(source),
             Err(error) => {
                 if bad.insert(dir) {
@@ -458,6 +461,22 @@ mod tests {
         let p = w.plan(INSTALL, "usr/lib/modules/6.6.30-1-lts/modules.order\n");
         assert!(p.jobs.is_empty());
         assert!(p.depmod.is_empty());
+    }
+
+    #[test]
+    fn already_installed_pairs_need_no_job() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).built(
+            "hello",
+            "1.0",
+            "hello-1.0",
+            &["6.12.1-arch1-1", "6.6.30-1-lts"],
+            &["6.12.1-arch1-1"],
+        );
+        let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["install hello/1.0 for 6.6.30-1-lts"]);
+        assert_eq!(p.depmod, ["6.6.30-1-lts"]);
+        let p = w.plan(INSTALL, "usr/lib/modules/6.12.1-arch1-1/build/include/\n");
+        assert_eq!(p, Plan::default());
     }
 
     #[test]

@@ -80,6 +80,11 @@ impl DkmsTree {
             .map(|((m, v), _)| (m.as_str(), v.as_str()))
     }
 
+    /// True when dkms has `name/version` installed for `kver`.
+    pub fn is_installed(&self, name: &str, version: &str, kver: &str) -> bool {
+        self.entries.get(&(name.to_owned(), version.to_owned())).is_some_and(|e| e.installed.contains(kver))
+    }
+
     /// Module versions built or installed for `kver`.
     pub fn for_kernel(&self, kver: &str) -> Vec<(&str, &str)> {
         self.entries
