@@ -90,7 +90,8 @@ pub enum Notice {
     HeadersLeaving { kver: String, package: String, kept: Vec<ModuleId> },
     /// A module source whose dkms.conf could not be read (an error: its module is not built).
     BadSource { dir: String, error: String },
-    /// A changed module source dkms does not know (nothing to remove).
+    /// A changed module source with no dkms.conf on disk (install) or that dkms does not know
+    /// (remove): nothing to do.
     NotRegistered { dir: String },
     /// A kver among the targets that no installed package owns.
     NotAKernel { kver: String },
@@ -126,7 +127,7 @@ impl fmt::Display for Notice {
                 }
             }
             Notice::BadSource { dir, error } => write!(f, "cannot read module source {dir}: {error}"),
-            Notice::NotRegistered { dir } => write!(f, "{dir} is not registered with dkms: nothing to remove"),
+            Notice::NotRegistered { dir } => write!(f, "{dir} has no dkms.conf and is not registered with dkms: nothing to do"),
             Notice::NotAKernel { kver } => write!(f, "{kver} is not an installed kernel (no package owns it): ignored"),
             Notice::DependencyCycle { kernel, modules } => {
                 write!(f, "BUILD_DEPENDS cycle among {} for {kernel}: building in name order", modules.join(" "))
@@ -142,6 +143,25 @@ pub struct Plan {
     /// Kernels to run depmod for once all jobs are done.
     pub depmod: Vec<String>,
     pub notices: Vec<Notice>,
+    /// BUILD_DEPENDS of the modules installed by this plan (only those that have any): dkms
+    /// checks them in the tree it builds in, so these modules must build in the real tree.
+    pub build_depends: BTreeMap<ModuleId, Vec<String>>,
+}
+
+impl Plan {
+    /// Fills `build_depends` for the plan's install jobs from the module sources' dkms.conf.
+    pub fn note_build_depends(&mut self, inv: &Inventory) {
+        for source in inv.sources.values() {
+            let Ok(conf) = &source.conf else { continue };
+            if conf.build_depends.is_empty() {
+                continue;
+            }
+            let id = ModuleId::new(&conf.name, &conf.version);
+            if self.jobs.iter().any(|j| j.is_install() && j.module == id) {
+                self.build_depends.insert(id, conf.build_depends.clone());
+            }
+        }
+    }
 }
 
 /// Plans the jobs for `operation` on `targets`, given what is installed.
@@ -205,6 +225,13 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
         match resolve_source(inv, dir) {
             Ok(source) if inv.tree.is_installed(&source.id.name, &source.id.version, kver) => {}
             Ok(source) => per_kernel.entry(kver).or_default().push(source),
+            // No dkms.conf on disk for a target: nothing to build from (pacman matched a path
+            // that is not there, e.g. NoExtract).
+            Err(error) if error.is_empty() => {
+                if bad.insert(dir) {
+                    plan.notices.push(Notice::NotRegistered { dir: dir.clone() });
+                }
+            }
             Err(error) => {
                 if bad.insert(dir) {
                     plan.notices.push(Notice::BadSource { dir: dir.clone(), error });
@@ -243,6 +270,7 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
         }
         plan.depmod.push(kver.to_owned());
     }
+    plan.note_build_depends(inv);
     plan
 }
 
@@ -253,7 +281,7 @@ fn resolve_source<'a>(inv: &'a Inventory, dir: &str) -> Result<Source<'a>, Strin
             Ok(conf) => Ok(Source { id: ModuleId::new(&conf.name, &conf.version), depends: &conf.build_depends }),
             Err(e) => Err(e.clone()),
         },
-        None => Err(format!("/usr/src/{dir}/dkms.conf does not exist: reinstall the package that owns it")),
+        None => Err(String::new()),
     }
 }
 
@@ -537,6 +565,8 @@ mod tests {
         assert_eq!(p.jobs[1].after, [0]);
         assert_eq!(p.jobs[3].after, [2]);
         assert!(p.jobs[0].after.is_empty());
+        assert_eq!(p.build_depends.len(), 1);
+        assert_eq!(p.build_depends[&ModuleId::new("aa-top", "1")], ["zz-base"]);
     }
 
     #[test]

@@ -247,7 +247,9 @@ impl Runner<'_> {
     }
 
     /// Private builds for install jobs whose module version is installed for more than one
-    /// kernel in this plan and not yet built for theirs; everything else runs directly.
+    /// kernel in this plan and not yet built for theirs; everything else runs directly. A module
+    /// with BUILD_DEPENDS builds in the real tree: dkms (≥ 3.1) looks for the dependencies in
+    /// the tree it builds in.
     fn modes(&self, plan: &Plan, parallel: usize) -> Vec<Mode> {
         let mut per_module: BTreeMap<&ModuleId, usize> = BTreeMap::new();
         for job in plan.jobs.iter().filter(|j| j.is_install()) {
@@ -257,7 +259,10 @@ impl Runner<'_> {
             .iter()
             .map(|job| match &job.kind {
                 JobKind::Install { kernel }
-                    if parallel > 1 && per_module[&job.module] > 1 && !self.built_dir(&job.module, kernel).exists() =>
+                    if parallel > 1
+                        && per_module[&job.module] > 1
+                        && !plan.build_depends.contains_key(&job.module)
+                        && !self.built_dir(&job.module, kernel).exists() =>
                 {
                     Mode::PrivateBuild
                 }
