@@ -1,5 +1,8 @@
 //! The command line, as clap types. Nothing outside `config.rs` sees these: they are resolved
 //! into a `Config` in one place.
+//!
+//! This file is also compiled by `build.rs` (man pages and shell completions are generated from
+//! these definitions), so it uses nothing but `std` and `clap`.
 
 use std::path::PathBuf;
 
@@ -7,10 +10,23 @@ use clap::{Args, Parser, Subcommand};
 
 /// Build, install and remove DKMS modules for every installed kernel, from pacman hooks.
 ///
-/// pacman runs `dkms-hook install` after and `dkms-hook remove` before a transaction, writing the
-/// matched paths (`usr/src/*/dkms.conf`, `usr/lib/modules/*/…`) on stdin.
+/// pacman runs `dkms-hook remove` before and `dkms-hook install` after a transaction that changes
+/// a module source (`usr/src/*/dkms.conf`) or a kernel (`usr/lib/modules/*/…`), writing the
+/// matched paths on stdin. dkms-hook works out which (module, version, kernel) pairs to build or
+/// remove from those paths and the local pacman database, runs dkms for each, runs depmod once per
+/// kernel, and exits non-zero when anything failed.
+///
+/// `dkms-hook status` shows which package each module comes from and its state for every
+/// installed kernel; `dkms-hook sync` repairs whatever is missing or left over.
 #[derive(Debug, Parser)]
-#[command(name = "dkms-hook", version, about, long_about)]
+#[command(
+    name = "dkms-hook",
+    version,
+    about,
+    long_about,
+    after_long_help = AFTER_LONG_HELP,
+    help_expected = true
+)]
 pub struct Opts {
     #[command(flatten)]
     pub global: GlobalOpts,
@@ -18,6 +34,14 @@ pub struct Opts {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Shown at the end of `--help` (and in the man page).
+pub const AFTER_LONG_HELP: &str = "\
+Exit status: 0 when every job succeeded or was skipped (status: everything is as it should be);
+1 when a job failed (status: something is missing, failed or out of place); 2 for usage,
+configuration or environment errors; 130/143 when stopped by SIGINT/SIGTERM.
+
+Configuration: ROOT/etc/dkms-hook.toml, see dkms-hook.toml(5).";
 
 /// Options accepted before or after the subcommand.
 #[derive(Debug, Args)]
@@ -42,6 +66,10 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "PATH")]
     pub depmod: Option<PathBuf>,
 
+    /// How many dkms jobs to run at once [default: `jobs` in the config, else automatic (0)]
+    #[arg(short, long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+
     /// Print the plan and run nothing
     #[arg(long, global = true)]
     pub dry_run: bool,
@@ -65,4 +93,24 @@ pub enum Command {
         #[arg(long)]
         no_depmod: bool,
     },
+    /// Show module sources, kernels and the state of every module for every kernel
+    ///
+    /// Lists each module source with the package that owns it, each installed kernel with its
+    /// package and headers, and for every (module, kernel) pair one state: installed, built (not
+    /// installed), missing, skipped (BUILD_EXCLUSIVE), failed (with its log), wrong-vermagic or
+    /// excluded. Then what is out of place: dkms builds for kernels that are gone, registrations
+    /// whose source is gone, and module files under updates/dkms that dkms does not know.
+    /// Exits 0 when everything is as it should be, 1 otherwise. Reads only; takes no lock.
+    Status {
+        /// Print JSON (a stable, documented format) instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring dkms in line with the installed packages: build what is missing, remove what is left over
+    ///
+    /// Installs every packaged module for every kernel with headers where it is missing, removes
+    /// dkms builds for kernels that are no longer installed, and unregisters module versions whose
+    /// source is gone; then runs depmod for the kernels it changed. The repair after a failed or
+    /// interrupted run, or after manual changes. With --dry-run, prints the plan only.
+    Sync,
 }

@@ -3,8 +3,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod exclude;
+pub mod interrupt;
 pub mod inventory;
+pub mod lock;
+pub mod logs;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod state;
+pub mod status;
+pub mod sync;
 pub mod targets;

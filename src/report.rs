@@ -140,7 +140,7 @@ impl Reporter {
         }
         if failed > 0 {
             self.print(&format!(
-                "error: {} failed: see the messages above; fix the cause, then reinstall the package to retry\n",
+                "error: {} failed: see the messages above; fix the cause, then run `dkms-hook sync` to retry\n",
                 count(failed, "DKMS task")
             ));
             ExitCode::from(1)

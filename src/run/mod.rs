@@ -138,11 +138,10 @@ impl Runner<'_> {
         let total = plan.jobs.len();
         let locks: BTreeMap<&ModuleId, Mutex<()>> = plan.jobs.iter().map(|j| (&j.module, Mutex::new(()))).collect();
         // The first build creates dkms's signing key if there is none; two first builds at
-        // once race on creating it, so the first install runs alone in that case.
+        // once race on creating it, so until the key exists one install runs at a time.
         let (key, cert) = command::signing_key(self.layout);
-        let mut alone = (parallel > 1 && !(key.exists() && cert.exists()))
-            .then(|| plan.jobs.iter().position(Job::is_install))
-            .flatten();
+        let key_exists = || key.exists() && cert.exists();
+        let mut key_pending = parallel > 1 && !key_exists();
         self.clear_private_trees();
 
         let mut stats = Stats::default();
@@ -173,10 +172,11 @@ impl Runner<'_> {
                 outcomes[i] = Some(result.outcome);
             }
             // Start what may start.
-            while running.len() < parallel && alone.is_none_or(|a| !running.contains(&a)) {
+            while running.len() < parallel {
+                let installing = running.iter().any(|&r| plan.jobs[r].is_install());
                 let next = (0..total).find(|&i| {
                     !started[i]
-                        && alone.is_none_or(|a| a == i)
+                        && !(key_pending && installing && plan.jobs[i].is_install())
                         && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
                         && (modes[i] == Mode::PrivateBuild
                             || !running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module))
@@ -194,17 +194,14 @@ impl Runner<'_> {
                     let result = self.run_job(job, mode, lock, make_jobs);
                     let _ = tx.send((i, result));
                 });
-                if alone == Some(i) {
-                    break;
-                }
             }
             if running.is_empty() {
                 break;
             }
             let Ok((i, result)) = rx.recv() else { break };
             running.remove(&i);
-            if alone == Some(i) {
-                alone = None;
+            if key_pending && plan.jobs[i].is_install() {
+                key_pending = !key_exists();
             }
             self.record(&mut stats, &result.outcome);
             sink(Event::JobFinished { index: finished, total, job: &plan.jobs[i], result: &result });
@@ -212,8 +209,24 @@ impl Runner<'_> {
             outcomes[i] = Some(result.outcome);
         });
 
+        // Nothing may be silently dropped: a job that never started (its dependencies never
+        // finished) is reported as such.
+        for i in (0..total).filter(|&i| !started[i]) {
+            let result = JobResult {
+                outcome: Outcome::ExecFailed { error: "not started: the jobs it depends on never finished".into() },
+                duration: Duration::ZERO,
+                output: String::new(),
+            };
+            self.record(&mut stats, &result.outcome);
+            sink(Event::JobFinished { index: finished, total, job: &plan.jobs[i], result: &result });
+            finished += 1;
+        }
+
         self.tidy(plan);
-        let limits = Limits { timeout: self.timeout, stop: self.stop };
+        // depmod is quick and leaves the kernel consistent with what was installed, so it runs
+        // to the end even after a stop request (only the timeout applies).
+        let never = AtomicBool::new(false);
+        let limits = Limits { timeout: self.timeout, stop: &never };
         let depmods: Vec<(&String, Result<Duration, String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
                 .depmod

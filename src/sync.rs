@@ -1,0 +1,351 @@
+//! `dkms-hook sync`: the plan that brings dkms in line with the installed packages. Pure: an
+//! `Inventory` (and the excludes and the state file) in, a `Plan` for the same runner out.
+//!
+//! The desired state is every packaged module source (a package owns its dkms.conf and the file
+//! reads) installed for every kernel with headers, less the excluded pairs. From there:
+//! - dkms builds for kernels that are no longer installed are removed;
+//! - module versions whose source directory is gone are removed from every kernel, then
+//!   unregistered (a source directory no package owns is the user's and is left alone);
+//! - pairs that are not installed are installed, BUILD_DEPENDS first, each after the removal of
+//!   other versions of the same module from that kernel. Only what is missing is planned, so a
+//!   sync of a system in order runs nothing. A pair that dkms skipped (BUILD_EXCLUSIVE) is not
+//!   retried: neither its dkms.conf nor its kernel can have changed without a new version.
+//!
+//! depmod runs once for every installed kernel that a job touches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Excludes;
+use crate::inventory::{DkmsConf, Inventory};
+use crate::plan::{Job, JobKind, ModuleId, Notice, Plan};
+use crate::state::{Last, State};
+
+/// Plans what `sync` does.
+pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
+    let mut plan = Plan::default();
+    let mut depmod: BTreeSet<String> = BTreeSet::new();
+    // Removal and unregister jobs by module name, so installs of another version wait for them.
+    let mut leaving: BTreeMap<String, Vec<(usize, Option<String>)>> = BTreeMap::new();
+
+    // 1. What is left over.
+    let present: BTreeSet<&str> = inv.sources.keys().map(String::as_str).collect();
+    let mut unregister = Vec::new();
+    for ((name, version), entry) in &inv.tree.entries {
+        let id = ModuleId::new(name, version);
+        let orphan = entry.source_dir.as_deref().map_or(true, |d| !present.contains(d));
+        let mut removals = Vec::new();
+        for kver in entry.built.union(&entry.installed) {
+            if orphan || !inv.kernels.contains_key(kver) {
+                if inv.kernels.contains_key(kver) {
+                    depmod.insert(kver.clone());
+                }
+                removals.push(plan.jobs.len());
+                leaving.entry(name.clone()).or_default().push((plan.jobs.len(), Some(kver.clone())));
+                plan.jobs.push(Job { kind: JobKind::Remove { kernel: kver.clone() }, module: id.clone(), after: Vec::new() });
+            }
+        }
+        if orphan {
+            unregister.push((id, removals));
+        }
+    }
+    for (id, after) in unregister {
+        leaving.entry(id.name.clone()).or_default().push((plan.jobs.len(), None));
+        plan.jobs.push(Job { kind: JobKind::Unregister, module: id, after });
+    }
+
+    // 2. What is missing.
+    let mut sources: Vec<&DkmsConf> = Vec::new();
+    for source in inv.sources.values().filter(|s| s.package.is_some()) {
+        match &source.conf {
+            Ok(conf) => sources.push(conf),
+            Err(error) => plan.notices.push(Notice::BadSource { dir: source.dir.clone(), error: error.clone() }),
+        }
+    }
+    // Two packages shipping the same module (foo-dkms and foo-git-dkms): installing both for a
+    // kernel would have the second replace the first, so neither is built until one goes.
+    let mut by_name: BTreeMap<&str, Vec<(&str, &str, &DkmsConf)>> = BTreeMap::new();
+    for source in inv.sources.values().filter(|s| s.package.is_some()) {
+        if let (Ok(conf), Some(pkg)) = (&source.conf, &source.package) {
+            by_name.entry(&conf.name).or_default().push((&source.dir, pkg, conf));
+        }
+    }
+    for shipped in by_name.values().filter(|v| v.len() > 1) {
+        let all: Vec<String> = shipped.iter().map(|(_, pkg, c)| format!("{}/{} from {pkg}", c.name, c.version)).collect();
+        for (dir, _, conf) in shipped {
+            sources.retain(|c| !std::ptr::eq(*c, *conf));
+            let error = format!("several packages ship module {}: {}; remove all but one", conf.name, all.join(", "));
+            plan.notices.push(Notice::BadSource { dir: (*dir).to_owned(), error });
+        }
+    }
+    sources.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    let installed = |c: &DkmsConf, kver: &str| {
+        inv.tree.entries.get(&(c.name.clone(), c.version.clone())).is_some_and(|e| e.installed.contains(kver))
+    };
+    for kernel in inv.kernels.values() {
+        let wanted: Vec<&DkmsConf> = sources
+            .iter()
+            .copied()
+            .filter(|c| !excludes.pair(&c.name, &c.version, &kernel.kver))
+            .filter(|c| !installed(c, &kernel.kver))
+            .filter(|c| state.get(&c.name, &c.version, &kernel.kver).map_or(true, |r| r.last != Last::Skipped))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        if kernel.headers.is_none() {
+            plan.notices.push(Notice::NoHeaders {
+                kver: kernel.kver.clone(),
+                package: kernel.package.clone(),
+                headers_package: kernel.headers_package(),
+            });
+            continue;
+        }
+        let (order, cycle) = dependency_order(&wanted);
+        if !cycle.is_empty() {
+            plan.notices.push(Notice::DependencyCycle { kernel: kernel.kver.clone(), modules: cycle });
+        }
+        let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for conf in order {
+            let mut after: Vec<usize> =
+                conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
+            // The old version leaves this kernel (or the tree) first.
+            for (i, k) in leaving.get(&conf.name).into_iter().flatten() {
+                if k.as_ref().map_or(true, |k| *k == kernel.kver) {
+                    after.push(*i);
+                }
+            }
+            after.sort_unstable();
+            index_of.insert(&conf.name, plan.jobs.len());
+            plan.jobs.push(Job {
+                kind: JobKind::Install { kernel: kernel.kver.clone() },
+                module: ModuleId::new(&conf.name, &conf.version),
+                after,
+            });
+        }
+        depmod.insert(kernel.kver.clone());
+    }
+    plan.depmod = depmod.into_iter().collect();
+    plan.note_build_depends(inv);
+    plan
+}
+
+/// Orders modules so BUILD_DEPENDS come first (name order among equals); the names in a cycle,
+/// if any, come last in name order.
+fn dependency_order<'a>(confs: &[&'a DkmsConf]) -> (Vec<&'a DkmsConf>, Vec<String>) {
+    let names: BTreeSet<&str> = confs.iter().map(|c| c.name.as_str()).collect();
+    let mut done: Vec<&DkmsConf> = Vec::new();
+    let mut left: Vec<&DkmsConf> = confs.to_vec();
+    while !left.is_empty() {
+        let ready = left.iter().position(|c| {
+            c.build_depends
+                .iter()
+                .filter(|d| names.contains(d.as_str()) && **d != c.name)
+                .all(|d| done.iter().any(|x| &x.name == d))
+        });
+        match ready {
+            Some(i) => done.push(left.remove(i)),
+            None => {
+                let cycle = left.iter().map(|c| c.name.clone()).collect();
+                done.extend(left);
+                return (done, cycle);
+            }
+        }
+    }
+    (done, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::dkms_tree::TreeEntry;
+    use crate::inventory::{Kernel, ModuleSource};
+    use crate::plan::ModuleId;
+
+    #[derive(Default)]
+    struct World {
+        inv: Inventory,
+        excludes: Excludes,
+        state: State,
+    }
+
+    impl World {
+        fn kernel(mut self, kver: &str, headers: bool) -> Self {
+            let k = Kernel {
+                kver: kver.into(),
+                package: format!("linux-{kver}"),
+                pkgbase: format!("linux-{kver}"),
+                headers: headers.then(|| format!("linux-{kver}-headers")),
+            };
+            self.inv.kernels.insert(kver.into(), k);
+            self
+        }
+        fn source(mut self, name: &str, version: &str, depends: &[&str]) -> Self {
+            let dir = format!("{name}-{version}");
+            let conf = DkmsConf {
+                name: name.into(),
+                version: version.into(),
+                build_depends: depends.iter().map(|s| s.to_string()).collect(),
+            };
+            let package = Some(format!("{name}-dkms"));
+            self.inv.sources.insert(dir.clone(), ModuleSource { dir, package, conf: Ok(conf) });
+            self
+        }
+        fn unpackaged(mut self, name: &str, version: &str) -> Self {
+            self = self.source(name, version, &[]);
+            self.inv.sources.get_mut(&format!("{name}-{version}")).unwrap().package = None;
+            self
+        }
+        fn tree(mut self, name: &str, version: &str, source: Option<&str>, built: &[&str], installed: &[&str]) -> Self {
+            self.inv.tree.entries.insert(
+                (name.into(), version.into()),
+                TreeEntry {
+                    source_dir: source.map(str::to_owned),
+                    built: built.iter().map(|s| s.to_string()).collect(),
+                    installed: installed.iter().map(|s| s.to_string()).collect(),
+                },
+            );
+            self
+        }
+        fn installed(self, name: &str, version: &str, kernels: &[&str]) -> Self {
+            let dir = format!("{name}-{version}");
+            self.tree(name, version, Some(&dir), kernels, kernels)
+        }
+        fn plan(&self) -> Plan {
+            plan(&self.inv, &self.excludes, &self.state)
+        }
+    }
+
+    fn jobs(plan: &Plan) -> Vec<String> {
+        plan.jobs
+            .iter()
+            .map(|j| match &j.kind {
+                JobKind::Install { .. } => format!("install {j}"),
+                JobKind::Remove { .. } => format!("remove {j}"),
+                JobKind::Unregister => format!("unregister {j}"),
+            })
+            .collect()
+    }
+
+    fn two() -> World {
+        World::default().kernel("k1", true).kernel("k2", true)
+    }
+
+    #[test]
+    fn a_system_in_order_plans_nothing() {
+        let w = two().source("a", "1", &[]).installed("a", "1", &["k1", "k2"]);
+        assert_eq!(w.plan(), Plan::default());
+    }
+
+    #[test]
+    fn missing_and_built_pairs_are_installed() {
+        let w = two().source("a", "1", &[]).tree("a", "1", Some("a-1"), &["k1", "k2"], &["k1"]).source("b", "2", &[]);
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["install b/2 for k1", "install a/1 for k2", "install b/2 for k2"]);
+        assert_eq!(p.depmod, ["k1", "k2"]);
+        assert!(p.notices.is_empty());
+    }
+
+    #[test]
+    fn builds_for_kernels_that_are_gone_are_removed_without_depmod() {
+        let w = two().source("a", "1", &[]).installed("a", "1", &["k1", "k2", "old"]);
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["remove a/1 from old"]);
+        assert!(p.depmod.is_empty());
+    }
+
+    #[test]
+    fn versions_whose_source_is_gone_are_removed_and_unregistered_before_the_new_one() {
+        let w = two().source("a", "2", &[]).installed("a", "1", &["k1", "old"]);
+        let p = w.plan();
+        assert_eq!(
+            jobs(&p),
+            ["remove a/1 from k1", "remove a/1 from old", "unregister a/1", "install a/2 for k1", "install a/2 for k2"]
+        );
+        assert_eq!(p.jobs[2].after, [0, 1]);
+        assert_eq!(p.jobs[3].after, [0, 2]);
+        assert_eq!(p.jobs[4].after, [2]);
+        assert_eq!(p.depmod, ["k1", "k2"]);
+    }
+
+    #[test]
+    fn registrations_without_a_source_link_are_unregistered() {
+        let w = two().tree("ghost", "0.1", None, &[], &[]);
+        assert_eq!(jobs(&w.plan()), ["unregister ghost/0.1"]);
+    }
+
+    #[test]
+    fn unpackaged_sources_are_left_alone() {
+        let w = two().unpackaged("mine", "1").installed("mine", "1", &["k1"]);
+        assert_eq!(w.plan(), Plan::default());
+    }
+
+    #[test]
+    fn kernels_without_headers_get_a_notice() {
+        let w = World::default().kernel("k1", true).kernel("k2", false).source("a", "1", &[]).installed("a", "1", &["k1"]);
+        let p = w.plan();
+        assert!(p.jobs.is_empty());
+        assert!(matches!(&p.notices[..], [Notice::NoHeaders { kver, .. }] if kver == "k2"));
+        // Installed already: nothing to say.
+        let w = World::default().kernel("k2", false).source("a", "1", &[]).installed("a", "1", &["k2"]);
+        assert_eq!(w.plan(), Plan::default());
+    }
+
+    #[test]
+    fn bad_sources_are_errors() {
+        let mut w = two();
+        w.inv.sources.insert(
+            "bad".into(),
+            ModuleSource { dir: "bad".into(), package: Some("bad-dkms".into()), conf: Err("PACKAGE_NAME is empty".into()) },
+        );
+        let p = w.plan();
+        assert!(p.jobs.is_empty() && p.notices[0].is_error());
+    }
+
+    #[test]
+    fn build_depends_come_first_and_are_waited_for() {
+        let w = World::default().kernel("k1", true).source("aa-top", "1", &["zz-base"]).source("zz-base", "1", &[]);
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["install zz-base/1 for k1", "install aa-top/1 for k1"]);
+        assert_eq!(p.jobs[1].after, [0]);
+        // An installed dependency needs no job and no wait.
+        let w = World::default().kernel("k1", true).source("aa-top", "1", &["zz-base"]).source("zz-base", "1", &[]).installed(
+            "zz-base",
+            "1",
+            &["k1"],
+        );
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["install aa-top/1 for k1"]);
+        assert!(p.jobs[0].after.is_empty());
+    }
+
+    #[test]
+    fn excluded_pairs_and_skipped_pairs_are_not_planned() {
+        let mut w = two().source("a", "1", &[]).source("nv", "1", &[]);
+        w.excludes.kernels.push(glob::Pattern::new("k2").unwrap());
+        w.excludes.modules.push(glob::Pattern::new("nv").unwrap());
+        let job = Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
+        w.state.record(&job, &crate::run::Outcome::Skipped, None, 1);
+        assert_eq!(w.plan(), Plan::default());
+    }
+
+    #[test]
+    fn a_module_shipped_by_two_packages_is_not_built() {
+        let mut w = World::default().kernel("k1", true).source("foo", "1.0", &[]).source("foo", "2.0.r5", &[]);
+        w.inv.sources.get_mut("foo-2.0.r5").unwrap().package = Some("foo-git-dkms".into());
+        let p = w.plan();
+        assert!(p.jobs.is_empty());
+        assert_eq!(p.notices.len(), 2);
+        assert!(p.notices[0].is_error());
+        let msg = p.notices[0].to_string();
+        assert!(msg.contains("foo/1.0 from foo-dkms") && msg.contains("foo/2.0.r5 from foo-git-dkms"), "{msg}");
+    }
+
+    #[test]
+    fn failed_pairs_are_retried() {
+        let mut w = World::default().kernel("k1", true).source("a", "1", &[]);
+        let job = Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
+        let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
+        w.state.record(&job, &failed, None, 1);
+        assert_eq!(jobs(&w.plan()), ["install a/1 for k1"]);
+    }
+}
