@@ -66,10 +66,25 @@ impl Inventory {
         let tree = DkmsTree::read(&layout.dkms_tree)?;
         let dirs = dkms_conf::source_dirs(&layout.source_tree)?;
         let owners = pacman::read(layout, &dirs)?;
+        // Each dkms.conf is read by its own bash; reading them side by side keeps a system with
+        // many modules as quick as one with a few.
+        let confs: Vec<Result<DkmsConf, String>> = std::thread::scope(|scope| {
+            let readers: Vec<_> = dirs
+                .iter()
+                .map(|dir| {
+                    let path = layout.source_tree.join(dir).join("dkms.conf");
+                    scope.spawn(move || dkms_conf::read(&path))
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|r| r.join().unwrap_or_else(|_| Err("reading dkms.conf panicked".to_owned())))
+                .collect()
+        });
         let sources = dirs
             .into_iter()
-            .map(|dir| {
-                let conf = dkms_conf::read(&layout.source_tree.join(&dir).join("dkms.conf"));
+            .zip(confs)
+            .map(|(dir, conf)| {
                 let package = owners.sources.get(&dir).cloned();
                 (dir.clone(), ModuleSource { dir, package, conf })
             })
