@@ -304,6 +304,12 @@ fn module_built_for_the_wrong_kernel_fails() {
     assert!(line.contains("failed"), "{line}\n{run}");
     assert!(run.output().contains("wrong kernel"), "the failure must be named\n{run}");
     assert!(run.expect_line(&["hello/1.0", K2]).contains("installed"), "{run}");
+    // The module built for another kernel does not stay installed for this one (removed
+    // through dkms); the good one does.
+    assert_eq!(t.installed_for("hello", K1), None, "{run}");
+    assert!(!t.ko_installed("hello", K1), "{run}");
+    assert!(run.calls.iter().any(|c| c.action() == Some("remove") && c.kernel() == Some(K1)), "{run}");
+    assert_eq!(t.installed_for("hello", K2).as_deref(), Some("1.0"));
 }
 
 #[test]

@@ -199,10 +199,10 @@ fn capture(mut cmd: Command, limits: Limits) -> std::io::Result<Captured> {
         }
         std::thread::sleep(POLL);
     };
-    if term_sent.is_some() {
-        // Whatever of the group is left (a grandchild that ignored SIGTERM) must not outlive us.
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
+    // Whatever of the group is left must not outlive the command: a grandchild that ignored
+    // SIGTERM, or dkms 3.2's progress indicator (a background `sleep 3` that would keep the
+    // output pipe open, and us reading it, for seconds after dkms exited).
+    let _ = killpg(pgid, Signal::SIGKILL);
     let bytes = collector.join().unwrap_or_default();
     Ok(Captured { code: status.code(), output: String::from_utf8_lossy(&bytes).into_owned(), timed_out, interrupted })
 }

@@ -356,7 +356,14 @@ impl Runner<'_> {
             return Outcome::TimedOut { after: started.elapsed() };
         }
         match (captured.code, &job.kind) {
-            (Some(0), JobKind::Install { kernel }) => self.check_vermagic(job, kernel),
+            (Some(0), JobKind::Install { kernel }) => match self.check_vermagic(job, kernel) {
+                wrong @ Outcome::WrongKernel { .. } => {
+                    // A module built for another kernel must not stay installed for this one.
+                    self.undo_install(job);
+                    wrong
+                }
+                other => other,
+            },
             (Some(0), JobKind::Remove { .. }) => Outcome::Removed,
             (Some(0), JobKind::Unregister) => Outcome::Unregistered,
             // 3: "not located in the DKMS tree" — already gone, which is what removal wants.
@@ -369,7 +376,7 @@ impl Runner<'_> {
                     Some(l) => std::fs::read_to_string(l).unwrap_or_default(),
                     None => captured.output.clone(),
                 };
-                Outcome::Failed { code, meaning: exit_meaning(code), log, tail: tail(&text, TAIL_LINES) }
+                Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&text, TAIL_LINES) }
             }
         }
     }
@@ -427,6 +434,19 @@ impl Runner<'_> {
         outcome
     }
 
+    /// Removes what an install job installed (through dkms), after the result proved wrong.
+    fn undo_install(&self, job: &Job) {
+        let Some(kernel) = job.kernel() else { return };
+        let remove = Job { kind: JobKind::Remove { kernel: kernel.to_owned() }, module: job.module.clone(), after: vec![] };
+        let never = AtomicBool::new(false);
+        let limits = Limits { timeout: self.timeout, stop: &never };
+        match self.tools.dkms(self.layout, command::dkms_args(self.layout, &remove), None, limits) {
+            Ok(c) if c.code == Some(0) => {}
+            Ok(c) => log::warn!("could not remove {remove}: dkms exit {:?}: {}", c.code, c.output.trim()),
+            Err(e) => log::warn!("could not remove {remove}: {e}"),
+        }
+    }
+
     /// After an install, every built module must carry `vermagic=KVER …`.
     fn check_vermagic(&self, job: &Job, kernel: &str) -> Outcome {
         let built = crate::inventory::dkms_tree::built_modules(
@@ -475,6 +495,20 @@ pub fn tail(text: &str, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.trim_end().to_owned()).collect()
 }
 
+/// What to show of a failed build's log: its last `n` lines, preceded by the first compiler
+/// error when that scrolled out of them (the first error names the cause; later ones cascade).
+pub fn excerpt(text: &str, n: usize) -> Vec<String> {
+    let mut lines = tail(text, n);
+    let first_error = text.lines().find(|l| l.contains("error:") || l.contains("Error:")).map(str::trim_end);
+    if let Some(first) = first_error {
+        if !lines.iter().any(|l| l == first) {
+            lines.insert(0, "…".to_owned());
+            lines.insert(0, first.to_owned());
+        }
+    }
+    lines
+}
+
 /// dkms's exit codes, in its own terms (dkms 3.0–3.4).
 pub fn exit_meaning(code: Option<i32>) -> &'static str {
     match code {
@@ -504,6 +538,19 @@ mod tests {
         assert_eq!(tail(text, 2), ["c", "d"]);
         assert_eq!(tail(text, 10), ["a", "b", "c", "d"]);
         assert!(tail("", 3).is_empty());
+    }
+
+    #[test]
+    fn excerpt_keeps_the_first_compiler_error() {
+        let mut log = String::from("make -C build\nhello.c:3:1: error: expected ';'\n");
+        for i in 0..30 {
+            log.push_str(&format!("hello.c:{i}: error: cascade {i}\n"));
+        }
+        let e = excerpt(&log, 5);
+        assert_eq!(e[0], "hello.c:3:1: error: expected ';'");
+        assert_eq!(e[1], "…");
+        assert_eq!(e.len(), 7);
+        assert_eq!(excerpt("a\nx: error: y\nb\n", 5), ["a", "x: error: y", "b"]);
     }
 
     #[test]
