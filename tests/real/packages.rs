@@ -1,0 +1,194 @@
+//! The packages the real tier installs: Arch-style kernel and headers packages made from Debian's
+//! kernel headers, `*-dkms` packages made from the sources in `tests/real/modules/`, and a file-less
+//! `dkms` package (the hooks say `Depends = dkms`; the root has the real dkms from the host).
+//!
+//! Packages are assembled by `scripts/lib/overlay-root.sh` (shared with `scripts/demo`), once per
+//! test process, into `target/tmp/real-packages-<pid>/`; the first use in a process deletes the
+//! directories of test processes that are gone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{shell, Dkms, REPO};
+
+/// An installed kernel: the `linux`-style package and its `-headers` package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// The kernel package's name, also its pkgbase.
+    pub name: &'static str,
+    /// pkgver-pkgrel of both packages.
+    pub version: &'static str,
+    /// The module directory name, `usr/lib/modules/<kver>` (a Debian kernel with headers here).
+    pub kver: &'static str,
+}
+
+/// The amd64 kernel as package `linux`.
+pub const LINUX: Kernel = Kernel {
+    name: "linux",
+    version: "6.1.0.47-1",
+    kver: "6.1.0-47-amd64",
+};
+/// The cloud kernel as package `linux-cloud`.
+pub const LINUX_CLOUD: Kernel = Kernel {
+    name: "linux-cloud",
+    version: "6.1.0.47-1",
+    kver: "6.1.0-47-cloud-amd64",
+};
+/// The next version of `linux`: an upgrade that changes the kver (to the rt kernel's headers).
+pub const LINUX_NEXT: Kernel = Kernel {
+    name: "linux",
+    version: "6.1.0.48-1",
+    kver: "6.1.0-47-rt-amd64",
+};
+
+impl Kernel {
+    pub fn pkg(self) -> Pkg {
+        Pkg::Kernel(self)
+    }
+
+    pub fn headers(self) -> Pkg {
+        Pkg::Headers(self)
+    }
+
+    pub fn headers_name(self) -> String {
+        format!("{}-headers", self.name)
+    }
+}
+
+/// A `*-dkms` package: one dkms module/version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// The package name.
+    pub package: &'static str,
+    /// pkgver-pkgrel.
+    pub version: &'static str,
+    /// The source directory under `tests/real/modules/`.
+    pub source: &'static str,
+    /// dkms's PACKAGE_NAME.
+    pub name: &'static str,
+    /// dkms's PACKAGE_VERSION; the package ships `usr/src/<name>-<modver>/`.
+    pub modver: &'static str,
+    /// BUILT_MODULE_NAME: the `.ko` file's stem.
+    pub ko: &'static str,
+}
+
+macro_rules! dkms_module {
+    ($name:literal, $modver:literal, $version:literal, $ko:literal) => {
+        Module {
+            package: concat!($name, "-dkms"),
+            version: $version,
+            source: $name,
+            name: $name,
+            modver: $modver,
+            ko: $ko,
+        }
+    };
+}
+
+/// A plain module.
+pub const HELLO_1_0: Module = dkms_module!("hello", "1.0", "1.0-1", "hello");
+/// Its next version, in a new directory `usr/src/hello-1.1/`.
+pub const HELLO_1_1: Module = dkms_module!("hello", "1.1", "1.1-1", "hello");
+/// A pkgrel bump of 1.1: the same directory, new source (`modinfo -F pkgrel` says 2).
+pub const HELLO_1_1_REL2: Module = dkms_module!("hello", "1.1", "1.1-2", "hello");
+/// Hyphens in both name and version (the stock hook splits `NAME-VERSION` at the last one).
+pub const XPAD: Module = dkms_module!("xpad-neo-x", "0.9-r12-g3a1b", "0.9.r12.g3a1b-1", "xpadneox");
+/// BUILD_DEPENDS on ZETA: its build fails unless zeta-base was built for the kernel first.
+pub const ALPHA: Module = dkms_module!("alpha-user", "1.0", "1.0-1", "alphauser");
+/// The dependency of ALPHA (sorts after it by name).
+pub const ZETA: Module = dkms_module!("zeta-base", "1.0", "1.0-1", "zetabase");
+/// BUILD_EXCLUSIVE_KERNEL="^.*-cloud-amd64$".
+pub const CLOUDONLY: Module = dkms_module!("cloudonly", "1.0", "1.0-1", "cloudonly");
+/// Does not compile.
+pub const BROKEN: Module = dkms_module!("broken", "1.0", "1.0-1", "broken");
+/// Its Makefile always builds for the amd64 kernel, whatever dkms asks (a `uname -r` Makefile).
+pub const UNAMEMOD: Module = dkms_module!("unamemod", "1.0", "1.0-1", "unamemod");
+
+impl Module {
+    pub fn pkg(self) -> Pkg {
+        Pkg::Module(self)
+    }
+}
+
+/// One package file to give `pacman -U`.
+#[derive(Clone, Copy, Debug)]
+pub enum Pkg {
+    Kernel(Kernel),
+    Headers(Kernel),
+    Module(Module),
+    /// The file-less `dkms` package for this dkms.
+    DkmsStub(Dkms),
+}
+
+impl Pkg {
+    /// The package file, built on first use in this process.
+    pub fn file(self) -> PathBuf {
+        static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+        let key = format!("{self:?}");
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        let built = built.get_or_insert_with(|| {
+            remove_stale_dirs();
+            std::fs::create_dir_all(out_dir()).expect("cannot create the package directory");
+            HashMap::new()
+        });
+        if let Some(file) = built.get(&key) {
+            return file.clone();
+        }
+        let out = out_dir();
+        let out = out.to_str().unwrap();
+        let output = match self {
+            Pkg::Kernel(k) => shell("pkg_kernel", &[out, k.name, k.version, k.kver]),
+            Pkg::Headers(k) => shell(
+                "pkg_headers",
+                &[out, &k.headers_name(), k.name, k.version, k.kver],
+            ),
+            Pkg::Module(m) => {
+                let src = Path::new(REPO).join("tests/real/modules").join(m.source);
+                shell(
+                    "pkg_dkms",
+                    &[
+                        out,
+                        m.package,
+                        m.version,
+                        src.to_str().unwrap(),
+                        m.name,
+                        m.modver,
+                    ],
+                )
+            }
+            Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
+        };
+        assert!(
+            output.status.success(),
+            "cannot build package {key}:\n{}",
+            output.text()
+        );
+        let file = PathBuf::from(output.text().lines().last().unwrap_or_default().trim());
+        assert!(
+            file.is_file(),
+            "building {key} printed no package file:\n{}",
+            output.text()
+        );
+        built.insert(key, file.clone());
+        file
+    }
+}
+
+fn out_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-packages-{}", std::process::id()))
+}
+
+/// Deletes the package directories of test processes that no longer run (or of an earlier process
+/// that had this one's pid).
+fn remove_stale_dirs() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for name in super::list(tmp) {
+        let Some(pid) = name.strip_prefix("real-packages-") else {
+            continue;
+        };
+        if pid == std::process::id().to_string() || !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(tmp.join(&name));
+        }
+    }
+}

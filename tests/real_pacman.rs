@@ -1,0 +1,264 @@
+//! The real-transaction tier: real pacman 7.1 installs, upgrades and removes real packages through
+//! the project's `hooks/*.hook`, which run the dkms-hook binary cargo built for this test, which runs
+//! the real dkms against real Debian kernel headers, all inside throwaway overlay roots of the whole
+//! machine (see `tests/real/mod.rs`). Each scenario runs once with Debian's dkms 3.0.10 and once with
+//! dkms 3.2.2, and checks the files on disk (every `.ko` and its vermagic, the dkms tree,
+//! modules.dep) and what pacman printed.
+//!
+//! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
+//! `cargo test --test real_pacman -- --nocapture` shows every transaction's output and timing.
+
+mod real;
+
+use real::*;
+
+/// Both kernels of most scenarios.
+const BOTH: &[Kernel] = &[LINUX, LINUX_CLOUD];
+
+macro_rules! for_each_dkms {
+    ($($scenario:ident => $v30:ident, $v32:ident;)*) => {$(
+        #[test]
+        fn $v30() {
+            $scenario(Dkms::V3_0)
+        }
+
+        #[test]
+        fn $v32() {
+            $scenario(Dkms::V3_2)
+        }
+    )*};
+}
+
+for_each_dkms! {
+    install_module => s01_install_module_dkms_3_0, s01_install_module_dkms_3_2;
+    install_headers => s02_install_headers_dkms_3_0, s02_install_headers_dkms_3_2;
+    upgrade_module => s03_upgrade_module_dkms_3_0, s03_upgrade_module_dkms_3_2;
+    upgrade_kernel => s04_upgrade_kernel_dkms_3_0, s04_upgrade_kernel_dkms_3_2;
+    remove => s05_remove_dkms_3_0, s05_remove_dkms_3_2;
+    failing_module => s06_failing_module_dkms_3_0, s06_failing_module_dkms_3_2;
+    build_depends => s07_build_depends_dkms_3_0, s07_build_depends_dkms_3_2;
+    build_exclusive => s08_build_exclusive_dkms_3_0, s08_build_exclusive_dkms_3_2;
+    wrong_kernel => s09_wrong_kernel_dkms_3_0, s09_wrong_kernel_dkms_3_2;
+    upgrade_kernel_and_module => s10_upgrade_kernel_and_module_dkms_3_0,
+        s10_upgrade_kernel_and_module_dkms_3_2;
+}
+
+/// Installing a module with two kernels present builds and installs it for both.
+fn install_module(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.assert_modules(&[]);
+
+    let t = root.install(&[HELLO_1_0.pkg()]);
+    t.assert_contains("Install DKMS modules").assert_hooks_ok();
+    for k in BOTH {
+        t.assert_line(&["hello/1.0", k.kver]);
+    }
+    root.assert_modules(&[(HELLO_1_0, BOTH)]);
+    for k in BOTH {
+        let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
+        assert_eq!(root.modinfo(&ko, "version"), "1.0");
+    }
+}
+
+/// Installing a new kernel, then its headers, builds every module for it (one of them with hyphens
+/// in its name and version).
+fn install_headers(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(&[LINUX]);
+    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, &[LINUX]), (XPAD, &[LINUX])]);
+
+    // The kernel alone: nothing can be built for it yet (whether that is reported as a failure is
+    // dkms-hook's policy, not checked here).
+    root.install(&[LINUX_CLOUD.pkg()]);
+    root.assert_modules(&[(HELLO_1_0, &[LINUX]), (XPAD, &[LINUX])]);
+
+    let t = root.install(&[LINUX_CLOUD.headers()]);
+    t.assert_hooks_ok();
+    t.assert_line(&["hello/1.0", LINUX_CLOUD.kver]);
+    t.assert_line(&["xpad-neo-x/0.9-r12-g3a1b", LINUX_CLOUD.kver]);
+    root.assert_modules(&[(HELLO_1_0, BOTH), (XPAD, BOTH)]);
+}
+
+/// A new module version (new directory) replaces the old one everywhere; a pkgrel bump (same
+/// directory) rebuilds it.
+fn upgrade_module(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, BOTH)]);
+
+    root.install(&[HELLO_1_1.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_1, BOTH)]);
+    assert!(
+        !root.path("var/lib/dkms/hello/1.0").exists(),
+        "hello/1.0 is still in the dkms tree"
+    );
+    for k in BOTH {
+        let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
+        assert_eq!(root.modinfo(&ko, "version"), "1.1");
+        assert_eq!(root.modinfo(&ko, "pkgrel"), "1");
+    }
+
+    root.install(&[HELLO_1_1_REL2.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_1_REL2, BOTH)]);
+    for k in BOTH {
+        let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
+        assert_eq!(
+            root.modinfo(&ko, "pkgrel"),
+            "2",
+            "{ko} was not rebuilt from the new package release"
+        );
+    }
+}
+
+/// A kernel upgrade to a new kver builds the modules for it and leaves nothing of ours behind
+/// under the old kver.
+fn upgrade_kernel(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+
+    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT, LINUX_CLOUD])]);
+    root.assert_kernel_dir_clean(LINUX.kver);
+}
+
+/// Removing a module package removes it everywhere; removing a kernel removes its modules; removing
+/// only headers keeps the modules installed for that kernel.
+fn remove(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, BOTH), (XPAD, BOTH)]);
+
+    root.remove(&[XPAD.package])
+        .assert_contains("Remove DKMS modules")
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, BOTH)]);
+    assert!(
+        !root.path("var/lib/dkms/xpad-neo-x").exists(),
+        "xpad-neo-x is still in the dkms tree"
+    );
+
+    root.remove(&[&LINUX_CLOUD.headers_name()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, BOTH)]);
+
+    root.remove(&[LINUX.name, &LINUX.headers_name()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, &[LINUX_CLOUD])]);
+    root.assert_kernel_dir_clean(LINUX.kver);
+
+    root.remove(&[HELLO_1_0.package]).assert_hooks_ok();
+    root.assert_modules(&[]);
+    assert!(
+        !root.path("var/lib/dkms/hello").exists(),
+        "hello is still in the dkms tree"
+    );
+}
+
+/// A module that does not compile: the others are installed, pacman shows the compiler's error and
+/// the hook's failure, and the transaction completes.
+fn failing_module(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+
+    let t = root.install(&[HELLO_1_0.pkg(), BROKEN.pkg()]);
+    t.assert_contains(HOOK_FAILED);
+    assert!(
+        t.line_of(&["broken.c", "error:"]).is_some(),
+        "pacman's output does not show the compiler's error:\n{}",
+        t.output
+    );
+    root.assert_modules(&[(HELLO_1_0, BOTH), (BROKEN, &[])]);
+    assert!(
+        root.has_package(BROKEN.package),
+        "the transaction did not install {}",
+        BROKEN.package
+    );
+}
+
+/// A module and its BUILD_DEPENDS in one transaction: both built, the dependency first (alpha-user's
+/// Makefile fails unless zeta-base is already built for the kernel).
+fn build_depends(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+
+    let t = root.install(&[ALPHA.pkg(), ZETA.pkg()]);
+    t.assert_hooks_ok();
+    root.assert_modules(&[(ALPHA, BOTH), (ZETA, BOTH)]);
+    for k in BOTH {
+        let dependency = t.assert_line(&["zeta-base/1.0", k.kver]);
+        let dependent = t.assert_line(&["alpha-user/1.0", k.kver]);
+        assert!(
+            dependency < dependent,
+            "alpha-user reported before zeta-base for {}",
+            k.kver
+        );
+    }
+}
+
+/// BUILD_EXCLUSIVE_KERNEL: built for the matching kernel, reported as skipped for the other, and
+/// that is not a failure.
+fn build_exclusive(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+
+    let t = root.install(&[CLOUDONLY.pkg()]);
+    t.assert_hooks_ok();
+    let skipped = t.output.lines().any(|l| {
+        let l = l.to_lowercase();
+        l.contains("cloudonly") && l.contains(LINUX.kver) && l.contains("skip")
+    });
+    assert!(
+        skipped,
+        "pacman's output does not report cloudonly skipped for {}:\n{}",
+        LINUX.kver, t.output
+    );
+    root.assert_modules(&[(CLOUDONLY, &[LINUX_CLOUD])]);
+}
+
+/// A Makefile that builds for one fixed kernel (a `uname -r` Makefile): the build for the other
+/// kernel has the wrong vermagic, which is reported as a failure and not left installed.
+fn wrong_kernel(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+
+    let t = root.install(&[UNAMEMOD.pkg()]);
+    t.assert_contains(HOOK_FAILED).assert_contains("vermagic");
+    let files = root.module_files();
+    let expected = format!("{}/updates/dkms/unamemod.ko", LINUX.kver);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        [&expected],
+        "module files (vermagic) {files:?}"
+    );
+    assert_eq!(files[&expected], LINUX.kver);
+    let installed: Vec<_> = root.dkms_tree().installed.into_iter().collect();
+    assert_eq!(
+        installed,
+        [(("unamemod".into(), LINUX.kver.into()), "1.0".into())],
+        "dkms tree: installed"
+    );
+}
+
+/// One transaction upgrading a kernel (new kver) and a module (new version) together.
+fn upgrade_kernel_and_module(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+
+    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers(), HELLO_1_1.pkg()])
+        .assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_1, &[LINUX_NEXT, LINUX_CLOUD])]);
+    assert!(
+        !root.path("var/lib/dkms/hello/1.0").exists(),
+        "hello/1.0 is still in the dkms tree"
+    );
+    root.assert_kernel_dir_clean(LINUX.kver);
+}
