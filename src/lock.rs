@@ -18,6 +18,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// How often a waiting run tries again.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a waiter waits for the holder to write its PID before telling the user anyway.
+const NAME_WAIT: Duration = Duration::from_millis(500);
 
 /// The held lock; dropping it releases it.
 #[derive(Debug)]
@@ -82,8 +84,12 @@ pub fn acquire(
             Err((_, errno)) => return Err(io(errno.into())),
         }
         let holder = holder(&mut file);
-        if let Some(tell) = waiting.take() {
-            tell(&holder);
+        // The holder writes its PID just after taking the lock: give it a moment before
+        // telling the user who it is.
+        if holder.pid.is_some() || started.elapsed() >= NAME_WAIT {
+            if let Some(tell) = waiting.take() {
+                tell(&holder);
+            }
         }
         if stop.load(Ordering::SeqCst) {
             return Err(LockError::Stopped { path: path.to_path_buf() });

@@ -150,6 +150,7 @@ fn status(config: &Config, json: bool) -> Result<ExitCode> {
 /// Runs a plan: every finished job goes to the reporter, its log and the state file.
 fn execute(config: &Config, inventory: &Inventory, plan: &Plan, reporter: &Reporter) -> Result<ExitCode> {
     let tools = Tools::resolve(&config.dkms, &config.depmod)?;
+    run::preflight(&config.layout)?;
     let state_file = config.layout.state_file();
     let mut state = State::load_or_warn(&state_file);
     // Forget pairs that no longer exist, so the file does not grow forever.
@@ -233,7 +234,12 @@ fn take_lock(config: &Config) -> Result<Taken> {
         ));
     };
     match lock::acquire(&path, config.lock_timeout, &interrupt::STOP, waiting) {
-        Ok(lock) => Ok(Taken::Lock(Some(lock))),
+        Ok(lock) => {
+            // With the lock held, whatever an interrupted run left half-written is ours to drop.
+            run::clear_private_trees(&config.layout);
+            state::remove_stale_temporaries(&config.layout.state_file());
+            Ok(Taken::Lock(Some(lock)))
+        }
         Err(lock::LockError::Stopped { .. }) => {
             let signal = interrupt::received();
             print("==> Stopped while waiting for the lock: nothing was done\n");

@@ -95,6 +95,9 @@ pub enum Notice {
     NotRegistered { dir: String },
     /// A kver among the targets that no installed package owns.
     NotAKernel { kver: String },
+    /// Several packages ship the same module (in different versions): installing one would
+    /// replace the other, so neither is built (an error).
+    SeveralPackages { module: String, shipped: Vec<String> },
     /// BUILD_DEPENDS form a cycle; the order among these is arbitrary.
     DependencyCycle { kernel: String, modules: Vec<String> },
 }
@@ -102,7 +105,7 @@ pub enum Notice {
 impl Notice {
     /// Errors make the run fail; the rest are warnings or information.
     pub fn is_error(&self) -> bool {
-        matches!(self, Notice::BadSource { .. })
+        matches!(self, Notice::BadSource { .. } | Notice::SeveralPackages { .. })
     }
 
     /// Information shown only with `--verbose`.
@@ -128,6 +131,9 @@ impl fmt::Display for Notice {
             }
             Notice::BadSource { dir, error } => write!(f, "cannot read module source {dir}: {error}"),
             Notice::NotRegistered { dir } => write!(f, "{dir} has no dkms.conf and is not registered with dkms: nothing to do"),
+            Notice::SeveralPackages { module, shipped } => {
+                write!(f, "several packages ship module {module}: {}; remove all but one", shipped.join(", "))
+            }
             Notice::NotAKernel { kver } => write!(f, "{kver} is not an installed kernel (no package owns it): ignored"),
             Notice::DependencyCycle { kernel, modules } => {
                 write!(f, "BUILD_DEPENDS cycle among {} for {kernel}: building in name order", modules.join(" "))
@@ -216,6 +222,30 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
             headerless.insert(&kernel.kver);
         }
     }
+
+    // Two packages shipping one module (foo-dkms and foo-git-dkms) would replace each other's
+    // build: neither is built until one of them goes.
+    let mut by_name: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
+    for source in inv.sources.values() {
+        if let (Some(pkg), Ok(conf)) = (&source.package, &source.conf) {
+            by_name.entry(&conf.name).or_default().push((&source.dir, format!("{}/{} from {pkg}", conf.name, conf.version)));
+        }
+    }
+    let mut conflicted: BTreeSet<&str> = BTreeSet::new();
+    for (_, dir) in &wanted {
+        let Some(Ok(conf)) = inv.sources.get(dir).map(|s| &s.conf) else { continue };
+        let shipped = by_name.get(conf.name.as_str()).filter(|v| v.len() > 1);
+        if let Some(shipped) = shipped {
+            if conflicted.insert(&conf.name) {
+                let shipped = shipped.iter().map(|(_, s)| s.clone()).collect();
+                plan.notices.push(Notice::SeveralPackages { module: conf.name.clone(), shipped });
+            }
+        }
+    }
+    wanted.retain(|(_, dir)| match inv.sources.get(dir).map(|s| &s.conf) {
+        Some(Ok(conf)) => !conflicted.contains(conf.name.as_str()),
+        _ => true,
+    });
 
     // Resolve directories to module identities; a bad dkms.conf is reported once. A module
     // version dkms already has installed for the kernel needs nothing (`dkms install` would
@@ -567,6 +597,22 @@ mod tests {
         assert!(p.jobs[0].after.is_empty());
         assert_eq!(p.build_depends.len(), 1);
         assert_eq!(p.build_depends[&ModuleId::new("aa-top", "1")], ["zz-base"]);
+    }
+
+    #[test]
+    fn a_module_shipped_by_two_packages_is_not_built_and_is_an_error() {
+        let w = two_kernels().source("foo-1.0", "foo", "1.0", &[]).source("foo-2.0", "foo", "2.0", &[]).source(
+            "bar-1",
+            "bar",
+            "1",
+            &[],
+        );
+        let p = w.plan(INSTALL, "usr/lib/modules/6.6.30-1-lts/modules.order\n");
+        assert_eq!(jobs(&p), ["install bar/1 for 6.6.30-1-lts"]);
+        assert_eq!(p.notices.len(), 1);
+        assert!(p.notices[0].is_error());
+        let text = p.notices[0].to_string();
+        assert!(text.contains("foo/1.0 from foo-dkms") && text.contains("foo/2.0 from foo-dkms"), "{text}");
     }
 
     #[test]

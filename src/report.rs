@@ -98,7 +98,7 @@ impl Reporter {
             Outcome::Failed { log, tail, .. } => {
                 match log {
                     Some(log) => text.push_str(&format!("     last lines of {}:\n", log.display())),
-                    None => text.push_str("     last lines of dkms's output:\n"),
+                    None => text.push_str("     last lines of the build:\n"),
                 }
                 for line in tail {
                     text.push_str(&format!("       {line}\n"));

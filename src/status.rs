@@ -448,6 +448,13 @@ fn pair(
             Some(format!("no headers: install {}", kernel.headers_package())),
             None,
         ),
+        // dkms-hook removes a module built for the wrong kernel again; the state file says why
+        // the pair is missing.
+        Some(Last::WrongVermagic) => (
+            PairState::WrongVermagic,
+            detail.map(|d| format!("{d}: its build ignores the kernel it is given; report it to the packager")),
+            log,
+        ),
         Some(Last::Failed) => (PairState::Failed, detail.map(|d| format!("{d}: fix the cause, then `dkms-hook sync`")), log),
         Some(Last::Skipped) => (PairState::Skipped, detail, None),
         _ if built => (PairState::Built, Some("run `dkms-hook sync` to install it".to_owned()), None),

@@ -85,13 +85,28 @@ fn classify(line: &str) -> Option<Target<'_>> {
     if parts.iter().any(|p| !is_clean_component(p)) {
         return None;
     }
+    // A module directory is `NAME-VERSION` and a kernel version a plain name: anything else
+    // (globs, spaces, quotes) can be neither, whatever the line claims.
     match parts.as_slice() {
-        ["usr", "src", dir, "dkms.conf"] => Some(Target::ModuleSource(dir)),
-        ["usr", "lib", "modules", kver, rest @ ..] if !rest.is_empty() => {
+        ["usr", "src", dir, "dkms.conf"] if is_valid_name(dir) => Some(Target::ModuleSource(dir)),
+        ["usr", "lib", "modules", kver, rest @ ..] if !rest.is_empty() && is_valid_name(kver) => {
             Some(Target::Kernel { kver, headers: rest[0] == "build" })
         }
         _ => None,
     }
+}
+
+/// A name dkms-hook passes to dkms or joins to a path: a module name or version from dkms.conf or
+/// the dkms tree, or a kernel version. Stricter than [`is_clean_component`]: only the characters
+/// real module names, versions and kernel versions use (`A-Z a-z 0-9 . _ + ~ : @ -`), starting
+/// with a letter, digit or `_`. dkms is a bash script that builds commands and paths from these,
+/// so nothing a shell treats specially (spaces, quotes, `$`, `;`, `` ` ``, globs) may get through.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else { return false };
+    name.len() <= 255
+        && (first.is_ascii_alphanumeric() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~' | ':' | '@' | '-'))
 }
 
 /// A path component that cannot escape its parent or smuggle anything into an argument.
@@ -157,6 +172,11 @@ mod tests {
             b"usr/src/-rf/dkms.conf",
             b"usr/src/\xff\xfe/dkms.conf",
             b"usr/src/a\x1b[31m/dkms.conf",
+            b"usr/src/*/dkms.conf",
+            b"usr/src/a b-1/dkms.conf",
+            b"usr/src/$(reboot)-1/dkms.conf",
+            b"usr/lib/modules/*/modules.order",
+            b"usr/lib/modules/6.1 x/build/include/",
         ];
         for input in cases {
             let t = Targets::parse(input);
@@ -170,6 +190,19 @@ mod tests {
         assert_eq!(t.module_dirs.len(), 1);
         assert!(t.module_dirs.contains("ok-1"));
         assert_eq!(t.ignored.len(), 1);
+    }
+
+    #[test]
+    fn valid_names() {
+        let good = ["hello", "xpad-neo-x", "0.9-r12-g3a1b", "6.12.1-arch1-1", "1.0+git2024~rc1", "535.104.05", "_x", "1:2@x"];
+        for ok in good {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        let long = "a".repeat(256);
+        let bad = ["", ".", "..", "../../etc", "-rf", ".hidden", "a b", "a;b", "a$(id)", "a`id`", "a/b", "a*", "a\nb"];
+        for bad in bad.into_iter().chain(["a\"b", "é", &long]) {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

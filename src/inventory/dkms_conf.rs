@@ -2,19 +2,32 @@
 //! BUILD_DEPENDS and BUILD_EXCLUSIVE_KERNEL.
 //!
 //! dkms.conf is a bash script that dkms sources, so it is read by bash, never with regexes: in a
-//! clean environment, with stdin closed, its own output discarded, and a time limit. bash prints
-//! the values NUL-separated as `KEY=value`; `parse_output` (pure) turns that into a `DkmsConf`
-//! and validates the name and version before they can become paths or arguments.
+//! clean environment, with stdin closed, its own output discarded, in its own process group
+//! (killed as a whole when done, so nothing it started lingers) and with a time limit. When
+//! dkms-hook runs as root and the file is readable by `nobody`, bash runs as `nobody`: reading
+//! the values needs no privilege, and a broken or hostile dkms.conf then cannot change the
+//! system here (dkms sources it as root later anyway, but only for the modules it builds).
+//! bash prints the values NUL-separated as `KEY=value`; `parse_output` (pure) turns that into a
+//! `DkmsConf` and validates the name and version before they can become paths or arguments.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 /// How long sourcing one dkms.conf may take before it is killed.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long bash's output may stay open after bash exited and its process group was killed
+/// (a process that left the group, e.g. with `setsid`, and kept the pipe).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The user dkms.conf is read as when dkms-hook runs as root.
+const READER_USER: &str = "nobody";
 
 /// The dkms.conf values dkms-hook uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,24 +72,119 @@ pub fn source_dirs(source_tree: &Path) -> Result<Vec<String>> {
 /// Reads one dkms.conf; the error is a complete sentence naming the file and the fix.
 pub fn read(path: &Path) -> Result<DkmsConf, String> {
     let (output, errors) = source(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
-    parse_output(&output).map_err(|e| {
-        // A syntax error shows up as empty values; bash's first complaint says where.
-        let bash = String::from_utf8_lossy(&errors);
-        match bash.lines().map(str::trim).find(|l| !l.is_empty()) {
-            Some(first) => format!("{}: {e} ({first}): fix the file", path.display()),
-            None => format!("{}: {e}: fix the PACKAGE_NAME/PACKAGE_VERSION lines", path.display()),
-        }
-    })
+    let bash = String::from_utf8_lossy(&errors);
+    // bash names the file and line; keep the line, the file is named once already.
+    let complaint = |line: &str| {
+        let line = line.trim();
+        line.strip_prefix(&format!("{}: ", path.display())).unwrap_or(line).to_owned()
+    };
+    // dkms sources the file as it is: a syntax error, even after the values, means a build
+    // that misses whatever comes after it.
+    if let Some(syntax) = bash.lines().find(|l| l.contains("syntax error")) {
+        return Err(format!("{}: {}: fix the file", path.display(), complaint(syntax)));
+    }
+    let conf = parse_output(&output).map_err(|e| match bash.lines().find(|l| !l.trim().is_empty()) {
+        Some(first) => format!("{}: {e} ({}): fix the file", path.display(), complaint(first)),
+        None => format!("{}: {e}: fix the PACKAGE_NAME/PACKAGE_VERSION lines", path.display()),
+    })?;
+    check_directory(path, &conf)?;
+    Ok(conf)
 }
 
-/// Runs bash on the file with a clean environment and a time limit; returns stdout and stderr.
-fn source(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    if !path.is_file() {
-        anyhow::bail!("no such file");
+/// dkms finds a module's source at `SOURCETREE/NAME-VERSION`: a dkms.conf in any other
+/// directory names a source dkms cannot find (or, worse, another package's).
+fn check_directory(path: &Path, conf: &DkmsConf) -> Result<(), String> {
+    let Some(dir) = path.parent().and_then(Path::file_name).and_then(|d| d.to_str()) else {
+        return Ok(());
+    };
+    let expected = format!("{}-{}", conf.name, conf.version);
+    if dir == expected {
+        return Ok(());
     }
+    Err(format!(
+        "{}: PACKAGE_NAME/PACKAGE_VERSION say {}/{}, but dkms looks for that source in {expected}, not {dir}: \
+         fix dkms.conf or the directory name (the package's PKGBUILD)",
+        path.display(),
+        conf.name,
+        conf.version
+    ))
+}
+
+/// Runs bash on the file (as `nobody` where possible); returns stdout and stderr.
+fn source(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("no such file"),
+        _ => anyhow::anyhow!("cannot read it: {e}"),
+    })?;
+    if !meta.is_file() {
+        anyhow::bail!("not a regular file");
+    }
+    if let Err(e) = std::fs::File::open(path) {
+        anyhow::bail!("cannot read it: {e}");
+    }
+    match unprivileged_reader(path) {
+        Some(user) => match run_bash(path, Some(&user)) {
+            // The file may read other files (or be in a place) `nobody` cannot: as dkms reads it
+            // as root, so may we, rather than fail on a permission.
+            Err(e) if format!("{e:#}").contains("Permission denied") => {
+                log::debug!("{}: reading as {READER_USER} failed ({e:#}); reading it as root", path.display());
+                run_bash(path, None)
+            }
+            Ok((out, err)) if String::from_utf8_lossy(&err).contains("Permission denied") => {
+                log::debug!("{}: {READER_USER} lacks a permission; reading it as root", path.display());
+                run_bash(path, None).or(Ok((out, err)))
+            }
+            other => other,
+        },
+        None => run_bash(path, None),
+    }
+}
+
+/// The user to read `path` as: `nobody` when we are root and `nobody` can read the file; `None`
+/// (read as ourselves) otherwise, with the reason in the debug log.
+fn unprivileged_reader(path: &Path) -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = match nix::unistd::User::from_name(READER_USER) {
+        Ok(Some(user)) => user,
+        _ => {
+            log::debug!("no user {READER_USER}: reading {} as root", path.display());
+            return None;
+        }
+    };
+    if !readable_by(path, &user) {
+        log::debug!("{READER_USER} cannot read {}: reading it as root", path.display());
+        return None;
+    }
+    Some(user)
+}
+
+/// Whether `user` (with only its primary group) may open `path` for reading: every directory
+/// above it searchable, the file readable, by the mode bits.
+fn readable_by(path: &Path, user: &nix::unistd::User) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::fs::canonicalize(path) else { return false };
+    let allowed = |p: &Path, want: u32| -> bool {
+        let Ok(m) = std::fs::metadata(p) else { return false };
+        let mode = m.mode();
+        let bits = if m.uid() == user.uid.as_raw() {
+            mode >> 6
+        } else if m.gid() == user.gid.as_raw() {
+            mode >> 3
+        } else {
+            mode
+        };
+        bits & want == want
+    };
+    path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(&path, 0o4)
+}
+
+/// Runs the reader on the file, as `user` if given, with a clean environment and a time limit.
+fn run_bash(path: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, Vec<u8>)> {
     let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    let mut child = Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", READER, "dkms-hook", &path.to_string_lossy()])
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", READER, "dkms-hook", &path.to_string_lossy()])
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LC_ALL", "C")
@@ -84,31 +192,64 @@ fn source(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .context("failed to run bash")?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+        .process_group(0);
+    if let Some(user) = user {
+        // std drops the supplementary groups when it changes the uid as root.
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let mut child = cmd.spawn().context("failed to run bash")?;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    };
     // Read both pipes on threads so a chatty script cannot block on a full pipe.
-    let out = std::thread::spawn(move || read_capped(&mut stdout));
-    let err = std::thread::spawn(move || read_capped(&mut stderr));
+    let (tx, rx) = mpsc::channel();
+    for (which, mut pipe) in [
+        (0, Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>),
+        (1, Box::new(child.stderr.take().expect("piped"))),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((which, read_capped(&mut pipe)));
+        });
+    }
+    drop(tx);
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().context("failed to wait for bash")? {
             break status;
         }
         if started.elapsed() > READ_TIMEOUT {
-            let _ = child.kill();
+            kill_group();
             let _ = child.wait();
             anyhow::bail!("sourcing it took longer than {} s: fix the file", READ_TIMEOUT.as_secs());
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    // Whatever the file started in the background goes with it.
+    kill_group();
+    let mut out = None;
+    let mut err = None;
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while out.is_none() || err.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((0, bytes)) => out = Some(bytes),
+            Ok((_, bytes)) => err = Some(bytes),
+            Err(_) => anyhow::bail!("it started a process that left its process group and kept running: fix the file"),
+        }
+    }
+    let (out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
     if !status.success() {
         let msg = String::from_utf8_lossy(&err);
-        let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("bash failed");
-        anyhow::bail!("bash could not read it: {}", first.trim());
+        match msg.lines().find(|l| !l.trim().is_empty()) {
+            Some(first) => anyhow::bail!("bash could not read it: {}", first.trim()),
+            None => anyhow::bail!(
+                "it exited (status {}) before PACKAGE_NAME and PACKAGE_VERSION could be read; dkms sources it, \
+                 so it must not call `exit`: fix the file",
+                status.code().map_or_else(|| "killed".to_owned(), |c| c.to_string())
+            ),
+        }
     }
     Ok((out, err))
 }
@@ -150,8 +291,11 @@ fn check_value(key: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{key} is empty"));
     }
-    if !crate::targets::is_clean_component(value) || value.chars().any(char::is_whitespace) || value.contains('/') {
-        return Err(format!("{key} {value:?} is not a valid name (no '/', spaces, '..' or leading '-')"));
+    if !crate::targets::is_valid_name(value) {
+        return Err(format!(
+            "{key} {value:?} is not a valid name (letters, digits and . _ + ~ : @ - only, \
+             starting with a letter, digit or _)"
+        ));
     }
     Ok(())
 }

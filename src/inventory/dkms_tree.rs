@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::targets::is_valid_name;
+
 /// One registered module version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TreeEntry {
@@ -32,7 +34,19 @@ impl DkmsTree {
     /// Reads the tree at `dkms_tree`; a missing tree is empty.
     pub fn read(dkms_tree: &Path) -> Result<DkmsTree> {
         let mut tree = DkmsTree::default();
+        // Names found here become dkms arguments and paths: anything that is not a plain name
+        // (dkms never writes one) is left alone, neither read nor acted on.
+        let valid = |what: &str, name: &str| {
+            let ok = is_valid_name(name);
+            if !ok {
+                log::debug!("ignoring {what} {name:?} in the dkms tree {}: not a valid name", dkms_tree.display());
+            }
+            ok
+        };
         for module in list_dirs(dkms_tree)? {
+            if !valid("module", &module) {
+                continue;
+            }
             let mdir = dkms_tree.join(&module);
             let mut names = list(&mdir)?;
             names.sort();
@@ -47,12 +61,15 @@ impl DkmsTree {
                             .map(|c| c.as_os_str().to_string_lossy().into_owned())
                             .collect();
                         if let [.., v, k, _arch] = parts.as_slice() {
+                            if !valid("version", v) || !valid("kernel", k) {
+                                continue;
+                            }
                             tree.entries.entry((module.clone(), v.clone())).or_default().installed.insert(k.clone());
                         }
                     }
                     continue;
                 }
-                if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) || !valid("version", name) {
                     continue;
                 }
                 let entry = tree.entries.entry((module.clone(), name.clone())).or_default();
@@ -60,7 +77,7 @@ impl DkmsTree {
                     .ok()
                     .and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()));
                 for k in list_dirs(&path)? {
-                    if k == "source" || k == "build" || k == "log" {
+                    if k == "source" || k == "build" || k == "log" || !valid("kernel", &k) {
                         continue;
                     }
                     if list_dirs(&path.join(&k))?.iter().any(|arch| path.join(&k).join(arch).join("module").is_dir()) {

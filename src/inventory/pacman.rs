@@ -6,8 +6,10 @@
 //! the headers, `*dkms*` packages own module sources) and fall back to one pass over every
 //! package's file list only for what the guesses did not resolve.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::rc::Rc;
 
 use alpm::Alpm;
 use anyhow::{Context, Result};
@@ -28,11 +30,22 @@ pub struct Owners {
 /// of the given source directories' dkms.conf.
 pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
     let db_version = layout.dbpath.join("local/ALPM_DB_VERSION");
-    if !db_version.is_file() {
-        anyhow::bail!(
+    match std::fs::metadata(&db_version) {
+        Ok(m) if m.is_file() => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
+            "cannot read the pacman database at {}: {e}: run dkms-hook as root (pacman does)",
+            layout.dbpath.display()
+        ),
+        _ => anyhow::bail!(
             "no pacman database at {} (missing {}): pass the right --root or --dbpath",
             layout.dbpath.display(),
             db_version.display()
+        ),
+    }
+    if let Err(e) = std::fs::read_dir(layout.dbpath.join("local")) {
+        anyhow::bail!(
+            "cannot read the pacman database at {}: {e}: run dkms-hook as root (pacman does)",
+            layout.dbpath.display()
         );
     }
     let root = path_bytes(&layout.root);
@@ -40,7 +53,28 @@ pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
     let handle = Alpm::new(root, dbpath).with_context(|| {
         format!("failed to open the pacman database {} (root {})", layout.dbpath.display(), layout.root.display())
     })?;
-    let mut lookup = Lookup::new(&handle);
+    // libalpm reports damaged entries (a missing `files`, a directory name without a pkgrel)
+    // through its log and carries on; so do we, but say so once per problem.
+    let complaints: Rc<RefCell<BTreeSet<String>>> = Rc::default();
+    let sink = Rc::clone(&complaints);
+    handle.set_log_cb((), move |level, msg, _| {
+        if level.intersects(alpm::LogLevel::ERROR | alpm::LogLevel::WARNING) {
+            sink.borrow_mut().insert(msg.trim().to_owned());
+        }
+    });
+    let owners = read_owners(layout, source_dirs, &handle);
+    for complaint in complaints.borrow().iter() {
+        log::warn!(
+            "the pacman database at {} is damaged: {complaint}: check it with `pacman -Dk`",
+            layout.dbpath.display()
+        );
+    }
+    owners
+}
+
+/// The reading part of [`read`], with the database open.
+fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result<Owners> {
+    let mut lookup = Lookup::new(handle);
 
     let mut owners = Owners::default();
     for kver in kernel_dirs(&layout.module_dir)? {
@@ -180,8 +214,10 @@ fn kernel_dirs(module_dir: &Path) -> Result<Vec<String>> {
             continue;
         }
         if let Ok(name) = entry.file_name().into_string() {
-            if crate::targets::is_clean_component(&name) {
+            if crate::targets::is_valid_name(&name) {
                 kvers.push(name);
+            } else {
+                log::debug!("{}/{name:?} is not a kernel version", module_dir.display());
             }
         }
     }

@@ -289,15 +289,13 @@ impl Runner<'_> {
         self.layout.dkms_tree.join(&module.name).join(&module.version).join(kernel)
     }
 
-    /// Where private dkms trees live: dkms-hook's own directory beside the dkms tree, on the
-    /// same file system so a finished build moves in with one rename.
     fn private_root(&self) -> PathBuf {
-        self.layout.root.join("var/lib/dkms-hook/build")
+        private_root(self.layout)
     }
 
-    /// Private trees of an earlier run (kept for their failure logs) are ours to delete.
+    /// Private trees left by an interrupted run are ours to delete.
     fn clear_private_trees(&self) {
-        let _ = std::fs::remove_dir_all(self.private_root());
+        clear_private_trees(self.layout);
     }
 
     /// Runs one job and judges its result.
@@ -356,13 +354,30 @@ impl Runner<'_> {
             return Outcome::TimedOut { after: started.elapsed() };
         }
         match (captured.code, &job.kind) {
+            (Some(0), JobKind::Install { kernel }) if !self.is_installed(job, kernel) => Outcome::Failed {
+                code: Some(0),
+                meaning: "dkms reported success, but the module is not installed (a full or read-only disk?)",
+                log: None,
+                tail: excerpt(&captured.output, TAIL_LINES),
+            },
             (Some(0), JobKind::Install { kernel }) => match self.check_vermagic(job, kernel) {
-                wrong @ Outcome::WrongKernel { .. } => {
+                Ok(wrong @ Outcome::WrongKernel { .. }) => {
                     // A module built for another kernel must not stay installed for this one.
                     self.undo_install(job);
                     wrong
                 }
-                other => other,
+                Ok(other) => other,
+                Err(damage) => {
+                    self.undo_install(job);
+                    let mut tail = excerpt(&captured.output, TAIL_LINES);
+                    tail.push(damage);
+                    Outcome::Failed {
+                        code: Some(0),
+                        meaning: "dkms reported success, but a built module is damaged (a full disk?)",
+                        log: None,
+                        tail,
+                    }
+                }
             },
             (Some(0), JobKind::Remove { .. }) => Outcome::Removed,
             (Some(0), JobKind::Unregister) => Outcome::Unregistered,
@@ -400,12 +415,39 @@ impl Runner<'_> {
         }
         let args = command::private_build_args(self.layout, job, &tree);
         let log = tree.join(&job.module.name).join(&job.module.version).join("build/make.log");
-        match self.call(args, Some(make_jobs), limits, output, started, job, &log) {
-            // A private build is only built, not installed: judge it as built.
-            Outcome::Installed => {}
-            other => return other,
-        }
         let built = tree.join(&job.module.name).join(&job.module.version).join(kernel);
+        let captured = match self.tools.dkms(self.layout, args, Some(make_jobs), limits) {
+            Ok(c) => c,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&tree);
+                return Outcome::ExecFailed { error };
+            }
+        };
+        output.push_str(&captured.output);
+        // A private build is only built, not installed. A failed build's private tree stays
+        // (its make.log is named in the report and copied into dkms-hook's log) until the next
+        // run takes the lock; any other outcome needs nothing of it.
+        let failure = match captured.code {
+            _ if captured.interrupted => Some(Outcome::Interrupted),
+            _ if captured.timed_out => Some(Outcome::TimedOut { after: started.elapsed() }),
+            Some(0) if built.is_dir() => None,
+            Some(0) => Some(Outcome::Failed {
+                code: Some(0),
+                meaning: "dkms reported success, but built nothing (a full or read-only disk?)",
+                log: None,
+                tail: excerpt(&captured.output, TAIL_LINES),
+            }),
+            Some(77) => Some(Outcome::Skipped),
+            code => {
+                let text = std::fs::read_to_string(&log).unwrap_or_else(|_| captured.output.clone());
+                let log = log.is_file().then(|| log.clone());
+                return Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&text, TAIL_LINES) };
+            }
+        };
+        if let Some(outcome) = failure {
+            let _ = std::fs::remove_dir_all(&tree);
+            return outcome;
+        }
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let registered = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version).join("source");
         if registered.symlink_metadata().is_err() {
@@ -428,10 +470,22 @@ impl Runner<'_> {
             }
         }
         let outcome = self.direct(job, make_jobs, limits, started, output);
-        if !outcome.is_failure() {
-            let _ = std::fs::remove_dir_all(&tree);
-        }
+        let _ = std::fs::remove_dir_all(&tree);
         outcome
+    }
+
+    /// What dkms leaves when it installed `M/V` for `kernel`: the link `M/kernel-K-ARCH` to
+    /// `V/K/ARCH`, and the built modules it points at.
+    fn is_installed(&self, job: &Job, kernel: &str) -> bool {
+        let mdir = self.layout.dkms_tree.join(&job.module.name);
+        let prefix = format!("kernel-{kernel}-");
+        let linked = std::fs::read_dir(&mdir).into_iter().flatten().flatten().any(|entry| {
+            entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))
+                && std::fs::read_link(entry.path()).is_ok_and(|t| t.starts_with(Path::new(&job.module.version).join(kernel)))
+        });
+        linked
+            && !crate::inventory::dkms_tree::built_modules(&self.layout.dkms_tree, &job.module.name, &job.module.version, kernel)
+                .is_empty()
     }
 
     /// Removes what an install job installed (through dkms), after the result proved wrong.
@@ -447,8 +501,9 @@ impl Runner<'_> {
         }
     }
 
-    /// After an install, every built module must carry `vermagic=KVER …`.
-    fn check_vermagic(&self, job: &Job, kernel: &str) -> Outcome {
+    /// After an install, every built module must carry `vermagic=KVER …`; a module whose
+    /// vermagic cannot be read at all is damaged (the error says which).
+    fn check_vermagic(&self, job: &Job, kernel: &str) -> Result<Outcome, String> {
         let built = crate::inventory::dkms_tree::built_modules(
             &self.layout.dkms_tree,
             &job.module.name,
@@ -458,11 +513,11 @@ impl Runner<'_> {
         for module in built {
             match vermagic::read(&module) {
                 Ok(magic) if magic.split_whitespace().next() == Some(kernel) => {}
-                Ok(magic) => return Outcome::WrongKernel { module, vermagic: magic },
-                Err(e) => log::warn!("cannot read vermagic of {}: {e}", module.display()),
+                Ok(magic) => return Ok(Outcome::WrongKernel { module, vermagic: magic }),
+                Err(e) => return Err(format!("{}: {e}", module.display())),
             }
         }
-        Outcome::Installed
+        Ok(Outcome::Installed)
     }
 
     /// dkms removes modules but can leave `updates/dkms/` and `updates/` empty; an empty
@@ -478,6 +533,34 @@ impl Runner<'_> {
             }
         }
     }
+}
+
+/// Where private dkms trees live: dkms-hook's own directory beside the dkms tree, on the same
+/// file system so a finished build moves in with one rename.
+fn private_root(layout: &Layout) -> PathBuf {
+    layout.root.join("var/lib/dkms-hook/build")
+}
+
+/// Deletes private build trees an interrupted run left behind (call with the lock held).
+pub fn clear_private_trees(layout: &Layout) {
+    let _ = std::fs::remove_dir_all(private_root(layout));
+}
+
+/// Fails early, changing nothing, when what the jobs must write is on a read-only file system.
+pub fn preflight(layout: &Layout) -> anyhow::Result<()> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    for (what, path) in [("the dkms tree", &layout.dkms_tree), ("the kernel module directory", &layout.module_dir)] {
+        // The nearest existing directory tells which file system the path is on.
+        let Some(existing) = path.ancestors().find(|p| p.exists()) else { continue };
+        if statvfs(existing).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+            anyhow::bail!(
+                "{what} {} is on a read-only file system: remount it read-write (`mount -o remount,rw {}`), then run `dkms-hook sync`",
+                path.display(),
+                existing.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn modified_since(path: &Path, started: Instant) -> bool {
