@@ -183,8 +183,15 @@ fn readable_by(path: &Path, user: &nix::unistd::User) -> bool {
 /// Runs the reader on the file, as `user` if given, with a clean environment and a time limit.
 fn run_bash(path: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, Vec<u8>)> {
     let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    run_script(READER, &[path], &dir, user)
+}
+
+/// Runs a reader script on `files` (its arguments) in `dir`, as `user` if given, with a clean
+/// environment, in its own process group and with a time limit; returns stdout and stderr.
+fn run_script(script: &str, files: &[&Path], dir: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut cmd = Command::new("bash");
-    cmd.args(["--norc", "--noprofile", "-c", READER, "dkms-hook", &path.to_string_lossy()])
+    cmd.args(["--norc", "--noprofile", "-c", script, "dkms-hook"])
+        .args(files)
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LC_ALL", "C")
@@ -252,6 +259,87 @@ fn run_bash(path: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, V
         }
     }
     Ok((out, err))
+}
+
+/// Reads many dkms.conf files at once, like `read` on each. One bash reads them all, each in
+/// its own subshell (one process start instead of one per module); a file whose result there
+/// is not clean — bash complained, a value is missing or invalid — is read again on its own, so
+/// every error is exactly the one `read` gives.
+pub fn read_many(paths: &[PathBuf]) -> Vec<Result<DkmsConf, String>> {
+    let batch = if paths.len() > 1 { read_batch(paths) } else { None };
+    match batch {
+        Some(results) => results
+            .into_iter()
+            .zip(paths)
+            .map(|(clean, path)| clean.map_or_else(|| read(path), Ok))
+            .collect(),
+        None => paths.iter().map(|p| read(p)).collect(),
+    }
+}
+
+/// Sources each file in a subshell and prints its values followed by a record separator; before
+/// each file a marker goes to stderr, so complaints can be told apart per file.
+const BATCH_READER: &str = r#"
+kernelver=""; arch="$(uname -m 2>/dev/null)"; dkms_tree=/var/lib/dkms; source_tree=/usr/src
+kernel_source_dir=""; install_tree=/usr/lib/modules
+for f; do
+    printf '\036\n' >&2
+    (
+        cd -- "${f%/*}" 2>/dev/null || exit
+        source -- "$f" >/dev/null </dev/null
+        printf 'PACKAGE_NAME=%s\0PACKAGE_VERSION=%s\0' "$PACKAGE_NAME" "$PACKAGE_VERSION"
+        printf 'BUILD_DEPENDS=%s\0' "${BUILD_DEPENDS[*]}"
+    )
+    printf '\036\0'
+done
+"#;
+
+/// The batch: `Some` with each file's clean result (or `None` where it must be read alone);
+/// `None` when the batch itself could not run (then every file is read alone).
+fn read_batch(paths: &[PathBuf]) -> Option<Vec<Option<DkmsConf>>> {
+    // One user for the whole batch: nobody when every file is readable by nobody (as `read`
+    // would choose for each), ourselves when we are not root.
+    let user = if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name(READER_USER).ok().flatten()?;
+        if !paths.iter().all(|p| p.is_file() && readable_by(p, &user)) {
+            return None;
+        }
+        Some(user)
+    } else {
+        None
+    };
+    let files: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let (out, err) = run_script(BATCH_READER, &files, Path::new("/"), user.as_ref()).ok()?;
+    let records: Vec<&[u8]> = split_on(&out, b"\x1e\0");
+    let complaints: Vec<&[u8]> = split_on(&err, b"\x1e\n");
+    if records.len() != paths.len() + 1 || complaints.len() != paths.len() + 1 {
+        return None;
+    }
+    let results = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            if !complaints[i + 1].iter().all(u8::is_ascii_whitespace) {
+                return None;
+            }
+            let conf = parse_output(records[i]).ok()?;
+            check_directory(path, &conf).ok()?;
+            Some(conf)
+        })
+        .collect();
+    Some(results)
+}
+
+/// Splits `bytes` at every `sep` (the pieces between, and the rest after the last).
+fn split_on<'a>(bytes: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(sep.len()).position(|w| w == sep) {
+        pieces.push(&rest[..at]);
+        rest = &rest[at + sep.len()..];
+    }
+    pieces.push(rest);
+    pieces
 }
 
 /// Reads at most 1 MiB; the rest is drained and dropped.
@@ -326,5 +414,35 @@ mod tests {
             let err = parse_output(input).unwrap_err();
             assert!(err.contains(want), "{err} should contain {want}");
         }
+    }
+    #[test]
+    fn reading_many_at_once_gives_what_reading_each_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Readable by everyone, so that as root the batch runs as nobody as it would in /usr/src.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut paths = Vec::new();
+        for (name, text) in [
+            ("good-1.0", "PACKAGE_NAME=good\nPACKAGE_VERSION=1.0\nBUILD_DEPENDS=(base)\necho noise\n"),
+            ("syntax-1.0", "PACKAGE_NAME=syntax\nPACKAGE_VERSION=1.0\nif then fi\n"),
+            ("quits-1.0", "exit 3\nPACKAGE_NAME=quits\n"),
+            ("wrongdir-1.0", "PACKAGE_NAME=other\nPACKAGE_VERSION=2\n"),
+            ("also-2", "PACKAGE_NAME=also\nPACKAGE_VERSION=2\necho oops >&2\n"),
+        ] {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("dkms.conf"), text).unwrap();
+            paths.push(d.join("dkms.conf"));
+        }
+        // The batch itself ran and took only the clean results.
+        let batch = read_batch(&paths).expect("the batch runs");
+        let taken: Vec<bool> = batch.iter().map(Option::is_some).collect();
+        assert_eq!(taken, [true, false, false, false, false]);
+        let many = read_many(&paths);
+        let each: Vec<_> = paths.iter().map(|p| read(p)).collect();
+        assert_eq!(many, each);
+        assert_eq!(many[0].as_ref().unwrap().build_depends, ["base"]);
+        assert!(many[1].is_err() && many[2].is_err() && many[3].is_err());
+        assert_eq!(many[4].as_ref().unwrap().name, "also");
     }
 }

@@ -65,22 +65,15 @@ impl Inventory {
     pub fn read(layout: &Layout) -> Result<Inventory> {
         let tree = DkmsTree::read(&layout.dkms_tree)?;
         let dirs = dkms_conf::source_dirs(&layout.source_tree)?;
-        let owners = pacman::read(layout, &dirs)?;
-        // Each dkms.conf is read by its own bash; reading them side by side keeps a system with
-        // many modules as quick as one with a few.
-        let confs: Vec<Result<DkmsConf, String>> = std::thread::scope(|scope| {
-            let readers: Vec<_> = dirs
-                .iter()
-                .map(|dir| {
-                    let path = layout.source_tree.join(dir).join("dkms.conf");
-                    scope.spawn(move || dkms_conf::read(&path))
-                })
-                .collect();
-            readers
-                .into_iter()
-                .map(|r| r.join().unwrap_or_else(|_| Err("reading dkms.conf panicked".to_owned())))
-                .collect()
+        let paths: Vec<_> = dirs.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
+        // bash reads the dkms.conf files while libalpm loads the database.
+        let (owners, confs) = std::thread::scope(|scope| {
+            let confs = scope.spawn(|| dkms_conf::read_many(&paths));
+            let owners = pacman::read(layout, &dirs);
+            let confs = confs.join().unwrap_or_else(|_| vec![Err("reading dkms.conf failed".to_owned()); paths.len()]);
+            (owners, confs)
         });
+        let owners = owners?;
         let sources = dirs
             .into_iter()
             .zip(confs)
