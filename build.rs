@@ -105,7 +105,10 @@ fn main() -> std::io::Result<()> {
     cmd.build();
     let page = |cmd: clap::Command| {
         let source = format!("dkms-hook {}", env!("CARGO_PKG_VERSION"));
-        clap_mangen::Man::new(cmd.version(env!("CARGO_PKG_VERSION"))).section("8").manual("System Administration").source(source)
+        clap_mangen::Man::new(cmd.version(env!("CARGO_PKG_VERSION")))
+            .section("8")
+            .manual("System Administration")
+            .source(source)
     };
     write_page(&out, page(cmd.clone()), Some(EXTRA_SECTIONS))?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {

@@ -233,7 +233,8 @@ impl FileConfig {
             key: Some(key.to_owned()),
             message,
         };
-        for (key, patterns) in [("exclude_kernels", &self.exclude_kernels), ("exclude_modules", &self.exclude_modules)] {
+        for (key, patterns) in [("exclude_kernels", &self.exclude_kernels), ("exclude_modules", &self.exclude_modules)]
+        {
             for p in patterns.iter().flatten() {
                 if let Err(e) = glob::Pattern::new(p) {
                     return Err(error(key, format!("invalid glob pattern {p:?}: {}", e.msg)));

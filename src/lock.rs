@@ -68,7 +68,8 @@ pub fn acquire(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut file = File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(path).map_err(io)?;
+    let mut file =
+        File::options().read(true).write(true).create(true).truncate(false).mode(0o644).open(path).map_err(io)?;
     let started = Instant::now();
     let mut waiting = Some(waiting);
     loop {
@@ -76,7 +77,8 @@ pub fn acquire(
             Ok(mut locked) => {
                 // Tell a later waiter who we are.
                 let pid = format!("{}\n", std::process::id());
-                let written = locked.set_len(0).and_then(|()| locked.rewind()).and_then(|()| locked.write_all(pid.as_bytes()));
+                let written =
+                    locked.set_len(0).and_then(|()| locked.rewind()).and_then(|()| locked.write_all(pid.as_bytes()));
                 written.map_err(io)?;
                 return Ok(Lock { _file: locked });
             }

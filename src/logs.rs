@@ -96,7 +96,8 @@ fn render(job: &Job, result: &JobResult) -> String {
     let ended = if result.outcome.is_failure() { "failed" } else { "succeeded" };
     let mut text = String::new();
     let _ = writeln!(text, "dkms-hook: {verb} {job}");
-    let _ = writeln!(text, "finished: {} (unix time), after {:.1} s", crate::state::now(), result.duration.as_secs_f64());
+    let _ =
+        writeln!(text, "finished: {} (unix time), after {:.1} s", crate::state::now(), result.duration.as_secs_f64());
     let _ = writeln!(text, "outcome: {ended}{}", detail.map(|d| format!(": {d}")).unwrap_or_default());
     let _ = writeln!(text, "\n--- dkms output ---");
     text.push_str(&result.output);
@@ -139,7 +140,12 @@ mod tests {
         std::fs::write(&make_log, "cc: error: boom\n").unwrap();
         let logs = Logs::new(&dir.path().join("logs"), 2);
         let failed = JobResult {
-            outcome: Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: Some(make_log), tail: vec![] },
+            outcome: Outcome::Failed {
+                code: Some(10),
+                meaning: "the module build (make) failed",
+                log: Some(make_log),
+                tail: vec![],
+            },
             duration: Duration::from_millis(1500),
             output: "Building module...\nError! Bad return status".into(),
         };
@@ -156,8 +162,10 @@ mod tests {
         }
         std::fs::write(dir.path().join("logs/notes.txt"), "kept").unwrap();
         logs.prune();
-        let mut left: Vec<String> =
-            std::fs::read_dir(dir.path().join("logs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
         assert_eq!(left, ["notes.txt", "xpad-neo_0.9-r1_k2.install.log", "xpad-neo_0.9-r1_k3.install.log"]);
     }

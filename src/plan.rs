@@ -118,7 +118,10 @@ impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Notice::NoHeaders { kver, package, headers_package } => {
-                write!(f, "no headers for kernel {kver} ({package}): install {headers_package} to build DKMS modules for it")
+                write!(
+                    f,
+                    "no headers for kernel {kver} ({package}): install {headers_package} to build DKMS modules for it"
+                )
             }
             Notice::HeadersLeaving { kver, package, kept } => {
                 write!(f, "headers for kernel {kver} ({package}) are being removed; ")?;
@@ -130,7 +133,9 @@ impl fmt::Display for Notice {
                 }
             }
             Notice::BadSource { dir, error } => write!(f, "cannot read module source {dir}: {error}"),
-            Notice::NotRegistered { dir } => write!(f, "{dir} has no dkms.conf and is not registered with dkms: nothing to do"),
+            Notice::NotRegistered { dir } => {
+                write!(f, "{dir} has no dkms.conf and is not registered with dkms: nothing to do")
+            }
             Notice::SeveralPackages { module, shipped } => {
                 write!(f, "several packages ship module {module}: {}; remove all but one", shipped.join(", "))
             }
@@ -228,7 +233,10 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
     let mut by_name: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
     for source in inv.sources.values() {
         if let (Some(pkg), Ok(conf)) = (&source.package, &source.conf) {
-            by_name.entry(&conf.name).or_default().push((&source.dir, format!("{}/{} from {pkg}", conf.name, conf.version)));
+            by_name
+                .entry(&conf.name)
+                .or_default()
+                .push((&source.dir, format!("{}/{} from {pkg}", conf.name, conf.version)));
         }
     }
     let mut conflicted: BTreeSet<&str> = BTreeSet::new();
@@ -349,8 +357,7 @@ fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> Plan {
     // (module, kernel) pairs to remove, in order of discovery but without duplicates.
     let mut removals: BTreeSet<(ModuleId, String)> = BTreeSet::new();
     let mut unregister: BTreeSet<ModuleId> = BTreeSet::new();
-    let leaving: BTreeSet<&str> =
-        targets.kernels.iter().filter(|(_, c)| c.image).map(|(k, _)| k.as_str()).collect();
+    let leaving: BTreeSet<&str> = targets.kernels.iter().filter(|(_, c)| c.image).map(|(k, _)| k.as_str()).collect();
 
     for dir in &targets.module_dirs {
         // The dkms.conf is still on disk before the transaction; when it is not (or cannot be
@@ -449,15 +456,17 @@ mod tests {
                 version: version.into(),
                 build_depends: depends.iter().map(|s| s.to_string()).collect(),
             };
-            self.inv
-                .sources
-                .insert(dir.into(), ModuleSource { dir: dir.into(), package: Some(format!("{name}-dkms")), conf: Ok(conf) });
+            self.inv.sources.insert(
+                dir.into(),
+                ModuleSource { dir: dir.into(), package: Some(format!("{name}-dkms")), conf: Ok(conf) },
+            );
             self
         }
         fn bad_source(mut self, dir: &str, error: &str) -> Self {
-            self.inv
-                .sources
-                .insert(dir.into(), ModuleSource { dir: dir.into(), package: Some("x".into()), conf: Err(error.into()) });
+            self.inv.sources.insert(
+                dir.into(),
+                ModuleSource { dir: dir.into(), package: Some("x".into()), conf: Err(error.into()) },
+            );
             self
         }
         fn built(mut self, name: &str, version: &str, dir: &str, built: &[&str], installed: &[&str]) -> Self {
@@ -539,10 +548,12 @@ mod tests {
 
     #[test]
     fn kernel_without_headers_gets_a_notice_and_no_job() {
-        let w = World::new()
-            .kernel("6.12.1-arch1-1", "linux", true)
-            .kernel("6.6.30-1-lts", "linux-lts", false)
-            .source("hello-1.0", "hello", "1.0", &[]);
+        let w = World::new().kernel("6.12.1-arch1-1", "linux", true).kernel("6.6.30-1-lts", "linux-lts", false).source(
+            "hello-1.0",
+            "hello",
+            "1.0",
+            &[],
+        );
         let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
         assert_eq!(jobs(&p), ["install hello/1.0 for 6.12.1-arch1-1"]);
         assert_eq!(
@@ -579,9 +590,7 @@ mod tests {
 
     #[test]
     fn build_depends_come_first_per_kernel() {
-        let w = two_kernels()
-            .source("zz-base-1", "zz-base", "1", &[])
-            .source("aa-top-1", "aa-top", "1", &["zz-base"]);
+        let w = two_kernels().source("zz-base-1", "zz-base", "1", &[]).source("aa-top-1", "aa-top", "1", &["zz-base"]);
         let p = w.plan(INSTALL, "usr/src/aa-top-1/dkms.conf\nusr/src/zz-base-1/dkms.conf\n");
         assert_eq!(
             jobs(&p),
@@ -617,10 +626,8 @@ mod tests {
 
     #[test]
     fn dependency_cycle_is_reported_and_still_planned() {
-        let w = World::new()
-            .kernel("k1", "linux", true)
-            .source("a-1", "a", "1", &["b"])
-            .source("b-1", "b", "1", &["a"]);
+        let w =
+            World::new().kernel("k1", "linux", true).source("a-1", "a", "1", &["b"]).source("b-1", "b", "1", &["a"]);
         let p = w.plan(INSTALL, "usr/src/a-1/dkms.conf\nusr/src/b-1/dkms.conf\n");
         assert_eq!(p.jobs.len(), 2);
         assert!(matches!(p.notices[0], Notice::DependencyCycle { .. }));
@@ -679,10 +686,8 @@ mod tests {
         let w = two_kernels()
             .built("a", "1", "a-1", &["6.6.30-1-lts", "6.12.1-arch1-1"], &["6.6.30-1-lts", "6.12.1-arch1-1"])
             .built("b", "2", "b-2", &["6.6.30-1-lts"], &[]);
-        let p = w.plan(
-            REMOVE,
-            "usr/lib/modules/6.6.30-1-lts/build/include/\nusr/lib/modules/6.6.30-1-lts/modules.order\n",
-        );
+        let p =
+            w.plan(REMOVE, "usr/lib/modules/6.6.30-1-lts/build/include/\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
         assert_eq!(jobs(&p), ["remove a/1 from 6.6.30-1-lts", "remove b/2 from 6.6.30-1-lts"]);
         assert!(p.depmod.is_empty());
         assert!(p.notices.is_empty());

@@ -170,7 +170,10 @@ fn describe(outcome: &Outcome, duration: Duration) -> String {
         Outcome::ExecFailed { error } => format!("failed: could not run dkms: {error}"),
         Outcome::DependencyFailed { dependency } => format!("not built: it needs {dependency}, which did not succeed"),
         Outcome::TimedOut { after } => {
-            format!("failed: dkms was stopped after {} (the job timeout): raise job_timeout or fix the build", secs(*after))
+            format!(
+                "failed: dkms was stopped after {} (the job timeout): raise job_timeout or fix the build",
+                secs(*after)
+            )
         }
         Outcome::Interrupted => "interrupted: run `dkms-hook sync` to finish".to_owned(),
     }
@@ -198,7 +201,8 @@ mod tests {
         let d = Duration::from_millis(4210);
         assert_eq!(describe(&Outcome::Installed, d), "installed in 4.2 s");
         assert!(describe(&Outcome::Skipped, d).starts_with("skipped"));
-        let failed = Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
+        let failed =
+            Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
         assert_eq!(describe(&failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
         let wrong = Outcome::WrongKernel { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
         assert!(describe(&wrong, d).contains("wrong kernel") && describe(&wrong, d).contains("vermagic 6.1-y SMP"));

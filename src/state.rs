@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn records_installs_and_forgets_removals() {
         let mut s = State::default();
-        let failed = Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
+        let failed =
+            Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
         s.record(&install("a", "1", "k1"), &failed, Some(Path::new("/log/a")), 5);
         s.record(&install("a", "1", "k2"), &Outcome::Skipped, None, 6);
         s.record(&install("b", "2", "k1"), &Outcome::Installed, None, 7);
@@ -227,7 +228,8 @@ mod tests {
         assert_eq!(r.log.as_deref(), Some(Path::new("/log/a")));
         assert_eq!(s.get("a", "1", "k2").unwrap().last, Last::Skipped);
 
-        let remove = Job { kind: JobKind::Remove { kernel: "k1".into() }, module: ModuleId::new("b", "2"), after: vec![] };
+        let remove =
+            Job { kind: JobKind::Remove { kernel: "k1".into() }, module: ModuleId::new("b", "2"), after: vec![] };
         s.record(&remove, &Outcome::Removed, None, 8);
         assert!(s.get("b", "2", "k1").is_none());
         let unregister = Job { kind: JobKind::Unregister, module: ModuleId::new("a", "1"), after: vec![] };

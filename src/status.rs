@@ -359,7 +359,12 @@ impl Status {
             let _ = writeln!(t, "==> Everything is as it should be");
         } else {
             let n = self.problems;
-            let _ = writeln!(t, "==> {n} {} need{} attention", if n == 1 { "item" } else { "items" }, if n == 1 { "s" } else { "" });
+            let _ = writeln!(
+                t,
+                "==> {n} {} need{} attention",
+                if n == 1 { "item" } else { "items" },
+                if n == 1 { "s" } else { "" }
+            );
         }
         t
     }
@@ -442,7 +447,9 @@ fn pair(
             ),
             _ => (PairState::Installed, None, None),
         },
-        _ if excludes.pair(module, version, kver) => (PairState::Excluded, Some("by the configuration".to_owned()), None),
+        _ if excludes.pair(module, version, kver) => {
+            (PairState::Excluded, Some("by the configuration".to_owned()), None)
+        }
         _ if kernel.headers.is_none() => (
             if built { PairState::Built } else { PairState::Missing },
             Some(format!("no headers: install {}", kernel.headers_package())),
@@ -455,7 +462,9 @@ fn pair(
             detail.map(|d| format!("{d}: its build ignores the kernel it is given; report it to the packager")),
             log,
         ),
-        Some(Last::Failed) => (PairState::Failed, detail.map(|d| format!("{d}: fix the cause, then `dkms-hook sync`")), log),
+        Some(Last::Failed) => {
+            (PairState::Failed, detail.map(|d| format!("{d}: fix the cause, then `dkms-hook sync`")), log)
+        }
         Some(Last::Skipped) => (PairState::Skipped, detail, None),
         _ if built => (PairState::Built, Some("run `dkms-hook sync` to install it".to_owned()), None),
         _ => (PairState::Missing, Some("run `dkms-hook sync` to build it".to_owned()), None),
@@ -475,7 +484,7 @@ fn out_of_place(layout: &Layout, inv: &Inventory, seen: &Observed) -> Vec<OutOfP
     let mut items = Vec::new();
     for ((m, v), entry) in &inv.tree.entries {
         let all: Vec<String> = entry.built.union(&entry.installed).cloned().collect();
-        let orphan = entry.source_dir.as_deref().map_or(true, |d| !inv.sources.contains_key(d));
+        let orphan = entry.source_dir.as_deref().is_none_or(|d| !inv.sources.contains_key(d));
         if orphan {
             items.push(OutOfPlace {
                 kind: OutOfPlaceKind::OrphanRegistration,
@@ -576,7 +585,8 @@ mod tests {
             );
         }
         fn record(&mut self, k: &str, outcome: Outcome, log: Option<&str>) {
-            let job = Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new("a", "1"), after: vec![] };
+            let job =
+                Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new("a", "1"), after: vec![] };
             self.state.record(&job, &outcome, log.map(Path::new), 1);
         }
         fn status(&self) -> Status {
@@ -593,11 +603,21 @@ mod tests {
         let mut w = world();
         w.inv.kernels.insert(
             "k4".into(),
-            Kernel { kver: "k4".into(), package: "l4".into(), pkgbase: "l4".into(), headers: Some("l4-headers".into()) },
+            Kernel {
+                kver: "k4".into(),
+                package: "l4".into(),
+                pkgbase: "l4".into(),
+                headers: Some("l4-headers".into()),
+            },
         );
         w.inv.kernels.insert(
             "k5".into(),
-            Kernel { kver: "k5".into(), package: "l5".into(), pkgbase: "l5".into(), headers: Some("l5-headers".into()) },
+            Kernel {
+                kver: "k5".into(),
+                package: "l5".into(),
+                pkgbase: "l5".into(),
+                headers: Some("l5-headers".into()),
+            },
         );
         w.inv.kernels.insert(
             "rt".into(),
@@ -605,7 +625,8 @@ mod tests {
         );
         w.tree("a", "1", Some("a-1"), &["k1", "k2", "k4"], &["k1", "k4"]);
         w.record("k4", Outcome::WrongKernel { module: "/x/a.ko".into(), vermagic: "k9 SMP".into() }, None);
-        let failed = Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
+        let failed =
+            Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
         w.record("k5", failed, Some("/r/var/log/dkms-hook/a_1_k5.install.log"));
         w.seen.existing_logs.insert("/r/var/log/dkms-hook/a_1_k5.install.log".into());
         w.excludes.kernels.push(glob::Pattern::new("rt").unwrap());
@@ -670,7 +691,8 @@ mod tests {
         w.seen.module_files.insert("leftover".into(), vec!["old.ko".into()]);
         w.seen.known_modules.insert("k1".into(), ["a".to_owned(), "gone".to_owned()].into());
         let s = w.status();
-        let kinds: Vec<(OutOfPlaceKind, Vec<String>)> = s.out_of_place.iter().map(|o| (o.kind, o.kernels.clone())).collect();
+        let kinds: Vec<(OutOfPlaceKind, Vec<String>)> =
+            s.out_of_place.iter().map(|o| (o.kind, o.kernels.clone())).collect();
         assert_eq!(
             kinds,
             [
@@ -684,8 +706,14 @@ mod tests {
         assert_eq!(s.out_of_place[2].path.as_deref(), Some(Path::new("/r/usr/lib/modules/k1/updates/dkms/stray.ko")));
         assert_eq!(s.problems, 4);
         let text = s.text(false);
-        assert!(text.contains("a/1 is built for old, which is not an installed kernel: `dkms-hook sync` removes it"), "{text}");
-        assert!(text.contains("gone/2 is registered with dkms (built for k1) but its source /r/usr/src/gone-2 is gone"), "{text}");
+        assert!(
+            text.contains("a/1 is built for old, which is not an installed kernel: `dkms-hook sync` removes it"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gone/2 is registered with dkms (built for k1) but its source /r/usr/src/gone-2 is gone"),
+            "{text}"
+        );
     }
 
     #[test]

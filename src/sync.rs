@@ -32,7 +32,7 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
     let mut unregister = Vec::new();
     for ((name, version), entry) in &inv.tree.entries {
         let id = ModuleId::new(name, version);
-        let orphan = entry.source_dir.as_deref().map_or(true, |d| !present.contains(d));
+        let orphan = entry.source_dir.as_deref().is_none_or(|d| !present.contains(d));
         let mut removals = Vec::new();
         for kver in entry.built.union(&entry.installed) {
             if orphan || !inv.kernels.contains_key(kver) {
@@ -41,7 +41,11 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
                 }
                 removals.push(plan.jobs.len());
                 leaving.entry(name.clone()).or_default().push((plan.jobs.len(), Some(kver.clone())));
-                plan.jobs.push(Job { kind: JobKind::Remove { kernel: kver.clone() }, module: id.clone(), after: Vec::new() });
+                plan.jobs.push(Job {
+                    kind: JobKind::Remove { kernel: kver.clone() },
+                    module: id.clone(),
+                    after: Vec::new(),
+                });
             }
         }
         if orphan {
@@ -70,7 +74,8 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
         }
     }
     for shipped in by_name.values().filter(|v| v.len() > 1) {
-        let all: Vec<String> = shipped.iter().map(|(_, pkg, c)| format!("{}/{} from {pkg}", c.name, c.version)).collect();
+        let all: Vec<String> =
+            shipped.iter().map(|(_, pkg, c)| format!("{}/{} from {pkg}", c.name, c.version)).collect();
         for (dir, _, conf) in shipped {
             sources.retain(|c| !std::ptr::eq(*c, *conf));
             let error = format!("several packages ship module {}: {}; remove all but one", conf.name, all.join(", "));
@@ -87,7 +92,7 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
             .copied()
             .filter(|c| !excludes.pair(&c.name, &c.version, &kernel.kver))
             .filter(|c| !installed(c, &kernel.kver))
-            .filter(|c| state.get(&c.name, &c.version, &kernel.kver).map_or(true, |r| r.last != Last::Skipped))
+            .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
             .collect();
         if wanted.is_empty() {
             continue;
@@ -110,7 +115,7 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
                 conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
             // The old version leaves this kernel (or the tree) first.
             for (i, k) in leaving.get(&conf.name).into_iter().flatten() {
-                if k.as_ref().map_or(true, |k| *k == kernel.kver) {
+                if k.as_ref().is_none_or(|k| *k == kernel.kver) {
                     after.push(*i);
                 }
             }
@@ -281,7 +286,8 @@ mod tests {
 
     #[test]
     fn kernels_without_headers_get_a_notice() {
-        let w = World::default().kernel("k1", true).kernel("k2", false).source("a", "1", &[]).installed("a", "1", &["k1"]);
+        let w =
+            World::default().kernel("k1", true).kernel("k2", false).source("a", "1", &[]).installed("a", "1", &["k1"]);
         let p = w.plan();
         assert!(p.jobs.is_empty());
         assert!(matches!(&p.notices[..], [Notice::NoHeaders { kver, .. }] if kver == "k2"));
@@ -295,7 +301,11 @@ mod tests {
         let mut w = two();
         w.inv.sources.insert(
             "bad".into(),
-            ModuleSource { dir: "bad".into(), package: Some("bad-dkms".into()), conf: Err("PACKAGE_NAME is empty".into()) },
+            ModuleSource {
+                dir: "bad".into(),
+                package: Some("bad-dkms".into()),
+                conf: Err("PACKAGE_NAME is empty".into()),
+            },
         );
         let p = w.plan();
         assert!(p.jobs.is_empty() && p.notices[0].is_error());
@@ -308,11 +318,11 @@ mod tests {
         assert_eq!(jobs(&p), ["install zz-base/1 for k1", "install aa-top/1 for k1"]);
         assert_eq!(p.jobs[1].after, [0]);
         // An installed dependency needs no job and no wait.
-        let w = World::default().kernel("k1", true).source("aa-top", "1", &["zz-base"]).source("zz-base", "1", &[]).installed(
-            "zz-base",
-            "1",
-            &["k1"],
-        );
+        let w = World::default()
+            .kernel("k1", true)
+            .source("aa-top", "1", &["zz-base"])
+            .source("zz-base", "1", &[])
+            .installed("zz-base", "1", &["k1"]);
         let p = w.plan();
         assert_eq!(jobs(&p), ["install aa-top/1 for k1"]);
         assert!(p.jobs[0].after.is_empty());
@@ -323,7 +333,8 @@ mod tests {
         let mut w = two().source("a", "1", &[]).source("nv", "1", &[]);
         w.excludes.kernels.push(glob::Pattern::new("k2").unwrap());
         w.excludes.modules.push(glob::Pattern::new("nv").unwrap());
-        let job = Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
+        let job =
+            Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
         w.state.record(&job, &crate::run::Outcome::Skipped, None, 1);
         assert_eq!(w.plan(), Plan::default());
     }
@@ -343,7 +354,8 @@ mod tests {
     #[test]
     fn failed_pairs_are_retried() {
         let mut w = World::default().kernel("k1", true).source("a", "1", &[]);
-        let job = Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
+        let job =
+            Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
         let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
         w.state.record(&job, &failed, None, 1);
         assert_eq!(jobs(&w.plan()), ["install a/1 for k1"]);

@@ -147,7 +147,9 @@ mod tests {
 
     #[test]
     fn other_kernel_paths_count_as_the_kernel_image() {
-        for line in ["usr/lib/modules/6.1-x/vmlinuz", "usr/lib/modules/6.1-x/pkgbase", "usr/lib/modules/6.1-x/kernel/a.ko.zst"] {
+        for line in
+            ["usr/lib/modules/6.1-x/vmlinuz", "usr/lib/modules/6.1-x/pkgbase", "usr/lib/modules/6.1-x/kernel/a.ko.zst"]
+        {
             let t = Targets::parse(line.as_bytes());
             assert_eq!(t.kernels["6.1-x"], kernel(false, true), "{line}");
         }
@@ -194,7 +196,8 @@ mod tests {
 
     #[test]
     fn valid_names() {
-        let good = ["hello", "xpad-neo-x", "0.9-r12-g3a1b", "6.12.1-arch1-1", "1.0+git2024~rc1", "535.104.05", "_x", "1:2@x"];
+        let good =
+            ["hello", "xpad-neo-x", "0.9-r12-g3a1b", "6.12.1-arch1-1", "1.0+git2024~rc1", "535.104.05", "_x", "1:2@x"];
         for ok in good {
             assert!(is_valid_name(ok), "{ok}");
         }
@@ -208,7 +211,7 @@ mod tests {
     #[test]
     fn a_very_long_line_is_ignored() {
         let mut input = b"usr/src/".to_vec();
-        input.extend(std::iter::repeat(b'a').take(1 << 20));
+        input.extend(std::iter::repeat_n(b'a', 1 << 20));
         input.extend(b"\nusr/src/b-1/dkms.conf\n");
         let t = Targets::parse(&input);
         // No directory name is longer than NAME_MAX (255); parsing stays total and keeps the rest.

@@ -36,7 +36,10 @@ fn the_man_page_has_every_subcommand_option_and_section() {
         assert!(page.contains(&roff(&format!("--{opt}"))), "dkms-hook.8 does not document --{opt}");
     }
     for section in ["PACMAN HOOKS", "EXIT STATUS", "FILES", "SEE ALSO"] {
-        assert!(page.contains(&format!(".SH \"{section}\"")) || page.contains(&format!(".SH {section}")), "no {section}");
+        assert!(
+            page.contains(&format!(".SH \"{section}\"")) || page.contains(&format!(".SH {section}")),
+            "no {section}"
+        );
     }
     assert!(asset("dkms-hook-status.8").contains("\\-\\-json"));
     assert!(asset("dkms-hook-remove.8").contains("\\-\\-no\\-depmod"));

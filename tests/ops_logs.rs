@@ -35,7 +35,10 @@ fn every_job_writes_its_log_and_a_failure_points_to_it() {
         assert!(text.contains(want), "{} lacks {want:?}:\n{text}", failed.display());
     }
     let text = fs::read_to_string(&ok).unwrap();
-    assert!(text.contains("outcome: succeeded") && text.contains(&format!("Installing hello-1.0 for kernel {K1}")), "{text}");
+    assert!(
+        text.contains("outcome: succeeded") && text.contains(&format!("Installing hello-1.0 for kernel {K1}")),
+        "{text}"
+    );
 
     // A removal writes its own log beside the install's.
     let run = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
@@ -63,7 +66,12 @@ fn logs_are_pruned_to_keep_logs_oldest_first() {
     t.run(&["sync"], "").assert_code(0);
     assert_eq!(
         logs_in(&dir),
-        ["README".to_owned(), format!("hello_1.0_{K1}.install.log"), format!("hello_1.0_{K2}.install.log"), "old-c.log".to_owned()]
+        [
+            "README".to_owned(),
+            format!("hello_1.0_{K1}.install.log"),
+            format!("hello_1.0_{K2}.install.log"),
+            "old-c.log".to_owned()
+        ]
     );
 }
 

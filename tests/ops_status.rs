@@ -120,11 +120,13 @@ fn every_pair_state_with_its_reason() {
         };
         assert_eq!(p["state"], want, "{p}");
     }
-    let broken = json["modules"].as_array().unwrap().iter().find(|p| p["module"] == "broken" && p["kernel"] == K1).unwrap();
+    let broken =
+        json["modules"].as_array().unwrap().iter().find(|p| p["module"] == "broken" && p["kernel"] == K1).unwrap();
     assert_eq!(broken["ok"], false);
     assert_eq!(broken["log"], broken_log.display().to_string());
     assert!(broken_log.is_file());
-    let skipped = json["modules"].as_array().unwrap().iter().find(|p| p["module"] == "skipme" && p["kernel"] == K1).unwrap();
+    let skipped =
+        json["modules"].as_array().unwrap().iter().find(|p| p["module"] == "skipme" && p["kernel"] == K1).unwrap();
     assert_eq!(skipped["ok"], true);
     let kernel = |k: &str| json["kernels"].as_array().unwrap().iter().find(|x| x["kernel"] == k).unwrap().clone();
     assert_eq!(kernel(K2)["headers"], serde_json::Value::Null);
@@ -148,13 +150,21 @@ fn what_is_out_of_place_until_sync_and_a_hand_clean_up() {
     let run = t.run(&["status"], "");
     run.assert_code(1);
     run.expect_line(&["==> Out of place"]);
-    run.expect_line(&[&format!("  -> hello/1.0 is built for {K2}, which is not an installed kernel: `dkms-hook sync` removes it")]);
-    run.expect_line(&["  -> gone/2.0 is registered with dkms (built for", K1, "but its source", "usr/src/gone-2.0 is gone"]);
+    run.expect_line(&[&format!(
+        "  -> hello/1.0 is built for {K2}, which is not an installed kernel: `dkms-hook sync` removes it"
+    )]);
+    run.expect_line(&[
+        "  -> gone/2.0 is registered with dkms (built for",
+        K1,
+        "but its source",
+        "usr/src/gone-2.0 is gone",
+    ]);
     run.expect_line(&[&format!("  -> {} is not known to dkms: dkms-hook does not touch it", stray.display())]);
     run.expect_line(&["==> 3 items need attention"]);
 
     let (_, json, _) = status_json(&t);
-    let kinds: Vec<&str> = json["out_of_place"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        json["out_of_place"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["orphan_registration", "stale_build", "unknown_module_file"]);
     assert_eq!(json["out_of_place"][0]["module"], "gone");
     assert_eq!(json["out_of_place"][0]["kernels"], serde_json::json!([K1]));

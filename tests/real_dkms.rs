@@ -44,7 +44,9 @@ fn unavailable() -> Option<String> {
 fn require() -> bool {
     match unavailable() {
         None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("the real dkms tier cannot run in CI: {why}"),
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the real dkms tier cannot run in CI: {why}")
+        }
         Some(why) => {
             eprintln!("skipping the real dkms tier: {why}");
             false
@@ -57,7 +59,8 @@ fn require() -> bool {
 fn real_headers(t: &TestRoot, kver: &str) {
     let build = t.path(&format!("usr/lib/modules/{kver}/build"));
     fs::remove_dir_all(&build).unwrap();
-    let status = Command::new("cp").arg("-a").arg(format!("/usr/src/linux-headers-{kver}")).arg(&build).status().unwrap();
+    let status =
+        Command::new("cp").arg("-a").arg(format!("/usr/src/linux-headers-{kver}")).arg(&build).status().unwrap();
     assert!(status.success());
     for name in ["scripts", "tools"] {
         let link = build.join(name);

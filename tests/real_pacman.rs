@@ -66,8 +66,7 @@ fn install_module(dkms: Dkms) {
 fn install_headers(dkms: Dkms) {
     let Some(root) = Root::new(dkms) else { return };
     root.install_kernels(&[LINUX]);
-    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()])
-        .assert_hooks_ok();
+    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, &[LINUX]), (XPAD, &[LINUX])]);
 
     // The kernel alone: nothing can be built for it yet (whether that is reported as a failure is
@@ -92,10 +91,7 @@ fn upgrade_module(dkms: Dkms) {
 
     root.install(&[HELLO_1_1.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_1, BOTH)]);
-    assert!(
-        !root.path("var/lib/dkms/hello/1.0").exists(),
-        "hello/1.0 is still in the dkms tree"
-    );
+    assert!(!root.path("var/lib/dkms/hello/1.0").exists(), "hello/1.0 is still in the dkms tree");
     for k in BOTH {
         let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
         assert_eq!(root.modinfo(&ko, "version"), "1.1");
@@ -106,11 +102,7 @@ fn upgrade_module(dkms: Dkms) {
     root.assert_modules(&[(HELLO_1_1_REL2, BOTH)]);
     for k in BOTH {
         let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
-        assert_eq!(
-            root.modinfo(&ko, "pkgrel"),
-            "2",
-            "{ko} was not rebuilt from the new package release"
-        );
+        assert_eq!(root.modinfo(&ko, "pkgrel"), "2", "{ko} was not rebuilt from the new package release");
     }
 }
 
@@ -121,8 +113,7 @@ fn upgrade_kernel(dkms: Dkms) {
     root.install_kernels(BOTH);
     root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
 
-    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers()])
-        .assert_hooks_ok();
+    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT, LINUX_CLOUD])]);
     root.assert_kernel_dir_clean(LINUX.kver);
 }
@@ -132,34 +123,23 @@ fn upgrade_kernel(dkms: Dkms) {
 fn remove(dkms: Dkms) {
     let Some(root) = Root::new(dkms) else { return };
     root.install_kernels(BOTH);
-    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()])
-        .assert_hooks_ok();
+    root.install(&[HELLO_1_0.pkg(), XPAD.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, BOTH), (XPAD, BOTH)]);
 
-    root.remove(&[XPAD.package])
-        .assert_contains("Remove DKMS modules")
-        .assert_hooks_ok();
+    root.remove(&[XPAD.package]).assert_contains("Remove DKMS modules").assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, BOTH)]);
-    assert!(
-        !root.path("var/lib/dkms/xpad-neo-x").exists(),
-        "xpad-neo-x is still in the dkms tree"
-    );
+    assert!(!root.path("var/lib/dkms/xpad-neo-x").exists(), "xpad-neo-x is still in the dkms tree");
 
-    root.remove(&[&LINUX_CLOUD.headers_name()])
-        .assert_hooks_ok();
+    root.remove(&[&LINUX_CLOUD.headers_name()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, BOTH)]);
 
-    root.remove(&[LINUX.name, &LINUX.headers_name()])
-        .assert_hooks_ok();
+    root.remove(&[LINUX.name, &LINUX.headers_name()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, &[LINUX_CLOUD])]);
     root.assert_kernel_dir_clean(LINUX.kver);
 
     root.remove(&[HELLO_1_0.package]).assert_hooks_ok();
     root.assert_modules(&[]);
-    assert!(
-        !root.path("var/lib/dkms/hello").exists(),
-        "hello is still in the dkms tree"
-    );
+    assert!(!root.path("var/lib/dkms/hello").exists(), "hello is still in the dkms tree");
 }
 
 /// A module that does not compile: the others are installed, pacman shows the compiler's error and
@@ -176,11 +156,7 @@ fn failing_module(dkms: Dkms) {
         t.output
     );
     root.assert_modules(&[(HELLO_1_0, BOTH), (BROKEN, &[])]);
-    assert!(
-        root.has_package(BROKEN.package),
-        "the transaction did not install {}",
-        BROKEN.package
-    );
+    assert!(root.has_package(BROKEN.package), "the transaction did not install {}", BROKEN.package);
 }
 
 /// A module and its BUILD_DEPENDS in one transaction: both built, the dependency first (alpha-user's
@@ -195,11 +171,7 @@ fn build_depends(dkms: Dkms) {
     for k in BOTH {
         let dependency = t.assert_line(&["zeta-base/1.0", k.kver]);
         let dependent = t.assert_line(&["alpha-user/1.0", k.kver]);
-        assert!(
-            dependency < dependent,
-            "alpha-user reported before zeta-base for {}",
-            k.kver
-        );
+        assert!(dependency < dependent, "alpha-user reported before zeta-base for {}", k.kver);
     }
 }
 
@@ -215,11 +187,7 @@ fn build_exclusive(dkms: Dkms) {
         let l = l.to_lowercase();
         l.contains("cloudonly") && l.contains(LINUX.kver) && l.contains("skip")
     });
-    assert!(
-        skipped,
-        "pacman's output does not report cloudonly skipped for {}:\n{}",
-        LINUX.kver, t.output
-    );
+    assert!(skipped, "pacman's output does not report cloudonly skipped for {}:\n{}", LINUX.kver, t.output);
     root.assert_modules(&[(CLOUDONLY, &[LINUX_CLOUD])]);
 }
 
@@ -233,18 +201,10 @@ fn wrong_kernel(dkms: Dkms) {
     t.assert_contains(HOOK_FAILED).assert_contains("vermagic");
     let files = root.module_files();
     let expected = format!("{}/updates/dkms/unamemod.ko", LINUX.kver);
-    assert_eq!(
-        files.keys().collect::<Vec<_>>(),
-        [&expected],
-        "module files (vermagic) {files:?}"
-    );
+    assert_eq!(files.keys().collect::<Vec<_>>(), [&expected], "module files (vermagic) {files:?}");
     assert_eq!(files[&expected], LINUX.kver);
     let installed: Vec<_> = root.dkms_tree().installed.into_iter().collect();
-    assert_eq!(
-        installed,
-        [(("unamemod".into(), LINUX.kver.into()), "1.0".into())],
-        "dkms tree: installed"
-    );
+    assert_eq!(installed, [(("unamemod".into(), LINUX.kver.into()), "1.0".into())], "dkms tree: installed");
 }
 
 /// One transaction upgrading a kernel (new kver) and a module (new version) together.
@@ -253,12 +213,8 @@ fn upgrade_kernel_and_module(dkms: Dkms) {
     root.install_kernels(BOTH);
     root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
 
-    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers(), HELLO_1_1.pkg()])
-        .assert_hooks_ok();
+    root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers(), HELLO_1_1.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_1, &[LINUX_NEXT, LINUX_CLOUD])]);
-    assert!(
-        !root.path("var/lib/dkms/hello/1.0").exists(),
-        "hello/1.0 is still in the dkms tree"
-    );
+    assert!(!root.path("var/lib/dkms/hello/1.0").exists(), "hello/1.0 is still in the dkms tree");
     root.assert_kernel_dir_clean(LINUX.kver);
 }

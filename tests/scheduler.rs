@@ -82,7 +82,10 @@ fn one_module_version_for_three_kernels_builds_in_parallel_but_never_twice_in_on
     let b = builds(&times);
     assert_eq!(b.len(), 3, "{b:?}");
     // The point of private trees: the three builds ran at the same time, each in its own tree.
-    assert!(overlaps(&b[0], &b[1]) || overlaps(&b[1], &b[2]) || overlaps(&b[0], &b[2]), "builds ran one after another: {b:?}");
+    assert!(
+        overlaps(&b[0], &b[1]) || overlaps(&b[1], &b[2]) || overlaps(&b[0], &b[2]),
+        "builds ran one after another: {b:?}"
+    );
     for x in &b {
         for y in &b {
             if !std::ptr::eq(x, y) && overlaps(x, y) {
@@ -91,7 +94,10 @@ fn one_module_version_for_three_kernels_builds_in_parallel_but_never_twice_in_on
         }
     }
     // Nothing of the private trees is left behind in the dkms tree.
-    let tree: Vec<String> = fs::read_dir(t.path("var/lib/dkms/hello/1.0")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let tree: Vec<String> = fs::read_dir(t.path("var/lib/dkms/hello/1.0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(tree.iter().all(|n| [K1, K2, K3, "source", "build"].contains(&n.as_str())), "{tree:?}");
 }
 
@@ -143,7 +149,10 @@ fn build_depends_are_installed_before_their_dependents_on_each_kernel() {
         assert!(top.start >= base.end, "top built before base was installed for {k}: {b:?}");
         assert_eq!(t.installed_for("top", k).as_deref(), Some("1"));
     }
-    assert!(b.iter().any(|x| b.iter().any(|y| x.module != y.module && overlaps(x, y))), "nothing ran in parallel: {b:?}");
+    assert!(
+        b.iter().any(|x| b.iter().any(|y| x.module != y.module && overlaps(x, y))),
+        "nothing ran in parallel: {b:?}"
+    );
 }
 
 #[test]
@@ -215,7 +224,10 @@ fn each_dkms_gets_a_share_of_the_cores() {
         t.module_pkg(&format!("{m}-dkms"), &format!("{m}-1"), &dkms_conf(m, "1"));
     }
     let cores = std::thread::available_parallelism().unwrap().get();
-    let run = t.run(&["-j", "2", "install"], "usr/src/a-1/dkms.conf\nusr/src/b-1/dkms.conf\nusr/src/c-1/dkms.conf\nusr/src/d-1/dkms.conf\n");
+    let run = t.run(
+        &["-j", "2", "install"],
+        "usr/src/a-1/dkms.conf\nusr/src/b-1/dkms.conf\nusr/src/c-1/dkms.conf\nusr/src/d-1/dkms.conf\n",
+    );
     run.assert_code(0);
     let builds: Vec<_> = run.calls.iter().filter(|c| matches!(c.action(), Some("install") | Some("build"))).collect();
     // 12 jobs; a private build makes a `build` and an `install` call.

@@ -188,7 +188,12 @@ fn run_bash(path: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, V
 
 /// Runs a reader script on `files` (its arguments) in `dir`, as `user` if given, with a clean
 /// environment, in its own process group and with a time limit; returns stdout and stderr.
-fn run_script(script: &str, files: &[&Path], dir: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, Vec<u8>)> {
+fn run_script(
+    script: &str,
+    files: &[&Path],
+    dir: &Path,
+    user: Option<&nix::unistd::User>,
+) -> Result<(Vec<u8>, Vec<u8>)> {
     let mut cmd = Command::new("bash");
     cmd.args(["--norc", "--noprofile", "-c", script, "dkms-hook"])
         .args(files)
@@ -268,11 +273,9 @@ fn run_script(script: &str, files: &[&Path], dir: &Path, user: Option<&nix::unis
 pub fn read_many(paths: &[PathBuf]) -> Vec<Result<DkmsConf, String>> {
     let batch = if paths.len() > 1 { read_batch(paths) } else { None };
     match batch {
-        Some(results) => results
-            .into_iter()
-            .zip(paths)
-            .map(|(clean, path)| clean.map_or_else(|| read(path), Ok))
-            .collect(),
+        Some(results) => {
+            results.into_iter().zip(paths).map(|(clean, path)| clean.map_or_else(|| read(path), Ok)).collect()
+        }
         None => paths.iter().map(|p| read(p)).collect(),
     }
 }

@@ -56,10 +56,8 @@ impl DkmsTree {
                     // kernel-K-ARCH -> V/K/ARCH: the link target says V and K without guessing
                     // where K ends in the name.
                     if let Ok(target) = std::fs::read_link(&path) {
-                        let parts: Vec<String> = target
-                            .components()
-                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                            .collect();
+                        let parts: Vec<String> =
+                            target.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
                         if let [.., v, k, _arch] = parts.as_slice() {
                             if !valid("version", v) || !valid("kernel", k) {
                                 continue;

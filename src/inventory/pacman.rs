@@ -83,10 +83,7 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
         let vmlinuz = format!("usr/lib/modules/{kver}/vmlinuz");
         let pkgbase = std::fs::read_to_string(dir.join("pkgbase")).ok().map(|s| s.trim().to_owned());
         let guess = pkgbase.as_deref().filter(|s| !s.is_empty());
-        let Some(package) = lookup
-            .owner(&pkgbase_file, guess)
-            .or_else(|| lookup.owner(&vmlinuz, guess))
-        else {
+        let Some(package) = lookup.owner(&pkgbase_file, guess).or_else(|| lookup.owner(&vmlinuz, guess)) else {
             log::debug!("{} is not owned by any package: not a kernel", dir.display());
             continue;
         };

@@ -59,7 +59,13 @@ impl Tools {
 
     /// Runs dkms with `args` (an action and its arguments), relocated into `layout`'s root
     /// when needed, with `make -j make_jobs` when given.
-    pub fn dkms(&self, layout: &Layout, mut args: Vec<OsString>, make_jobs: Option<usize>, limits: Limits) -> Result<Captured, String> {
+    pub fn dkms(
+        &self,
+        layout: &Layout,
+        mut args: Vec<OsString>,
+        make_jobs: Option<usize>,
+        limits: Limits,
+    ) -> Result<Captured, String> {
         if let Some(n) = make_jobs {
             // dkms 3.0 takes `-j N` as two arguments only.
             args.push("-j".into());

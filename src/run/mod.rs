@@ -158,7 +158,8 @@ impl Runner<'_> {
                 if started[i] {
                     continue;
                 }
-                let failed_dep = plan.jobs[i].after.iter().find(|&&d| outcomes[d].as_ref().is_some_and(Outcome::is_failure));
+                let failed_dep =
+                    plan.jobs[i].after.iter().find(|&&d| outcomes[d].as_ref().is_some_and(Outcome::is_failure));
                 let outcome = match failed_dep {
                     Some(&d) => Outcome::DependencyFailed { dependency: plan.jobs[d].to_string() },
                     None if stopping => Outcome::Interrupted,
@@ -173,10 +174,11 @@ impl Runner<'_> {
             }
             // Start what may start.
             while running.len() < parallel {
-                let installing = running.iter().any(|&r| plan.jobs[r].is_install());
+                // While the signing key does not exist, one install at a time.
+                let install_may_start = !key_pending || !running.iter().any(|&r| plan.jobs[r].is_install());
                 let next = (0..total).find(|&i| {
                     !started[i]
-                        && !(key_pending && installing && plan.jobs[i].is_install())
+                        && (install_may_start || !plan.jobs[i].is_install())
                         && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
                         && (modes[i] == Mode::PrivateBuild
                             || !running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module))
@@ -481,17 +483,24 @@ impl Runner<'_> {
         let prefix = format!("kernel-{kernel}-");
         let linked = std::fs::read_dir(&mdir).into_iter().flatten().flatten().any(|entry| {
             entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix))
-                && std::fs::read_link(entry.path()).is_ok_and(|t| t.starts_with(Path::new(&job.module.version).join(kernel)))
+                && std::fs::read_link(entry.path())
+                    .is_ok_and(|t| t.starts_with(Path::new(&job.module.version).join(kernel)))
         });
         linked
-            && !crate::inventory::dkms_tree::built_modules(&self.layout.dkms_tree, &job.module.name, &job.module.version, kernel)
-                .is_empty()
+            && !crate::inventory::dkms_tree::built_modules(
+                &self.layout.dkms_tree,
+                &job.module.name,
+                &job.module.version,
+                kernel,
+            )
+            .is_empty()
     }
 
     /// Removes what an install job installed (through dkms), after the result proved wrong.
     fn undo_install(&self, job: &Job) {
         let Some(kernel) = job.kernel() else { return };
-        let remove = Job { kind: JobKind::Remove { kernel: kernel.to_owned() }, module: job.module.clone(), after: vec![] };
+        let remove =
+            Job { kind: JobKind::Remove { kernel: kernel.to_owned() }, module: job.module.clone(), after: vec![] };
         let never = AtomicBool::new(false);
         let limits = Limits { timeout: self.timeout, stop: &never };
         match self.tools.dkms(self.layout, command::dkms_args(self.layout, &remove), None, limits) {

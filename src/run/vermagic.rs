@@ -47,7 +47,8 @@ mod tests {
 
     #[test]
     fn finds_vermagic_between_other_modinfo_strings() {
-        let bytes = b"\x7fELF....license=GPL\0vermagic=6.1.0-47-amd64 SMP preempt mod_unload modversions \0name=hello\0";
+        let bytes =
+            b"\x7fELF....license=GPL\0vermagic=6.1.0-47-amd64 SMP preempt mod_unload modversions \0name=hello\0";
         assert_eq!(find(bytes).as_deref(), Some("6.1.0-47-amd64 SMP preempt mod_unload modversions"));
         assert_eq!(find(b"no magic here"), None);
         assert_eq!(find(b"vermagic=unterminated").as_deref(), Some("unterminated"));

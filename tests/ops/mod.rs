@@ -176,8 +176,15 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 pub fn hold_lock(t: &TestRoot) -> nix::fcntl::Flock<fs::File> {
     use std::io::Write;
     fs::create_dir_all(t.path("run")).unwrap();
-    let file = fs::File::options().read(true).write(true).create(true).truncate(true).open(t.path("run/dkms-hook.lock")).unwrap();
-    let mut lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
+    let file = fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(t.path("run/dkms-hook.lock"))
+        .unwrap();
+    let mut lock =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
     writeln!(lock, "{}", std::process::id()).unwrap();
     lock
 }

@@ -96,10 +96,7 @@ impl Ran {
 fn tool_env(cmd: &mut Command) -> &mut Command {
     let deps = Path::new(REPO).join(".deps/pacman");
     if deps.join("bin/pacman").exists() {
-        for (var, dir) in [
-            ("PATH", deps.join("bin")),
-            ("LD_LIBRARY_PATH", deps.join("lib")),
-        ] {
+        for (var, dir) in [("PATH", deps.join("bin")), ("LD_LIBRARY_PATH", deps.join("lib"))] {
             let old = std::env::var_os(var).unwrap_or_default();
             if !std::env::split_paths(&old).any(|p| p == dir) {
                 let mut paths = vec![dir];
@@ -126,42 +123,26 @@ pub fn shell(func: &str, args: &[&str]) -> Ran {
     .expect("cannot run bash");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
-    Ran {
-        status: output.status,
-        output: text,
-    }
+    Ran { status: output.status, output: text }
 }
 
 fn on_path(tool: &str) -> bool {
     let mut cmd = Command::new("bash");
     cmd.args(["-c", "command -v \"$0\" >/dev/null", tool]);
-    tool_env(&mut cmd)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    tool_env(&mut cmd).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Why the tier cannot run on this machine, if it cannot.
 fn unavailable(dkms: Dkms) -> Option<String> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1));
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1));
     if euid != Some("0") {
-        return Some(
-            "it must run as root (it mounts overlay roots and pacman chroots into them)".into(),
-        );
+        return Some("it must run as root (it mounts overlay roots and pacman chroots into them)".into());
     }
-    if !fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .contains("overlay")
-    {
+    if !fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
         return Some("the kernel has no overlayfs (not in /proc/filesystems)".into());
     }
-    for tool in [
-        "pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl",
-    ] {
+    for tool in ["pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl"] {
         if !on_path(tool) {
             return Some(format!("{tool} is not installed: run scripts/setup"));
         }
@@ -170,22 +151,14 @@ fn unavailable(dkms: Dkms) -> Option<String> {
         return Some("dkms is not installed at /usr/sbin/dkms: run scripts/setup".into());
     }
     for k in [LINUX, LINUX_CLOUD, LINUX_NEXT] {
-        if !Path::new("/usr/src")
-            .join(format!("linux-headers-{}/Makefile", k.kver))
-            .is_file()
-        {
-            return Some(format!(
-                "no Debian headers for {}: run scripts/setup",
-                k.kver
-            ));
+        if !Path::new("/usr/src").join(format!("linux-headers-{}/Makefile", k.kver)).is_file() {
+            return Some(format!("no Debian headers for {}: run scripts/setup", k.kver));
         }
     }
     match dkms.script() {
-        Some(script) if !script.is_file() => Some(format!(
-            "dkms {} is not at {}: run scripts/setup",
-            dkms.version(),
-            script.display()
-        )),
+        Some(script) if !script.is_file() => {
+            Some(format!("dkms {} is not at {}: run scripts/setup", dkms.version(), script.display()))
+        }
         _ => None,
     }
 }
@@ -205,20 +178,12 @@ pub struct Transaction {
 
 impl Transaction {
     pub fn assert_contains(&self, needle: &str) -> &Self {
-        assert!(
-            self.output.contains(needle),
-            "pacman's output lacks {needle:?}:\n{}",
-            self.output
-        );
+        assert!(self.output.contains(needle), "pacman's output lacks {needle:?}:\n{}", self.output);
         self
     }
 
     pub fn assert_lacks(&self, needle: &str) -> &Self {
-        assert!(
-            !self.output.contains(needle),
-            "pacman's output has {needle:?}:\n{}",
-            self.output
-        );
+        assert!(!self.output.contains(needle), "pacman's output has {needle:?}:\n{}", self.output);
         self
     }
 
@@ -229,19 +194,13 @@ impl Transaction {
 
     /// The line index of the first line containing every one of NEEDLES.
     pub fn line_of(&self, needles: &[&str]) -> Option<usize> {
-        self.output
-            .lines()
-            .position(|l| needles.iter().all(|n| l.contains(n)))
+        self.output.lines().position(|l| needles.iter().all(|n| l.contains(n)))
     }
 
     /// Some line contains every one of NEEDLES; returns its index.
     pub fn assert_line(&self, needles: &[&str]) -> usize {
-        self.line_of(needles).unwrap_or_else(|| {
-            panic!(
-                "no line of pacman's output has all of {needles:?}:\n{}",
-                self.output
-            )
-        })
+        self.line_of(needles)
+            .unwrap_or_else(|| panic!("no line of pacman's output has all of {needles:?}:\n{}", self.output))
     }
 }
 
@@ -277,39 +236,17 @@ impl Root {
         ));
         remove_stale_roots();
         fs::create_dir_all(&dir).expect("cannot create the root's directory");
-        let root = Root {
-            root: dir.join("root"),
-            dir,
-            dkms,
-            started: Instant::now(),
-            _serial: serial,
-        };
+        let root = Root { root: dir.join("root"), dir, dkms, started: Instant::now(), _serial: serial };
         let ran = shell("ovr_mount", &[root.dir.to_str().unwrap()]);
-        assert!(
-            ran.status.success(),
-            "cannot mount the overlay root:\n{}",
-            ran.output
-        );
+        assert!(ran.status.success(), "cannot mount the overlay root:\n{}", ran.output);
         let hooks = Path::new(REPO).join("hooks");
         let bin = hook_bin();
-        let script = dkms
-            .script()
-            .map(|s| s.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let script = dkms.script().map(|s| s.to_str().unwrap().to_owned()).unwrap_or_default();
         let ran = shell(
             "ovr_prepare",
-            &[
-                root.root.to_str().unwrap(),
-                hooks.to_str().unwrap(),
-                bin.to_str().unwrap(),
-                &script,
-            ],
+            &[root.root.to_str().unwrap(), hooks.to_str().unwrap(), bin.to_str().unwrap(), &script],
         );
-        assert!(
-            ran.status.success(),
-            "cannot prepare the root:\n{}",
-            ran.output
-        );
+        assert!(ran.status.success(), "cannot prepare the root:\n{}", ran.output);
         let version = root.chroot(&["dkms", "--version"]);
         assert!(
             version.output.contains(&format!("dkms-{}", dkms.version())),
@@ -334,20 +271,12 @@ impl Root {
 
     /// Runs ARGV chrooted into the root.
     pub fn chroot(&self, argv: &[&str]) -> Ran {
-        let output = tool_env(
-            Command::new("chroot")
-                .arg(&self.root)
-                .args(argv)
-                .stdin(Stdio::null()),
-        )
-        .output()
-        .expect("cannot run chroot");
+        let output = tool_env(Command::new("chroot").arg(&self.root).args(argv).stdin(Stdio::null()))
+            .output()
+            .expect("cannot run chroot");
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Ran {
-            status: output.status,
-            output: text,
-        }
+        Ran { status: output.status, output: text }
     }
 
     /// Runs pacman on the root with ARGS; prints the command, its output and its duration (shown
@@ -358,24 +287,13 @@ impl Root {
         let mut all = vec![self.root.to_str().unwrap()];
         all.extend_from_slice(args);
         let ran = shell("ovr_pacman", &all);
-        println!(
-            "{}[pacman exit {:?}, {:.1}s]",
-            ran.output,
-            ran.status.code(),
-            started.elapsed().as_secs_f64()
-        );
-        Transaction {
-            code: ran.status.code(),
-            output: ran.output,
-        }
+        println!("{}[pacman exit {:?}, {:.1}s]", ran.output, ran.status.code(), started.elapsed().as_secs_f64());
+        Transaction { code: ran.status.code(), output: ran.output }
     }
 
     /// `pacman -U PKGS`, which must succeed (hooks may still fail).
     pub fn install(&self, pkgs: &[Pkg]) -> Transaction {
-        let files: Vec<String> = pkgs
-            .iter()
-            .map(|p| p.file().to_str().unwrap().to_owned())
-            .collect();
+        let files: Vec<String> = pkgs.iter().map(|p| p.file().to_str().unwrap().to_owned()).collect();
         let mut args = vec!["-U"];
         args.extend(files.iter().map(String::as_str));
         let t = self.pacman(&args);
@@ -394,10 +312,7 @@ impl Root {
 
     /// Installs each kernel's package and headers package in one transaction.
     pub fn install_kernels(&self, kernels: &[Kernel]) -> Transaction {
-        let pkgs: Vec<Pkg> = kernels
-            .iter()
-            .flat_map(|k| [k.pkg(), k.headers()])
-            .collect();
+        let pkgs: Vec<Pkg> = kernels.iter().flat_map(|k| [k.pkg(), k.headers()]).collect();
         let t = self.install(&pkgs);
         t.assert_hooks_ok();
         t
@@ -446,9 +361,7 @@ impl Root {
                 let path = mdir.join(&entry);
                 if let Some(rest) = entry.strip_prefix("kernel-") {
                     let kver = rest.strip_suffix("-x86_64").unwrap_or(rest).to_owned();
-                    let target = fs::read_link(&path)
-                        .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let target = fs::read_link(&path).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
                     let version = target.split('/').next().unwrap_or_default().to_owned();
                     tree.installed.insert((module.clone(), kver), version);
                 } else if path.is_dir() {
@@ -487,28 +400,16 @@ impl Root {
             }
         }
         let actual = self.module_files();
-        let wrong: Vec<_> = actual
-            .iter()
-            .filter(|(f, v)| !f.starts_with(&format!("{v}/")))
-            .collect();
+        let wrong: Vec<_> = actual.iter().filter(|(f, v)| !f.starts_with(&format!("{v}/"))).collect();
         assert!(
             wrong.is_empty(),
             "modules built for another kernel than their directory's (file, vermagic): {wrong:?}"
         );
         let actual_files: BTreeSet<String> = actual.into_keys().collect();
-        assert_eq!(
-            actual_files, files,
-            "module files under usr/lib/modules (actual, expected)"
-        );
+        assert_eq!(actual_files, files, "module files under usr/lib/modules (actual, expected)");
         let tree = self.dkms_tree();
-        assert_eq!(
-            tree.installed, installed,
-            "dkms tree: installed (module, kernel) -> version (actual, expected)"
-        );
-        assert_eq!(
-            tree.built, built,
-            "dkms tree: built (module, version, kernel) (actual, expected)"
-        );
+        assert_eq!(tree.installed, installed, "dkms tree: installed (module, kernel) -> version (actual, expected)");
+        assert_eq!(tree.built, built, "dkms tree: built (module, version, kernel) (actual, expected)");
         assert!(
             must_register.is_subset(&tree.registered) && tree.registered.is_subset(&may_register),
             "dkms tree: registered module/versions {:?}, expected at least {must_register:?}, at most {may_register:?}",
@@ -516,16 +417,10 @@ impl Root {
         );
         for (m, kernels) in expected {
             for k in *kernels {
-                let dep = fs::read_to_string(
-                    self.path(&format!("usr/lib/modules/{}/modules.dep", k.kver)),
-                )
-                .unwrap_or_default();
+                let dep = fs::read_to_string(self.path(&format!("usr/lib/modules/{}/modules.dep", k.kver)))
+                    .unwrap_or_default();
                 let entry = format!("updates/dkms/{}.ko:", m.ko);
-                assert!(
-                    dep.lines().any(|l| l.starts_with(&entry)),
-                    "modules.dep of {} lacks {entry}:\n{dep}",
-                    k.kver
-                );
+                assert!(dep.lines().any(|l| l.starts_with(&entry)), "modules.dep of {} lacks {entry}:\n{dep}", k.kver);
             }
         }
     }
@@ -538,10 +433,7 @@ impl Root {
         let left = list(&dir);
         println!("left in usr/lib/modules/{kver}: {left:?}");
         let ours: Vec<_> = left.iter().filter(|f| !f.starts_with("modules.")).collect();
-        assert!(
-            ours.is_empty(),
-            "usr/lib/modules/{kver} still has {ours:?} (all left: {left:?})"
-        );
+        assert!(ours.is_empty(), "usr/lib/modules/{kver} still has {ours:?} (all left: {left:?})");
         left
     }
 
@@ -555,22 +447,12 @@ impl Drop for Root {
     fn drop(&mut self) {
         println!("scenario took {:.1}s", self.started.elapsed().as_secs_f64());
         let keep = std::env::var_os("DKMS_HOOK_REAL_KEEP").is_some();
-        let ran = shell(
-            if keep { "ovr_umount" } else { "ovr_destroy" },
-            &[self.dir.to_str().unwrap()],
-        );
+        let ran = shell(if keep { "ovr_umount" } else { "ovr_destroy" }, &[self.dir.to_str().unwrap()]);
         if keep && ran.status.success() {
-            eprintln!(
-                "kept {}/upper: every file the test wrote",
-                self.dir.display()
-            );
+            eprintln!("kept {}/upper: every file the test wrote", self.dir.display());
         }
         if !ran.status.success() {
-            let msg = format!(
-                "cannot tear down the overlay root {}: {}",
-                self.dir.display(),
-                ran.output
-            );
+            let msg = format!("cannot tear down the overlay root {}: {}", self.dir.display(), ran.output);
             if std::thread::panicking() {
                 eprintln!("{msg}");
             } else {
@@ -612,9 +494,7 @@ pub struct DkmsTree {
 /// The names in DIR, sorted; none if it does not exist.
 pub fn list(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
@@ -623,23 +503,12 @@ pub fn list(dir: &Path) -> Vec<String> {
 
 fn modinfo(path: &Path, field: &str) -> String {
     let mut cmd = Command::new("modinfo");
-    let out = tool_env(cmd.args(["-F", field]).arg(path))
-        .output()
-        .expect("cannot run modinfo");
-    assert!(
-        out.status.success(),
-        "modinfo {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = tool_env(cmd.args(["-F", field]).arg(path)).output().expect("cannot run modinfo");
+    assert!(out.status.success(), "modinfo {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The kernel a module file's vermagic names.
 fn vermagic(path: &Path) -> String {
-    modinfo(path, "vermagic")
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    modinfo(path, "vermagic").split_whitespace().next().unwrap_or_default().to_owned()
 }

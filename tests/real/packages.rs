@@ -24,23 +24,11 @@ pub struct Kernel {
 }
 
 /// The amd64 kernel as package `linux`.
-pub const LINUX: Kernel = Kernel {
-    name: "linux",
-    version: "6.1.0.47-1",
-    kver: "6.1.0-47-amd64",
-};
+pub const LINUX: Kernel = Kernel { name: "linux", version: "6.1.0.47-1", kver: "6.1.0-47-amd64" };
 /// The cloud kernel as package `linux-cloud`.
-pub const LINUX_CLOUD: Kernel = Kernel {
-    name: "linux-cloud",
-    version: "6.1.0.47-1",
-    kver: "6.1.0-47-cloud-amd64",
-};
+pub const LINUX_CLOUD: Kernel = Kernel { name: "linux-cloud", version: "6.1.0.47-1", kver: "6.1.0-47-cloud-amd64" };
 /// The next version of `linux`: an upgrade that changes the kver (to the rt kernel's headers).
-pub const LINUX_NEXT: Kernel = Kernel {
-    name: "linux",
-    version: "6.1.0.48-1",
-    kver: "6.1.0-47-rt-amd64",
-};
+pub const LINUX_NEXT: Kernel = Kernel { name: "linux", version: "6.1.0.48-1", kver: "6.1.0-47-rt-amd64" };
 
 impl Kernel {
     pub fn pkg(self) -> Pkg {
@@ -139,37 +127,16 @@ impl Pkg {
         let out = out.to_str().unwrap();
         let output = match self {
             Pkg::Kernel(k) => shell("pkg_kernel", &[out, k.name, k.version, k.kver]),
-            Pkg::Headers(k) => shell(
-                "pkg_headers",
-                &[out, &k.headers_name(), k.name, k.version, k.kver],
-            ),
+            Pkg::Headers(k) => shell("pkg_headers", &[out, &k.headers_name(), k.name, k.version, k.kver]),
             Pkg::Module(m) => {
                 let src = Path::new(REPO).join("tests/real/modules").join(m.source);
-                shell(
-                    "pkg_dkms",
-                    &[
-                        out,
-                        m.package,
-                        m.version,
-                        src.to_str().unwrap(),
-                        m.name,
-                        m.modver,
-                    ],
-                )
+                shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
         };
-        assert!(
-            output.status.success(),
-            "cannot build package {key}:\n{}",
-            output.text()
-        );
+        assert!(output.status.success(), "cannot build package {key}:\n{}", output.text());
         let file = PathBuf::from(output.text().lines().last().unwrap_or_default().trim());
-        assert!(
-            file.is_file(),
-            "building {key} printed no package file:\n{}",
-            output.text()
-        );
+        assert!(file.is_file(), "building {key} printed no package file:\n{}", output.text());
         built.insert(key, file.clone());
         file
     }
