@@ -28,7 +28,20 @@ use dkms_hook::targets::Targets;
 use dkms_hook::{cli, exclude, plan, sync};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            use std::io::Write;
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(buf, "{level}: {}", record.args())
+        })
+        .init();
     let opts = cli::Opts::parse();
     match run(opts) {
         Ok(code) => code,
