@@ -214,7 +214,7 @@ fn capture(mut cmd: Command, limits: Limits) -> std::io::Result<Captured> {
 }
 
 /// How often a running command is checked for a timeout or a stop request.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(1);
 /// How long a stopped command gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 

@@ -134,7 +134,7 @@ impl Runner<'_> {
     pub fn run(&self, plan: &Plan, sink: &mut dyn FnMut(Event)) -> Stats {
         let cores = Self::cores();
         let parallel = if self.jobs == 0 { cores } else { self.jobs }.max(1);
-        let modes = self.modes(plan, parallel);
+        let may_build_privately = self.may_build_privately(plan, parallel);
         let total = plan.jobs.len();
         let locks: BTreeMap<&ModuleId, Mutex<()>> = plan.jobs.iter().map(|j| (&j.module, Mutex::new(()))).collect();
         // The first build creates dkms's signing key if there is none; two first builds at
@@ -172,18 +172,23 @@ impl Runner<'_> {
                 finished += 1;
                 outcomes[i] = Some(result.outcome);
             }
-            // Start what may start.
+            // Start what may start: first a job whose module version nothing running uses (it
+            // runs directly in the real tree); only when there is none, a job of a busy module
+            // version that may build in a private tree (which costs a few extra dkms calls).
             while running.len() < parallel {
                 // While the signing key does not exist, one install at a time.
                 let install_may_start = !key_pending || !running.iter().any(|&r| plan.jobs[r].is_install());
-                let next = (0..total).find(|&i| {
+                let ready = |i: usize| {
                     !started[i]
                         && (install_may_start || !plan.jobs[i].is_install())
                         && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
-                        && (modes[i] == Mode::PrivateBuild
-                            || !running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module))
-                });
-                let Some(i) = next else { break };
+                };
+                let busy = |i: usize| running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module);
+                let next = (0..total)
+                    .find(|&i| ready(i) && !busy(i))
+                    .map(|i| (i, Mode::Direct))
+                    .or_else(|| (0..total).find(|&i| ready(i) && may_build_privately[i]).map(|i| (i, Mode::PrivateBuild)));
+                let Some((i, mode)) = next else { break };
                 started[i] = true;
                 running.insert(i);
                 let remaining = total - finished;
@@ -191,7 +196,6 @@ impl Runner<'_> {
                 let tx = tx.clone();
                 let job = &plan.jobs[i];
                 let lock = &locks[&job.module];
-                let mode = modes[i];
                 scope.spawn(move || {
                     let result = self.run_job(job, mode, lock, make_jobs);
                     let _ = tx.send((i, result));
@@ -261,11 +265,11 @@ impl Runner<'_> {
         }
     }
 
-    /// Private builds for install jobs whose module version is installed for more than one
-    /// kernel in this plan and not yet built for theirs; everything else runs directly. A module
-    /// with BUILD_DEPENDS builds in the real tree: dkms (≥ 3.1) looks for the dependencies in
-    /// the tree it builds in.
-    fn modes(&self, plan: &Plan, parallel: usize) -> Vec<Mode> {
+    /// Which jobs may build in a private tree when their module version is busy: install jobs
+    /// whose module version is installed for more than one kernel in this plan and not yet
+    /// built for theirs. A module with BUILD_DEPENDS builds in the real tree: dkms (≥ 3.1) looks
+    /// for the dependencies in the tree it builds in.
+    fn may_build_privately(&self, plan: &Plan, parallel: usize) -> Vec<bool> {
         let mut per_module: BTreeMap<&ModuleId, usize> = BTreeMap::new();
         for job in plan.jobs.iter().filter(|j| j.is_install()) {
             *per_module.entry(&job.module).or_default() += 1;
@@ -279,9 +283,9 @@ impl Runner<'_> {
                         && !plan.build_depends.contains_key(&job.module)
                         && !self.built_dir(&job.module, kernel).exists() =>
                 {
-                    Mode::PrivateBuild
+                    true
                 }
-                _ => Mode::Direct,
+                _ => false,
             })
             .collect()
     }
