@@ -90,7 +90,11 @@ fn hook(config: &Config, operation: Operation) -> Result<ExitCode> {
         Taken::Stopped(code) => return Ok(code),
     };
 
-    let inventory = Inventory::read(&config.layout)?;
+    // A removal looks only at the module sources among its targets.
+    let inventory = match operation {
+        Operation::Install => Inventory::read(&config.layout)?,
+        Operation::Remove { .. } => Inventory::read_some(&config.layout, &targets.module_dirs)?,
+    };
     log::debug!("{inventory:#?}");
     let plan = plan::plan(operation, &targets, &inventory);
     let plan = apply_excludes(config, plan);

@@ -300,14 +300,13 @@ done
 /// The batch: `Some` with each file's clean result (or `None` where it must be read alone);
 /// `None` when the batch itself could not run (then every file is read alone).
 fn read_batch(paths: &[PathBuf]) -> Option<Vec<Option<DkmsConf>>> {
-    // One user for the whole batch: nobody when every file is readable by nobody (as `read`
-    // would choose for each), ourselves when we are not root.
+    // One user for the whole batch: nobody when every file is readable by nobody, as `read`
+    // would choose for each; otherwise ourselves, as `read` falls back to for such a file.
     let user = if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name(READER_USER).ok().flatten()?;
-        if !paths.iter().all(|p| p.is_file() && readable_by(p, &user)) {
-            return None;
-        }
-        Some(user)
+        nix::unistd::User::from_name(READER_USER)
+            .ok()
+            .flatten()
+            .filter(|user| paths.iter().all(|p| p.is_file() && readable_by(p, user)))
     } else {
         None
     };

@@ -10,7 +10,7 @@ pub mod dkms_conf;
 pub mod dkms_tree;
 pub mod pacman;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
@@ -63,8 +63,21 @@ pub struct Inventory {
 impl Inventory {
     /// Reads the system below `layout`.
     pub fn read(layout: &Layout) -> Result<Inventory> {
+        Inventory::read_sources(layout, None)
+    }
+
+    /// Like `read`, with only the module sources in `dirs` (those that exist): what a removal
+    /// needs, which never looks at the other sources.
+    pub fn read_some(layout: &Layout, dirs: &BTreeSet<String>) -> Result<Inventory> {
+        Inventory::read_sources(layout, Some(dirs))
+    }
+
+    fn read_sources(layout: &Layout, only: Option<&BTreeSet<String>>) -> Result<Inventory> {
         let tree = DkmsTree::read(&layout.dkms_tree)?;
-        let dirs = dkms_conf::source_dirs(&layout.source_tree)?;
+        let mut dirs = dkms_conf::source_dirs(&layout.source_tree)?;
+        if let Some(only) = only {
+            dirs.retain(|d| only.contains(d));
+        }
         let paths: Vec<_> = dirs.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
         // bash reads the dkms.conf files while libalpm loads the database.
         let (owners, confs) = std::thread::scope(|scope| {
