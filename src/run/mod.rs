@@ -175,11 +175,17 @@ impl Runner<'_> {
             // Start what may start: first a job whose module version nothing running uses (it
             // runs directly in the real tree); only when there is none, a job of a busy module
             // version that may build in a private tree (which costs a few extra dkms calls).
-            while running.len() < parallel {
+            loop {
+                // Removals are short shell work with no make of their own: one more of them
+                // fills the gaps between the others' process starts.
+                let slot_free = |i: usize| {
+                    running.len() < parallel || (!plan.jobs[i].is_install() && running.len() < parallel + 1)
+                };
                 // While the signing key does not exist, one install at a time.
                 let install_may_start = !key_pending || !running.iter().any(|&r| plan.jobs[r].is_install());
                 let ready = |i: usize| {
                     !started[i]
+                        && slot_free(i)
                         && (install_may_start || !plan.jobs[i].is_install())
                         && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
                 };
