@@ -640,7 +640,7 @@ fn config_given_but_missing() {
 
 #[test]
 fn config_values_out_of_range() {
-    // Issue 5's keys with values of the right type but no meaning.
+    // Configuration keys with values of the right type but no meaning.
     for (text, key) in [
         ("jobs = -1\n", "jobs"),
         ("job_timeout = \"forever\"\n", "job_timeout"),
@@ -703,7 +703,7 @@ fn unknown_subcommand() {
 
 #[test]
 fn sync_with_a_broken_dkms_conf() {
-    // `sync` (issue 5) reports a broken source like install does, and repairs the rest.
+    // `sync` reports a broken source like install does, and repairs the rest.
     let t = TestRoot::with_two_kernels();
     t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
     t.module_pkg("foo-dkms", "foo-1.0", &conf_raw("foo", "\"\""));

@@ -97,7 +97,7 @@ fn foreign_files_survive_every_operation() {
 
 #[test]
 fn foreign_files_survive_sync_and_status() {
-    // `sync` (issue 5) repairs hello's missing install but leaves everything else alone.
+    // `sync` repairs hello's missing install but leaves everything else alone.
     let t = crowded();
     fs::remove_file(t.path(&format!("usr/lib/modules/{K2}/updates/dkms/hello.ko"))).unwrap();
     for args in [&["status"][..], &["sync"][..], &["sync", "--dry-run"][..], &["status", "--json"][..]] {
