@@ -66,6 +66,10 @@ impl Tools {
         make_jobs: Option<usize>,
         limits: Limits,
     ) -> Result<Captured, String> {
+        // Without --verbose, dkms (3.0 to 3.4) runs each long step beside a background
+        // `sleep 3` progress loop whose teardown races: now and then dkms waits out the sleep.
+        // Its output is captured anyway, and --verbose turns the loop off.
+        args.push("--verbose".into());
         if let Some(n) = make_jobs {
             // dkms 3.0 takes `-j N` as two arguments only.
             args.push("-j".into());
