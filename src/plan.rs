@@ -65,6 +65,15 @@ impl Job {
         }
     }
 
+    /// What the job does, as one word: `install`, `remove` or `unregister`.
+    pub fn verb(&self) -> &'static str {
+        match self.kind {
+            JobKind::Install { .. } => "install",
+            JobKind::Remove { .. } => "remove",
+            JobKind::Unregister => "unregister",
+        }
+    }
+
     /// True for `dkms install` jobs.
     pub fn is_install(&self) -> bool {
         matches!(self.kind, JobKind::Install { .. })
@@ -230,20 +239,11 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
 
     // Two packages shipping one module (foo-dkms and foo-git-dkms) would replace each other's
     // build: neither is built until one of them goes.
-    let mut by_name: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
-    for source in inv.sources.values() {
-        if let (Some(pkg), Ok(conf)) = (&source.package, &source.conf) {
-            by_name
-                .entry(&conf.name)
-                .or_default()
-                .push((&source.dir, format!("{}/{} from {pkg}", conf.name, conf.version)));
-        }
-    }
+    let by_name = shipped_by_several(inv);
     let mut conflicted: BTreeSet<&str> = BTreeSet::new();
     for (_, dir) in &wanted {
         let Some(Ok(conf)) = inv.sources.get(dir).map(|s| &s.conf) else { continue };
-        let shipped = by_name.get(conf.name.as_str()).filter(|v| v.len() > 1);
-        if let Some(shipped) = shipped {
+        if let Some(shipped) = by_name.get(conf.name.as_str()) {
             if conflicted.insert(&conf.name) {
                 let shipped = shipped.iter().map(|(_, s)| s.clone()).collect();
                 plan.notices.push(Notice::SeveralPackages { module: conf.name.clone(), shipped });
@@ -286,8 +286,11 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
         });
     }
 
-    for (kver, sources) in per_kernel {
-        let (ordered, cycle) = dependency_order(&sources);
+    for (kver, mut sources) in per_kernel {
+        // Name order among modules that do not depend on each other.
+        sources.sort_by(|a, b| a.id.cmp(&b.id));
+        let items: Vec<(&str, &[String])> = sources.iter().map(|s| (s.id.name.as_str(), s.depends)).collect();
+        let (ordered, cycle) = dependency_order(&items);
         if !cycle.is_empty() {
             plan.notices.push(Notice::DependencyCycle { kernel: kver.to_owned(), modules: cycle });
         }
@@ -323,33 +326,43 @@ fn resolve_source<'a>(inv: &'a Inventory, dir: &str) -> Result<Source<'a>, Strin
     }
 }
 
-/// Orders module sources so BUILD_DEPENDS come first (Kahn's algorithm, name order among
-/// equals). Returns the order as indices, and the names in a cycle if there is one.
-fn dependency_order(sources: &[Source]) -> (Vec<usize>, Vec<String>) {
-    let mut idx: Vec<usize> = (0..sources.len()).collect();
-    idx.sort_by(|&a, &b| sources[a].id.cmp(&sources[b].id));
+/// Orders modules `(name, BUILD_DEPENDS)` so that dependencies come first (Kahn's algorithm;
+/// among modules that are ready, the earlier in `items` first). Returns the order as indices into
+/// `items`, and the names left in a cycle, if any (appended in their order).
+pub(crate) fn dependency_order(items: &[(&str, &[String])]) -> (Vec<usize>, Vec<String>) {
     let deps_of = |i: usize| -> Vec<usize> {
-        sources[i]
-            .depends
-            .iter()
-            .filter_map(|d| sources.iter().position(|s| &s.id.name == d))
-            .filter(|&j| j != i)
-            .collect()
+        items[i].1.iter().filter_map(|d| items.iter().position(|(name, _)| name == d)).filter(|&j| j != i).collect()
     };
     let mut done: Vec<usize> = Vec::new();
-    let mut left = idx;
+    let mut left: Vec<usize> = (0..items.len()).collect();
     while !left.is_empty() {
         let ready = left.iter().position(|&i| deps_of(i).iter().all(|d| done.contains(d)));
         match ready {
             Some(pos) => done.push(left.remove(pos)),
             None => {
-                let cycle = left.iter().map(|&i| sources[i].id.name.clone()).collect();
+                let cycle = left.iter().map(|&i| items[i].0.to_owned()).collect();
                 done.extend(left);
                 return (done, cycle);
             }
         }
     }
     (done, Vec::new())
+}
+
+/// Module names that more than one package ships (in different directories), each with its
+/// sources as `(dir, "name/version from package")`.
+pub fn shipped_by_several(inv: &Inventory) -> BTreeMap<&str, Vec<(&str, String)>> {
+    let mut by_name: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
+    for source in inv.sources.values() {
+        if let (Some(pkg), Ok(conf)) = (&source.package, &source.conf) {
+            by_name
+                .entry(&conf.name)
+                .or_default()
+                .push((&source.dir, format!("{}/{} from {pkg}", conf.name, conf.version)));
+        }
+    }
+    by_name.retain(|_, shipped| shipped.len() > 1);
+    by_name
 }
 
 fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> Plan {
@@ -486,14 +499,7 @@ mod tests {
     }
 
     fn jobs(plan: &Plan) -> Vec<String> {
-        plan.jobs
-            .iter()
-            .map(|j| match &j.kind {
-                JobKind::Install { .. } => format!("install {j}"),
-                JobKind::Remove { .. } => format!("remove {j}"),
-                JobKind::Unregister => format!("unregister {j}"),
-            })
-            .collect()
+        plan.jobs.iter().map(|j| format!("{} {j}", j.verb())).collect()
     }
 
     const INSTALL: Operation = Operation::Install;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{Operation, Verbosity};
-use crate::plan::{Job, JobKind, Plan};
+use crate::plan::{Job, Plan};
 use crate::run::{Event, JobResult, Outcome, Stats};
 
 /// Owns stdout for a run.
@@ -61,12 +61,7 @@ impl Reporter {
     pub fn dry_run(&self, plan: &Plan) {
         let mut text = format!("==> Plan (dry run): {}\n", count(plan.jobs.len(), "job"));
         for job in &plan.jobs {
-            let verb = match job.kind {
-                JobKind::Install { .. } => "install",
-                JobKind::Remove { .. } => "remove",
-                JobKind::Unregister => "unregister",
-            };
-            text.push_str(&format!("  -> {verb} {job}\n"));
+            text.push_str(&format!("  -> {} {job}\n", job.verb()));
         }
         for kver in &plan.depmod {
             text.push_str(&format!("  -> depmod {kver}\n"));

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Excludes;
 use crate::inventory::{DkmsConf, Inventory};
-use crate::plan::{Job, JobKind, ModuleId, Notice, Plan};
+use crate::plan::{dependency_order, shipped_by_several, Job, JobKind, ModuleId, Notice, Plan};
 use crate::state::{Last, State};
 
 /// Plans what `sync` does.
@@ -67,31 +67,24 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
     }
     // Two packages shipping the same module (foo-dkms and foo-git-dkms): installing both for a
     // kernel would have the second replace the first, so neither is built until one goes.
-    let mut by_name: BTreeMap<&str, Vec<(&str, &str, &DkmsConf)>> = BTreeMap::new();
-    for source in inv.sources.values().filter(|s| s.package.is_some()) {
-        if let (Ok(conf), Some(pkg)) = (&source.conf, &source.package) {
-            by_name.entry(&conf.name).or_default().push((&source.dir, pkg, conf));
+    for (module, shipped) in shipped_by_several(inv) {
+        sources.retain(|c| c.name != module);
+        let error = Notice::SeveralPackages {
+            module: module.to_owned(),
+            shipped: shipped.iter().map(|(_, s)| s.clone()).collect(),
         }
-    }
-    for shipped in by_name.values().filter(|v| v.len() > 1) {
-        let all: Vec<String> =
-            shipped.iter().map(|(_, pkg, c)| format!("{}/{} from {pkg}", c.name, c.version)).collect();
-        for (dir, _, conf) in shipped {
-            sources.retain(|c| !std::ptr::eq(*c, *conf));
-            let error = format!("several packages ship module {}: {}; remove all but one", conf.name, all.join(", "));
-            plan.notices.push(Notice::BadSource { dir: (*dir).to_owned(), error });
+        .to_string();
+        for (dir, _) in shipped {
+            plan.notices.push(Notice::BadSource { dir: dir.to_owned(), error: error.clone() });
         }
     }
     sources.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
-    let installed = |c: &DkmsConf, kver: &str| {
-        inv.tree.entries.get(&(c.name.clone(), c.version.clone())).is_some_and(|e| e.installed.contains(kver))
-    };
     for kernel in inv.kernels.values() {
         let wanted: Vec<&DkmsConf> = sources
             .iter()
             .copied()
             .filter(|c| !excludes.pair(&c.name, &c.version, &kernel.kver))
-            .filter(|c| !installed(c, &kernel.kver))
+            .filter(|c| !inv.tree.is_installed(&c.name, &c.version, &kernel.kver))
             .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
             .collect();
         if wanted.is_empty() {
@@ -105,12 +98,13 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
             });
             continue;
         }
-        let (order, cycle) = dependency_order(&wanted);
+        let items: Vec<(&str, &[String])> = wanted.iter().map(|c| (c.name.as_str(), &c.build_depends[..])).collect();
+        let (order, cycle) = dependency_order(&items);
         if !cycle.is_empty() {
             plan.notices.push(Notice::DependencyCycle { kernel: kernel.kver.clone(), modules: cycle });
         }
         let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
-        for conf in order {
+        for conf in order.into_iter().map(|i| wanted[i]) {
             let mut after: Vec<usize> =
                 conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
             // The old version leaves this kernel (or the tree) first.
@@ -132,31 +126,6 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
     plan.depmod = depmod.into_iter().collect();
     plan.note_build_depends(inv);
     plan
-}
-
-/// Orders modules so BUILD_DEPENDS come first (name order among equals); the names in a cycle,
-/// if any, come last in name order.
-fn dependency_order<'a>(confs: &[&'a DkmsConf]) -> (Vec<&'a DkmsConf>, Vec<String>) {
-    let names: BTreeSet<&str> = confs.iter().map(|c| c.name.as_str()).collect();
-    let mut done: Vec<&DkmsConf> = Vec::new();
-    let mut left: Vec<&DkmsConf> = confs.to_vec();
-    while !left.is_empty() {
-        let ready = left.iter().position(|c| {
-            c.build_depends
-                .iter()
-                .filter(|d| names.contains(d.as_str()) && **d != c.name)
-                .all(|d| done.iter().any(|x| &x.name == d))
-        });
-        match ready {
-            Some(i) => done.push(left.remove(i)),
-            None => {
-                let cycle = left.iter().map(|c| c.name.clone()).collect();
-                done.extend(left);
-                return (done, cycle);
-            }
-        }
-    }
-    (done, Vec::new())
 }
 
 #[cfg(test)]
@@ -221,14 +190,7 @@ mod tests {
     }
 
     fn jobs(plan: &Plan) -> Vec<String> {
-        plan.jobs
-            .iter()
-            .map(|j| match &j.kind {
-                JobKind::Install { .. } => format!("install {j}"),
-                JobKind::Remove { .. } => format!("remove {j}"),
-                JobKind::Unregister => format!("unregister {j}"),
-            })
-            .collect()
+        plan.jobs.iter().map(|j| format!("{} {j}", j.verb())).collect()
     }
 
     fn two() -> World {

@@ -127,7 +127,7 @@ fn dkms_hook_itself_removes_only_empty_directories_below_updates() {
     ] {
         let before = t.snapshot();
         let run = run_tools(&t, &noop, &t.fake_depmod(), args, stdin.as_bytes(), &[]);
-        let removed: Vec<String> = diff(&before, &t.snapshot())
+        let removed: Vec<String> = snapshot_diff(&before, &t.snapshot())
             .into_iter()
             .filter(|d| d.starts_with("removed ") || d.starts_with("changed "))
             .filter(|d| {

@@ -142,7 +142,6 @@ impl Runner<'_> {
         let (key, cert) = command::signing_key(self.layout);
         let key_exists = || key.exists() && cert.exists();
         let mut key_pending = parallel > 1 && !key_exists();
-        self.clear_private_trees();
 
         let mut stats = Stats::default();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; total];
@@ -178,9 +177,8 @@ impl Runner<'_> {
             loop {
                 // Removals are short shell work with no make of their own: one more of them
                 // fills the gaps between the others' process starts.
-                let slot_free = |i: usize| {
-                    running.len() < parallel || (!plan.jobs[i].is_install() && running.len() < parallel + 1)
-                };
+                let slot_free =
+                    |i: usize| running.len() < parallel || (!plan.jobs[i].is_install() && running.len() < parallel + 1);
                 // While the signing key does not exist, one install at a time.
                 let install_may_start = !key_pending || !running.iter().any(|&r| plan.jobs[r].is_install());
                 let ready = |i: usize| {
@@ -190,10 +188,9 @@ impl Runner<'_> {
                         && plan.jobs[i].after.iter().all(|&d| outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
                 };
                 let busy = |i: usize| running.iter().any(|&r| plan.jobs[r].module == plan.jobs[i].module);
-                let next = (0..total)
-                    .find(|&i| ready(i) && !busy(i))
-                    .map(|i| (i, Mode::Direct))
-                    .or_else(|| (0..total).find(|&i| ready(i) && may_build_privately[i]).map(|i| (i, Mode::PrivateBuild)));
+                let next = (0..total).find(|&i| ready(i) && !busy(i)).map(|i| (i, Mode::Direct)).or_else(|| {
+                    (0..total).find(|&i| ready(i) && may_build_privately[i]).map(|i| (i, Mode::PrivateBuild))
+                });
                 let Some((i, mode)) = next else { break };
                 started[i] = true;
                 running.insert(i);
@@ -282,16 +279,12 @@ impl Runner<'_> {
         }
         plan.jobs
             .iter()
-            .map(|job| match &job.kind {
-                JobKind::Install { kernel }
+            .map(|job| {
+                matches!(&job.kind, JobKind::Install { kernel }
                     if parallel > 1
                         && per_module[&job.module] > 1
                         && !plan.build_depends.contains_key(&job.module)
-                        && !self.built_dir(&job.module, kernel).exists() =>
-                {
-                    true
-                }
-                _ => false,
+                        && !self.built_dir(&job.module, kernel).exists())
             })
             .collect()
     }
@@ -299,15 +292,6 @@ impl Runner<'_> {
     /// `DKMSTREE/M/V/K`: where dkms keeps a module version's build for a kernel.
     fn built_dir(&self, module: &ModuleId, kernel: &str) -> PathBuf {
         self.layout.dkms_tree.join(&module.name).join(&module.version).join(kernel)
-    }
-
-    fn private_root(&self) -> PathBuf {
-        private_root(self.layout)
-    }
-
-    /// Private trees left by an interrupted run are ours to delete.
-    fn clear_private_trees(&self) {
-        clear_private_trees(self.layout);
     }
 
     /// Runs one job and judges its result.
@@ -420,7 +404,7 @@ impl Runner<'_> {
         output: &mut String,
     ) -> Outcome {
         let kernel = job.kernel().unwrap_or_default();
-        let tree = self.private_root().join(format!("{}-{}-{}", job.module.name, job.module.version, kernel));
+        let tree = private_root(self.layout).join(format!("{}-{}-{}", job.module.name, job.module.version, kernel));
         let _ = std::fs::remove_dir_all(&tree);
         if let Err(e) = std::fs::create_dir_all(&tree) {
             return Outcome::ExecFailed { error: format!("failed to create {}: {e}", tree.display()) };

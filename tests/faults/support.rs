@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Entry, Run, TestRoot};
+use crate::common::{snapshot_diff, Entry, Run, TestRoot};
 
 /// dkms-hook's own files below the root (lock, state, private build trees, logs): they may
 /// change in any run; everything else only as a test allows.
@@ -62,22 +62,6 @@ fn is_own(path: &Path) -> bool {
     })
 }
 
-/// The paths that differ between two snapshots, with how.
-pub fn diff(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, entry) in before {
-        match after.get(path) {
-            None => out.push(format!("removed {}", path.display())),
-            Some(e) if e != entry => out.push(format!("changed {}", path.display())),
-            _ => {}
-        }
-    }
-    for path in after.keys().filter(|p| !before.contains_key(*p)) {
-        out.push(format!("added {}", path.display()));
-    }
-    out
-}
-
 /// Asserts that nothing changed but dkms-hook's own files.
 #[track_caller]
 pub fn assert_same(before: &BTreeMap<PathBuf, Entry>, after: &BTreeMap<PathBuf, Entry>, run: &Run) {
@@ -93,7 +77,7 @@ pub fn assert_changed_only(
     allowed: &[&str],
     run: &Run,
 ) {
-    let bad: Vec<String> = diff(before, after)
+    let bad: Vec<String> = snapshot_diff(before, after)
         .into_iter()
         .filter(|d| {
             let path = Path::new(d.split_once(' ').unwrap().1);
