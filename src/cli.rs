@@ -39,7 +39,7 @@ pub struct Opts {
 pub const AFTER_LONG_HELP: &str = "\
 Exit status: 0 when every job succeeded or was skipped (status: everything is as it should be);
 1 when a job failed (status: something is missing, failed or out of place); 2 for usage,
-configuration or environment errors; 130/143 when stopped by SIGINT/SIGTERM.
+configuration or environment errors; 129/130/143 when stopped by SIGHUP/SIGINT/SIGTERM.
 
 Configuration: ROOT/etc/dkms-hook.toml, see dkms-hook.toml(5).";
 

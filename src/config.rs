@@ -84,12 +84,17 @@ impl Layout {
 
     /// The file remembering each job's last outcome: `ROOT/var/lib/dkms-hook/state.json`.
     pub fn state_file(&self) -> PathBuf {
-        self.root.join("var/lib/dkms-hook/state.json")
+        self.own_dir().join("state.json")
     }
 
-    /// The lock serializing runs on this root: `ROOT/run/dkms-hook.lock`.
+    /// dkms-hook's own directory on the root's persistent file system: `ROOT/var/lib/dkms-hook`.
+    pub fn own_dir(&self) -> PathBuf {
+        self.root.join("var/lib/dkms-hook")
+    }
+
+    /// The lock serializing runs on this root: `ROOT/var/lib/dkms-hook/lock`.
     pub fn lock_file(&self) -> PathBuf {
-        self.root.join("run/dkms-hook.lock")
+        self.own_dir().join("lock")
     }
 }
 
@@ -343,7 +348,7 @@ mod tests {
         assert_eq!(l.dkms_tree, Path::new("/mnt/var/lib/dkms"));
         assert_eq!(l.kernel_dir("6.1-x"), Path::new("/mnt/usr/lib/modules/6.1-x"));
         assert_eq!(l.on_root(Path::new("/var/log/x")), Path::new("/mnt/var/log/x"));
-        assert_eq!(l.lock_file(), Path::new("/mnt/run/dkms-hook.lock"));
+        assert_eq!(l.lock_file(), Path::new("/mnt/var/lib/dkms-hook/lock"));
         assert!(l.is_relocated());
         assert!(!Layout::new(Path::new("/"), Some(Path::new("/db"))).is_relocated());
     }

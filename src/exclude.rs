@@ -1,19 +1,21 @@
-//! `exclude_kernels` and `exclude_modules` applied to a plan: install jobs for excluded pairs are
-//! dropped (removals are kept: excluding is about building, not about leaving files behind).
-//! Pure: the planner stays unaware of the configuration, and the indices in `after` are
-//! renumbered for the jobs that are left.
+//! `exclude_kernels` and `exclude_modules` applied to a plan, the one place they are applied for
+//! hooks and `sync` alike: install jobs for excluded pairs are dropped (removals are kept:
+//! excluding is about building, not about leaving files behind), and so is the missing-headers
+//! warning for an excluded kernel. Pure: the planners stay unaware of the configuration, and the
+//! indices in `after` are renumbered for the jobs that are left.
 
 use std::collections::BTreeSet;
 
 use crate::config::Excludes;
-use crate::plan::{Job, JobKind, Plan};
+use crate::plan::{Job, JobKind, Notice, Plan};
 
 /// The plan without excluded install jobs, and the jobs that were dropped.
 pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
     if excludes.is_empty() {
         return (plan, Vec::new());
     }
-    let Plan { jobs, depmod, notices, build_depends } = plan;
+    let Plan { jobs, depmod, mut notices, build_depends, gone_kernels } = plan;
+    notices.retain(|n| !matches!(n, Notice::NoHeaders { kver, .. } if excludes.kernel(kver)));
     let excluded = |job: &Job| match &job.kind {
         JobKind::Install { kernel } => excludes.pair(&job.module.name, &job.module.version, kernel),
         _ => false,
@@ -38,7 +40,7 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
     let touched: BTreeSet<&str> = kept.iter().filter_map(|j| kernel(j)).collect();
     let emptied: BTreeSet<&str> = dropped.iter().filter_map(|j| kernel(j)).collect();
     let depmod = depmod.into_iter().filter(|k| touched.contains(k.as_str()) || !emptied.contains(k.as_str())).collect();
-    (Plan { jobs: kept, depmod, notices, build_depends }, dropped)
+    (Plan { jobs: kept, depmod, notices, build_depends, gone_kernels }, dropped)
 }
 
 fn kernel(job: &Job) -> Option<&str> {

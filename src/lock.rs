@@ -1,30 +1,42 @@
-//! One run at a time per root: an exclusive `flock` on `ROOT/run/dkms-hook.lock`.
+//! One run at a time per root: an exclusive `flock` on `ROOT/var/lib/dkms-hook/lock`.
 //!
 //! dkms has no locking of its own, and two runs building into the same dkms tree corrupt it.
 //! A second run waits for the first, saying once which process holds the lock (the holder
-//! writes its PID into the file), and gives up after a timeout. The kernel releases a `flock`
-//! when its holder dies, so a crashed run never leaves a stale lock; the PID in the file only
-//! matters while the lock is held. `status` and `--dry-run` change nothing and take no lock.
+//! writes its PID into the file), and gives up after a timeout. The lock lives on the root's
+//! persistent file system, not in `/run`: `arch-chroot` mounts a fresh `/run` inside the chroot,
+//! and a run inside it must lock the same file as a `--root` run from outside.
+//!
+//! A `flock` belongs to the open file, which every dkms and depmod the holder starts keeps open
+//! (see `process`): the kernel releases the lock only when the holder *and* all of them are gone,
+//! so a run killed with SIGKILL cannot let the next run in while its dkms still builds. Nothing
+//! ever unlocks explicitly; closing the last descriptor does. The PID in the file only matters
+//! while the lock is held. `status` and `--dry-run` change nothing and take no lock.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use crate::interrupt::Stop;
 
-/// How often a waiting run tries again.
-const POLL: Duration = Duration::from_millis(100);
+/// How often a waiting run tries again (a stop request wakes it at once).
+const RETRY: Duration = Duration::from_millis(100);
 /// How long a waiter waits for the holder to write its PID before telling the user anyway.
 const NAME_WAIT: Duration = Duration::from_millis(500);
 
-/// The held lock; dropping it releases it.
+/// The held lock; dropping it closes this process's descriptor of it.
 #[derive(Debug)]
 pub struct Lock {
-    _file: Flock<File>,
+    file: File,
+}
+
+impl Lock {
+    /// The descriptor that programs started under the lock keep open.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// The process holding the lock, as far as its file says.
@@ -33,11 +45,14 @@ pub struct Holder {
     pub pid: Option<u32>,
     /// Its command name (`/proc/PID/comm`), when it can be read.
     pub command: Option<String>,
+    /// Whether that process still runs: if not, what it started (dkms, make) holds the lock.
+    pub alive: bool,
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.pid, &self.command) {
+            (Some(pid), _) if !self.alive => write!(f, "the dkms of process {pid} (the process itself is gone)"),
             (Some(pid), Some(cmd)) => write!(f, "process {pid} ({cmd})"),
             (Some(pid), None) => write!(f, "process {pid}"),
             (None, _) => write!(f, "another process"),
@@ -58,12 +73,7 @@ pub enum LockError {
 
 /// Takes the lock at `path` (creating it and its directory), waiting up to `timeout` for
 /// another holder. `waiting` is called once, when the lock is busy; `stop` ends the wait.
-pub fn acquire(
-    path: &Path,
-    timeout: Duration,
-    stop: &AtomicBool,
-    waiting: impl FnOnce(&Holder),
-) -> Result<Lock, LockError> {
+pub fn acquire(path: &Path, timeout: Duration, stop: &Stop, waiting: impl FnOnce(&Holder)) -> Result<Lock, LockError> {
     let io = |source: std::io::Error| LockError::Io { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -73,17 +83,17 @@ pub fn acquire(
     let started = Instant::now();
     let mut waiting = Some(waiting);
     loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut locked) => {
+        match file.try_lock() {
+            Ok(()) => {
                 // Tell a later waiter who we are.
                 let pid = format!("{}\n", std::process::id());
                 let written =
-                    locked.set_len(0).and_then(|()| locked.rewind()).and_then(|()| locked.write_all(pid.as_bytes()));
+                    file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(pid.as_bytes()));
                 written.map_err(io)?;
-                return Ok(Lock { _file: locked });
+                return Ok(Lock { file });
             }
-            Err((f, Errno::EWOULDBLOCK)) => file = f,
-            Err((_, errno)) => return Err(io(errno.into())),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let holder = holder(&mut file);
         // The holder writes its PID just after taking the lock: give it a moment before
@@ -93,13 +103,25 @@ pub fn acquire(
                 tell(&holder);
             }
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_set() {
             return Err(LockError::Stopped { path: path.to_path_buf() });
         }
         if started.elapsed() >= timeout {
             return Err(LockError::TimedOut { path: path.to_path_buf(), holder, waited: started.elapsed() });
         }
-        std::thread::sleep(POLL);
+        pause(stop, RETRY.min(timeout.saturating_sub(started.elapsed())));
+    }
+}
+
+/// Sleeps for `time`, or until a stop is requested.
+fn pause(stop: &Stop, time: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let timeout = PollTimeout::try_from(time.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+    match stop.waker() {
+        Some(waker) => {
+            let _ = poll(&mut [PollFd::new(waker, PollFlags::POLLIN)], timeout);
+        }
+        None => std::thread::sleep(time),
     }
 }
 
@@ -108,11 +130,12 @@ fn holder(file: &mut File) -> Holder {
     let mut text = String::new();
     let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
     let pid = text.trim().parse::<u32>().ok();
+    let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
     let command = pid
         .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
-    Holder { pid, command }
+    Holder { pid, command, alive }
 }
 
 #[cfg(test)]
@@ -123,7 +146,7 @@ mod tests {
     fn second_taker_waits_names_the_holder_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run/dkms-hook.lock");
-        let stop = AtomicBool::new(false);
+        let stop = Stop::new();
         let first = acquire(&path, Duration::ZERO, &stop, |_| panic!("the lock is free")).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", std::process::id()));
 
@@ -142,9 +165,10 @@ mod tests {
     fn stop_ends_the_wait() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let never = AtomicBool::new(false);
+        let never = Stop::new();
         let _held = acquire(&path, Duration::ZERO, &never, |_| {}).unwrap();
-        let stop = AtomicBool::new(true);
+        let stop = Stop::new();
+        stop.set();
         let err = acquire(&path, Duration::from_secs(60), &stop, |_| {}).unwrap_err();
         assert!(matches!(err, LockError::Stopped { .. }), "{err}");
     }

@@ -4,8 +4,11 @@
 //!
 //! One file per module, version, kernel and operation (`NAME_VERSION_KERNEL.install.log`,
 //! `NAME_VERSION.unregister.log`); a later job of the same kind replaces it. After a run the
-//! directory is pruned to `keep_logs` files, oldest first. Only `*.log` files are ever deleted.
-//! Writing a log is best effort: a full disk must not turn a good build into a failed run.
+//! directory is pruned to `keep_logs` of dkms-hook's own logs, oldest first. A file is dkms-hook's
+//! own only when both its name (`*.install.log`, `*.remove.log`, `*.unregister.log`) and its first
+//! line (`dkms-hook: …`) say so: `log_dir` may be shared (even `/var/log`), and nothing else in it
+//! is ever deleted. Writing a log is best effort: a full disk must not turn a good build into a
+//! failed run.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -43,25 +46,30 @@ impl Logs {
             return None;
         }
         let path = self.path(job);
+        if path.symlink_metadata().is_ok() && !is_own_log(&path) {
+            log::warn!("not writing the job log {}: a file there is not dkms-hook's", path.display());
+            return None;
+        }
         let written = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::write(&path, render(job, result)));
         match written {
             Ok(()) => Some(path),
             Err(e) => {
-                eprintln!("warning: failed to write the job log {}: {e}", path.display());
+                log::warn!("failed to write the job log {}: {e}", path.display());
                 None
             }
         }
     }
 
-    /// Deletes the oldest `*.log` files beyond `keep`.
+    /// Deletes the oldest of dkms-hook's own logs beyond `keep`.
     pub fn prune(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        let mut logs: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .filter_map(|e| {
-                let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
-                Some((meta.modified().ok()?, e.path()))
+        let names = crate::dirs::names(&self.dir).unwrap_or_default();
+        let mut logs: Vec<(std::time::SystemTime, PathBuf)> = names
+            .iter()
+            .map(|name| self.dir.join(name))
+            .filter(|path| is_own_log(path))
+            .filter_map(|path| {
+                let meta = path.symlink_metadata().ok().filter(std::fs::Metadata::is_file)?;
+                Some((meta.modified().ok()?, path))
             })
             .collect();
         // Newest first; the name breaks ties so pruning is deterministic.
@@ -72,6 +80,24 @@ impl Logs {
             }
         }
     }
+}
+
+/// The first bytes of every log dkms-hook writes.
+const HEADER: &str = "dkms-hook: ";
+
+/// Whether `path` is a log dkms-hook wrote: a regular file whose name and first line say so.
+fn is_own_log(path: &Path) -> bool {
+    use std::io::Read;
+    let regular = path.symlink_metadata().is_ok_and(|m| m.is_file());
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| [".install.log", ".remove.log", ".unregister.log"].iter().any(|suffix| n.ends_with(suffix)));
+    let mut start = [0u8; HEADER.len()];
+    regular
+        && named
+        && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut start)).is_ok()
+        && start == HEADER.as_bytes()
 }
 
 /// `NAME_VERSION_KERNEL.OPERATION.log` (names and versions are single path components, checked
@@ -95,7 +121,7 @@ fn render(job: &Job, result: &JobResult) -> String {
     let (_, detail) = crate::state::summarize(&result.outcome);
     let ended = if result.outcome.is_failure() { "failed" } else { "succeeded" };
     let mut text = String::new();
-    let _ = writeln!(text, "dkms-hook: {verb} {job}");
+    let _ = writeln!(text, "{HEADER}{verb} {job}");
     let _ =
         writeln!(text, "finished: {} (unix time), after {:.1} s", crate::state::now(), result.duration.as_secs_f64());
     let _ = writeln!(text, "outcome: {ended}{}", detail.map(|d| format!(": {d}")).unwrap_or_default());
@@ -161,13 +187,14 @@ mod tests {
             std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
         }
         std::fs::write(dir.path().join("logs/notes.txt"), "kept").unwrap();
+        // Named like ours, but not written by dkms-hook.
+        std::fs::write(dir.path().join("logs/other.install.log"), "another tool's log\n").unwrap();
         logs.prune();
-        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["notes.txt", "xpad-neo_0.9-r1_k2.install.log", "xpad-neo_0.9-r1_k3.install.log"]);
+        let left = crate::dirs::names(&dir.path().join("logs")).unwrap();
+        assert_eq!(
+            left,
+            ["notes.txt", "other.install.log", "xpad-neo_0.9-r1_k2.install.log", "xpad-neo_0.9-r1_k3.install.log"]
+        );
     }
 
     #[test]

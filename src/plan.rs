@@ -166,6 +166,9 @@ pub struct Plan {
     /// BUILD_DEPENDS of the modules installed by this plan (only those that have any): dkms
     /// checks them in the tree it builds in, so these modules must build in the real tree.
     pub build_depends: BTreeMap<ModuleId, Vec<String>>,
+    /// Kernels that are not installed (any more): once the plan's removals emptied their module
+    /// directory, nothing keeps it, so it goes too.
+    pub gone_kernels: BTreeSet<String>,
 }
 
 impl Plan {

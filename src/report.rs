@@ -1,15 +1,31 @@
 //! Everything the user sees: pacman/makepkg-style lines (`==> ` headings, `  -> ` items), one
 //! line per finished job, failures with the end of their build log, a final summary, and the
-//! exit status. The reporter is the only writer of stdout; hook output goes through a pipe into
-//! pacman.log, so lines are plain (no `\r`, no colour).
+//! exit status. The reporter is the only writer of stdout (`status` prints its report through it
+//! too); warnings of the inventory go to stderr through the log. Hook output goes through a pipe
+//! into pacman.log, so lines are plain (no `\r`, no colour).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Operation, Verbosity};
+use nix::sys::signal::Signal;
+
+use crate::config::Verbosity;
+use crate::lock::Holder;
 use crate::plan::{Job, Plan};
 use crate::run::{Event, JobResult, Outcome, Stats};
+
+/// What a run is doing, for its heading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heading {
+    /// The install hook.
+    Install,
+    /// A removal hook.
+    Remove,
+    /// `dkms-hook sync`.
+    Sync,
+}
 
 /// Owns stdout for a run.
 pub struct Reporter {
@@ -22,7 +38,8 @@ impl Reporter {
         Reporter { verbosity, out: std::io::stdout() }
     }
 
-    fn print(&self, text: &str) {
+    /// Writes `text` to stdout as it is.
+    pub fn print(&self, text: &str) {
         let mut out = self.out.lock();
         // A closed pipe must not turn a finished build into a crash; nothing useful can be
         // done about it.
@@ -45,16 +62,65 @@ impl Reporter {
         self.print(&text);
     }
 
-    /// The heading before jobs run.
-    pub fn start(&self, operation: Operation, plan: &Plan) {
-        if plan.jobs.is_empty() || self.verbosity == Verbosity::Quiet {
+    /// The heading before jobs run, or for `sync`, that there is nothing to do.
+    pub fn start(&self, heading: Heading, plan: &Plan) {
+        if self.verbosity == Verbosity::Quiet {
             return;
         }
-        let verb = match operation {
-            Operation::Install => "Installing",
-            Operation::Remove { .. } => "Removing",
+        if plan.jobs.is_empty() {
+            if heading == Heading::Sync && plan.depmod.is_empty() {
+                self.print("==> Nothing to do: every packaged module is installed for every kernel with headers\n");
+            }
+            return;
+        }
+        let verb = match heading {
+            Heading::Install => "Installing",
+            Heading::Remove => "Removing",
+            Heading::Sync => "Synchronizing",
         };
         self.print(&format!("==> {verb} DKMS modules: {}\n", count(plan.jobs.len(), "job")));
+    }
+
+    /// `-v`: the targets named nothing to act on.
+    pub fn no_targets(&self) {
+        if self.verbosity == Verbosity::Verbose {
+            self.print("  -> no DKMS module sources or kernels among the targets: nothing to do\n");
+        }
+    }
+
+    /// `-v`: install jobs the configuration excludes.
+    pub fn excluded(&self, jobs: &[Job]) {
+        if self.verbosity == Verbosity::Verbose {
+            let text: String = jobs.iter().map(|job| format!("  -> {job}: excluded by the configuration\n")).collect();
+            self.print(&text);
+        }
+    }
+
+    /// Another run holds the lock: said once.
+    pub fn waiting(&self, holder: &Holder, lock: &Path, timeout: Duration) {
+        self.print(&format!(
+            "==> Waiting for {holder} to finish (it holds {}); giving up after {} s\n",
+            lock.display(),
+            timeout.as_secs()
+        ));
+    }
+
+    /// A signal arrived while waiting for the lock.
+    pub fn stopped_waiting(&self) {
+        self.print("==> Stopped while waiting for the lock: nothing was done\n");
+    }
+
+    /// Where a failed job's full log is.
+    pub fn job_log(&self, log: &Path) {
+        self.print(&format!("     log: {}\n", log.display()));
+    }
+
+    /// The run was stopped by `signal` with `left` jobs not done.
+    pub fn stopped(&self, signal: Signal, left: usize) {
+        self.print(&format!(
+            "==> Stopped by {signal}: {} not done; run `dkms-hook sync` to finish\n",
+            count(left, "job")
+        ));
     }
 
     /// `--dry-run`: the plan, one line per job, then depmod.
@@ -178,7 +244,8 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-fn count(n: usize, noun: &str) -> String {
+/// `1 job`, `3 jobs`.
+pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {

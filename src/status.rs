@@ -12,10 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::{Excludes, Layout};
-use crate::inventory::Inventory;
+use crate::config::{Config, Excludes, Layout, Verbosity};
+use crate::inventory::{Evaluate, Inventory};
+use crate::report::Reporter;
 use crate::state::{Last, State};
 
 /// The JSON format's version.
@@ -152,13 +156,30 @@ pub struct OutOfPlace {
     pub fix: String,
 }
 
+/// `dkms-hook status [--json]`: reads only (dkms.conf files only as an unprivileged user), takes
+/// no lock; exits 0 when everything is as it should be, 1 otherwise.
+pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
+    let layout = &config.layout;
+    let inventory = Inventory::read(layout, Evaluate::Unprivileged)?;
+    let state = State::load_or_warn(&layout.state_file());
+    let seen = gather(layout, &inventory, &state);
+    let status = Status::build(layout, &inventory, &state, &config.excludes, &seen);
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(&status).context("failed to write JSON")?;
+        s.push('\n');
+        s
+    } else {
+        status.text(config.verbosity == Verbosity::Quiet)
+    };
+    Reporter::new(config.verbosity).print(&text);
+    Ok(if status.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// What `status` reads besides the inventory and the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     /// `uname -r`, when the root is `/`.
     pub running_kernel: Option<String>,
-    /// Package versions by package name.
-    pub package_versions: BTreeMap<String, String>,
     /// Per directory under `usr/lib/modules`: the module files under `updates/dkms` (relative).
     pub module_files: BTreeMap<String, Vec<String>>,
     /// Per kernel: the module file stems (`hello` of `hello.ko.zst`) of dkms's installed builds.
@@ -173,8 +194,7 @@ pub fn gather(layout: &Layout, inv: &Inventory, state: &State) -> Observed {
     if !layout.is_relocated() {
         seen.running_kernel = nix::sys::utsname::uname().ok().map(|u| u.release().to_string_lossy().into_owned());
     }
-    seen.package_versions = package_versions(layout, inv);
-    for kver in list(&layout.module_dir) {
+    for kver in crate::dirs::names(&layout.module_dir).unwrap_or_default() {
         let dir = layout.kernel_dir(&kver).join("updates/dkms");
         let mut files = Vec::new();
         walk(&dir, Path::new(""), &mut files);
@@ -197,37 +217,9 @@ pub fn gather(layout: &Layout, inv: &Inventory, state: &State) -> Observed {
     seen
 }
 
-/// The versions of the packages the inventory names, from the local database (best effort).
-fn package_versions(layout: &Layout, inv: &Inventory) -> BTreeMap<String, String> {
-    let mut names: BTreeSet<&str> = inv.sources.values().filter_map(|s| s.package.as_deref()).collect();
-    names.extend(inv.kernels.values().map(|k| k.package.as_str()));
-    let mut versions = BTreeMap::new();
-    let root = layout.root.to_string_lossy().into_owned();
-    let dbpath = layout.dbpath.to_string_lossy().into_owned();
-    match alpm::Alpm::new(root, dbpath) {
-        Ok(handle) => {
-            for name in names {
-                if let Ok(pkg) = handle.localdb().pkg(name) {
-                    versions.insert(name.to_owned(), pkg.version().to_string());
-                }
-            }
-        }
-        Err(e) => log::warn!("cannot read package versions from {}: {e}", layout.dbpath.display()),
-    }
-    versions
-}
-
-fn list(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// Module files (`*.ko*`) below `dir`, as paths relative to it.
 fn walk(dir: &Path, rel: &Path, into: &mut Vec<String>) {
-    for name in list(dir) {
+    for name in crate::dirs::names(dir).unwrap_or_default() {
         let path = dir.join(&name);
         let Ok(meta) = path.symlink_metadata() else { continue };
         if meta.is_dir() {
@@ -247,7 +239,7 @@ fn stem(file: &str) -> &str {
 impl Status {
     /// Judges the system from what was read. Pure.
     pub fn build(layout: &Layout, inv: &Inventory, state: &State, excludes: &Excludes, seen: &Observed) -> Status {
-        let version_of = |pkg: &str| seen.package_versions.get(pkg).cloned();
+        let version_of = |pkg: &str| inv.package_versions.get(pkg).cloned();
         let sources: Vec<SourceStatus> = inv
             .sources
             .values()

@@ -1,5 +1,6 @@
-//! `dkms-hook sync`: the plan that brings dkms in line with the installed packages. Pure: an
-//! `Inventory` (and the excludes and the state file) in, a `Plan` for the same runner out.
+//! `dkms-hook sync`: the plan that brings dkms in line with the installed packages, run in a
+//! session like a hook's. The planning is pure: an `Inventory` (and the state file) in, a `Plan`
+//! for the same runner out; the session drops what the configuration excludes, as for a hook.
 //!
 //! The desired state is every packaged module source (a package owns its dkms.conf and the file
 //! reads) installed for every kernel with headers, less the excluded pairs. From there:
@@ -15,13 +16,30 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Excludes;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::config::Config;
 use crate::inventory::{DkmsConf, Inventory};
 use crate::plan::{dependency_order, shipped_by_several, Job, JobKind, ModuleId, Notice, Plan};
+use crate::report::Heading;
+use crate::session::{Begun, Session};
 use crate::state::{Last, State};
 
+/// `dkms-hook sync`: plans what the installed packages imply and runs it like a hook.
+pub fn run(config: &Config) -> Result<ExitCode> {
+    let session = match Session::begin(config)? {
+        Begun::Stopped(code) => return Ok(code),
+        Begun::Ready(session) => session,
+    };
+    let inventory = session.inventory(None)?;
+    let state = State::load_or_warn(&config.layout.state_file());
+    session.run(Heading::Sync, &inventory, plan(&inventory, &state))
+}
+
 /// Plans what `sync` does.
-pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
+pub fn plan(inv: &Inventory, state: &State) -> Plan {
     let mut plan = Plan::default();
     let mut depmod: BTreeSet<String> = BTreeSet::new();
     // Removal and unregister jobs by module name, so installs of another version wait for them.
@@ -38,6 +56,8 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
             if orphan || !inv.kernels.contains_key(kver) {
                 if inv.kernels.contains_key(kver) {
                     depmod.insert(kver.clone());
+                } else {
+                    plan.gone_kernels.insert(kver.clone());
                 }
                 removals.push(plan.jobs.len());
                 leaving.entry(name.clone()).or_default().push((plan.jobs.len(), Some(kver.clone())));
@@ -83,7 +103,6 @@ pub fn plan(inv: &Inventory, excludes: &Excludes, state: &State) -> Plan {
         let wanted: Vec<&DkmsConf> = sources
             .iter()
             .copied()
-            .filter(|c| !excludes.pair(&c.name, &c.version, &kernel.kver))
             .filter(|c| !inv.tree.is_installed(&c.name, &c.version, &kernel.kver))
             .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
             .collect();
@@ -138,7 +157,7 @@ mod tests {
     #[derive(Default)]
     struct World {
         inv: Inventory,
-        excludes: Excludes,
+        excludes: crate::config::Excludes,
         state: State,
     }
 
@@ -184,8 +203,9 @@ mod tests {
             let dir = format!("{name}-{version}");
             self.tree(name, version, Some(&dir), kernels, kernels)
         }
+        /// The plan as the session runs it: excluded pairs dropped.
         fn plan(&self) -> Plan {
-            plan(&self.inv, &self.excludes, &self.state)
+            crate::exclude::apply(plan(&self.inv, &self.state), &self.excludes).0
         }
     }
 

@@ -1,5 +1,5 @@
 //! Concurrency: two or three dkms-hook runs started at once on the same root serialize on the
-//! root's lock (`ROOT/run/dkms-hook.lock`): no dkms call of one run happens while another run
+//! root's lock (`ROOT/var/lib/dkms-hook/lock`): no dkms call of one run happens while another run
 //! holds the lock, a waiting run says which process it waits for, and the end state is the one
 //! the packages imply, whatever the order. 50 trials; then the lock's timeout and the runs that
 //! take no lock.
@@ -145,7 +145,7 @@ fn trial(seed: u64) -> Result<bool, String> {
         if let Some(line) = f.output.lines().find(|l| l.contains("Waiting for")) {
             waited = true;
             let named = finished.iter().any(|o| o.pid != f.pid && line.contains(&format!("process {}", o.pid)));
-            if !named || !line.contains("dkms-hook.lock") {
+            if !named || !line.contains("var/lib/dkms-hook/lock") {
                 return Err(format!("{report}the waiting message does not name the holder: {line}"));
             }
         }
@@ -219,62 +219,32 @@ fn two_and_three_runs_at_once_serialize_on_the_lock() {
 }
 
 #[test]
-fn a_run_waits_for_a_held_lock_then_proceeds() {
-    let t = root();
-    fs::create_dir_all(t.path("run")).unwrap();
-    let lock = t.path("run/dkms-hook.lock");
-    // Another holder: flock(1) holding the lock for 1.5 s.
-    let mut holder = Command::new("flock").arg(&lock).args(["sleep", "1.5"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
-    let run = t.run(&["install"], "usr/src/alpha-1.0/dkms.conf\n");
-    let took = started.elapsed();
-    let _ = holder.wait();
-    run.assert_code(0);
-    assert!(took >= Duration::from_millis(1000), "it did not wait for the lock: {took:?}\n{run}");
-    run.expect_line(&["Waiting for", "dkms-hook.lock"]);
-    assert!(t.ko_installed("alpha", K1) && t.ko_installed("alpha", K2), "{run}");
-}
-
-#[test]
 fn a_run_gives_up_after_the_lock_timeout() {
     let t = root();
     fs::write(t.path("etc/dkms-hook.toml"), "lock_timeout = 1\n").unwrap();
-    fs::create_dir_all(t.path("run")).unwrap();
-    let lock = t.path("run/dkms-hook.lock");
-    let mut holder = Command::new("flock").arg(&lock).args(["sleep", "4"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let held = t.hold_lock();
     let before = t.snapshot();
     let started = Instant::now();
     let run = t.run(&["install"], "usr/src/alpha-1.0/dkms.conf\n");
     let took = started.elapsed();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(held);
     run.assert_code(2);
     assert!(took < Duration::from_secs(3), "{took:?}\n{run}");
     assert!(run.calls.is_empty(), "{run}");
-    let line = one_line(&run.output(), &["error:", "dkms-hook.lock"], &run);
-    assert_error_line(&line, &["lock_timeout"]);
-    assert!(
-        line.contains("1 s") || line.contains("timed out") || line.contains("gave up") || line.contains("giving up"),
-        "{line}"
-    );
+    let line = one_line(&run.output(), &["error:", "var/lib/dkms-hook/lock"], &run);
+    assert_error_line(&line, &["lock_timeout", "gave up after 1 s"]);
     assert_same(&before, &t.snapshot(), &run);
 }
 
 #[test]
 fn status_and_dry_run_take_no_lock() {
     let t = root();
-    fs::create_dir_all(t.path("run")).unwrap();
-    let lock = t.path("run/dkms-hook.lock");
-    let mut holder = Command::new("flock").arg(&lock).args(["sleep", "5"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let held = t.hold_lock();
     let started = Instant::now();
     let status = t.run(&["status"], "");
     let dry = t.run(&["--dry-run", "install"], "usr/src/alpha-1.0/dkms.conf\n");
     let took = started.elapsed();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(held);
     assert!(took < Duration::from_secs(3), "status or --dry-run waited for the lock: {took:?}\n{status}\n{dry}");
     assert!(status.code.is_some_and(|c| c <= 1), "{status}");
     dry.assert_code(0);

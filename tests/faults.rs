@@ -259,12 +259,14 @@ fn state(t: &TestRoot, scenario: Scenario) -> BTreeMap<String, String> {
     out
 }
 
-/// dkms-hook's own leftovers that must not outlive a sync: private build trees, temp files.
+/// dkms-hook's own leftovers that must not outlive a sync: private build trees, temp files
+/// (the state file and the lock stay).
 fn own_leftovers(t: &TestRoot) -> Vec<String> {
+    let kept = ["var/lib/dkms-hook/state.json", "var/lib/dkms-hook/lock", "var/lib/dkms-hook/build"];
     t.snapshot()
         .into_keys()
         .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| p.starts_with("var/lib/dkms-hook/") && !p.ends_with("state.json") && p != "var/lib/dkms-hook/build")
+        .filter(|p| p.starts_with("var/lib/dkms-hook/") && !kept.contains(&p.as_str()))
         .collect()
 }
 
@@ -641,8 +643,9 @@ fn real_root() -> Option<TestRoot> {
         .chain([dkms.display().to_string()])
         .filter(|p| !Path::new(p).exists())
         .collect();
-    if !missing.is_empty() {
-        unavailable(&format!("the real tier needs {}", missing.join(", ")));
+    let missing = skip::root_missing()
+        .or_else(|| (!missing.is_empty()).then(|| format!("it needs {}: run scripts/setup", missing.join(", "))));
+    if !skip::can_run("fault injection with the real dkms", missing) {
         return None;
     }
     let t = TestRoot::new();

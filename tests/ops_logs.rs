@@ -56,9 +56,9 @@ fn logs_are_pruned_to_keep_logs_oldest_first() {
     let dir = t.path("var/log/custom");
     fs::create_dir_all(&dir).unwrap();
     let now = SystemTime::now();
-    for (name, age) in [("old-a.log", 300), ("old-b.log", 200), ("old-c.log", 100)] {
+    for (name, age) in [("a_1_k.install.log", 300), ("b_1_k.remove.log", 200), ("c_1.unregister.log", 100)] {
         let path = dir.join(name);
-        fs::write(&path, "old").unwrap();
+        fs::write(&path, "dkms-hook: an earlier job\n").unwrap();
         fs::File::options().write(true).open(&path).unwrap().set_modified(now - Duration::from_secs(age)).unwrap();
     }
     fs::write(dir.join("README"), "not a log: never pruned").unwrap();
@@ -68,11 +68,42 @@ fn logs_are_pruned_to_keep_logs_oldest_first() {
         logs_in(&dir),
         [
             "README".to_owned(),
+            "c_1.unregister.log".to_owned(),
             format!("hello_1.0_{K1}.install.log"),
             format!("hello_1.0_{K2}.install.log"),
-            "old-c.log".to_owned()
         ]
     );
+}
+
+/// `log_dir` may be shared with other programs (even `/var/log`): only dkms-hook's own logs are
+/// ever pruned or overwritten, whatever the other files are called and however old they are.
+#[test]
+fn other_files_in_the_log_directory_survive_every_run() {
+    let t = TestRoot::with_two_kernels();
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    config(&t, "keep_logs = 1\nlog_dir = \"/var/log\"\n");
+    let dir = t.path("var/log");
+    fs::create_dir_all(&dir).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    let foreign = [
+        ("pacman.log".to_owned(), "[ALPM] transaction started\n"),
+        ("Xorg.0.log".to_owned(), "X.Org X Server\n"),
+        ("other.install.log".to_owned(), "another tool's install log\n"),
+        // Named exactly like the log dkms-hook would write next.
+        (format!("hello_1.0_{K1}.install.log"), "not dkms-hook's\n"),
+    ];
+    for (name, text) in &foreign {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+    }
+    for _ in 0..2 {
+        t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
+        t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
+    }
+    for (name, text) in &foreign {
+        assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), *text, "{name} was changed or removed");
+    }
 }
 
 #[test]

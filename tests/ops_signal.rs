@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM: no new job starts, the running dkms (its whole process group) is
-//! terminated, the run reports and exits 130/143, and `sync` then ends in the desired state.
+//! SIGINT, SIGTERM and SIGHUP (pacman treats a hangup like an interrupt): no new job starts, the
+//! running dkms (its whole process group) is terminated, the run reports and exits 130/143/129,
+//! and `sync` then ends in the desired state.
 
 mod common;
 mod ops;
@@ -69,10 +70,15 @@ fn sigint_mid_build_exits_130_and_sync_repairs() {
 }
 
 #[test]
+fn sighup_mid_build_exits_129_and_sync_repairs() {
+    interrupted_mid_build(Signal::SIGHUP, 129);
+}
+
+#[test]
 fn a_signal_while_waiting_for_the_lock_changes_nothing() {
     let t = TestRoot::with_two_kernels();
     t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
-    let _held = hold_lock(&t);
+    let _held = t.hold_lock();
     let run = spawn(&t, &argv(&t, &t.fake_dkms(), &["sync"]), "waiter");
     wait_for("the run to wait for the lock", Duration::from_secs(20), || run.output().contains("Waiting for process"));
     kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM).unwrap();

@@ -209,7 +209,7 @@ fn an_unreadable_dkms_conf_is_a_problem() {
 fn status_and_dry_runs_do_not_wait_for_the_lock() {
     let t = TestRoot::with_two_kernels();
     hello(&t);
-    let _held = hold_lock(&t);
+    let _held = t.hold_lock();
     let started = Instant::now();
     t.run(&["status"], "").assert_code(1);
     t.run(&["sync", "--dry-run"], "").assert_code(0);

@@ -3,8 +3,8 @@
 //! pacman database is written by the shared test environment; the headers are copies of
 //! `/usr/src/linux-headers-K` (installed by scripts/setup).
 //!
-//! Without root, dkms or the headers this tier cannot run: under CI (`CI=true`) that fails the
-//! test loudly; elsewhere it says why and returns.
+//! Without root, dkms or the headers this tier cannot run: it follows the common skip rule
+//! (fails under CI, reports itself skipped elsewhere).
 
 mod common;
 
@@ -42,16 +42,7 @@ fn unavailable() -> Option<String> {
 }
 
 fn require() -> bool {
-    match unavailable() {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the real dkms tier cannot run in CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("skipping the real dkms tier: {why}");
-            false
-        }
-    }
+    common::skip::can_run("the real dkms tier", unavailable())
 }
 
 /// Replaces the fixture's fake headers of `kver` with a copy of Debian's real ones, with the

@@ -243,10 +243,11 @@ fn names_from_the_dkms_tree_are_validated_before_use() {
 
 #[test]
 fn dkms_conf_runs_in_a_clean_environment() {
+    if !skip::can_run("reading dkms.conf as nobody", skip::root_missing()) {
+        return;
+    }
     let t = TestRoot::with_two_kernels();
-    let out = t.scratch().join("env.out");
-    fs::write(&out, "").unwrap();
-    fs::set_permissions(&out, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = writable_by_anyone(&t, "env.out");
     t.module_pkg("foo-dkms", "foo-1.0", &format!("env > {}\nPACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\n", out.display()));
     for readable_by_nobody in [false, true] {
         if readable_by_nobody {
@@ -275,12 +276,21 @@ fn dkms_conf_runs_in_a_clean_environment() {
     }
 }
 
+/// An empty file in the scratch directory that a dkms.conf run as any user can append to.
+fn writable_by_anyone(t: &TestRoot, name: &str) -> std::path::PathBuf {
+    let path = t.scratch().join(name);
+    fs::write(&path, "").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    path
+}
+
 #[test]
 fn dkms_conf_is_read_as_nobody_where_possible() {
+    if !skip::can_run("reading dkms.conf as nobody", skip::root_missing()) {
+        return;
+    }
     let t = TestRoot::with_two_kernels();
-    let out = t.scratch().join("id.out");
-    fs::write(&out, "").unwrap();
-    fs::set_permissions(&out, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = writable_by_anyone(&t, "id.out");
     let victim = t.path(&format!("usr/lib/modules/{K1}/written-by-dkms-conf"));
     t.module_pkg(
         "foo-dkms",
@@ -305,6 +315,64 @@ fn dkms_conf_is_read_as_nobody_where_possible() {
     assert_eq!(fs::read_to_string(&out).unwrap().trim(), "0", "{run}");
     run.expect_line(&["nobody cannot read", "foo-1.0/dkms.conf", "as root"]);
     run.expect_line(&["install foo/1.0 for", K1]);
+}
+
+/// Whatever a dkms.conf prints, even what a permission problem looks like, it is evaluated as
+/// `nobody` when `nobody` can read it, never again as root.
+#[test]
+fn nothing_dkms_conf_prints_makes_it_run_as_root() {
+    if !skip::can_run("reading dkms.conf as nobody", skip::root_missing()) {
+        return;
+    }
+    let t = TestRoot::with_two_kernels();
+    let out = writable_by_anyone(&t, "id.out");
+    let victim = t.path(&format!("usr/lib/modules/{K1}/written-by-dkms-conf"));
+    let conf = format!(
+        "id -u >> {out}\ntouch {victim} 2>/dev/null\n\
+         echo 'bash: /etc/shadow: Permission denied' >&2\necho 'Permission denied'\n\
+         PACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\n",
+        out = out.display(),
+        victim = victim.display()
+    );
+    t.module_pkg("foo-dkms", "foo-1.0", &conf);
+    t.module_pkg("bar-dkms", "bar-1.0", &conf.replace("foo", "bar"));
+    open_to_others(&t);
+    // Alone (one file) and in a batch (several files read by one bash).
+    for stdin in ["usr/src/foo-1.0/dkms.conf\n", "usr/src/foo-1.0/dkms.conf\nusr/src/bar-1.0/dkms.conf\n"] {
+        fs::write(&out, "").unwrap();
+        let run = t.run(&["--dry-run", "install"], stdin);
+        let ids: Vec<String> = fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+        assert!(!ids.is_empty() && ids.iter().all(|id| id == "65534"), "dkms.conf ran as {ids:?}\n{run}");
+        assert!(!victim.exists(), "dkms.conf could write into the root\n{run}");
+    }
+    // status too, which never evaluates package code as root at all.
+    fs::write(&out, "").unwrap();
+    let run = t.run(&["status"], "");
+    let ids: Vec<String> = fs::read_to_string(&out).unwrap().lines().map(str::to_owned).collect();
+    assert!(!ids.is_empty() && ids.iter().all(|id| id == "65534"), "status evaluated dkms.conf as {ids:?}\n{run}");
+}
+
+/// `status` never evaluates package code as root: a dkms.conf `nobody` cannot read is reported,
+/// not read as root (the hooks, which run dkms on it as root anyway, still read it).
+#[test]
+fn status_never_evaluates_dkms_conf_as_root() {
+    if !skip::can_run("reading dkms.conf as nobody", skip::root_missing()) {
+        return;
+    }
+    let t = TestRoot::with_two_kernels();
+    let out = writable_by_anyone(&t, "id.out");
+    t.module_pkg(
+        "foo-dkms",
+        "foo-1.0",
+        &format!("id -u >> {}\nPACKAGE_NAME=foo\nPACKAGE_VERSION=1.0\n", out.display()),
+    );
+    open_to_others(&t);
+    fs::set_permissions(t.path("usr/src/foo-1.0/dkms.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    let run = t.run(&["status"], "");
+    run.assert_code(1);
+    assert_eq!(fs::read_to_string(&out).unwrap(), "", "status evaluated dkms.conf\n{run}");
+    let line = run.expect_line(&["error:", "foo-1.0/dkms.conf", "nobody cannot read it"]);
+    assert!(line.contains("world-readable"), "{line}");
 }
 
 #[test]

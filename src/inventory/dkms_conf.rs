@@ -1,33 +1,47 @@
-//! The values dkms-hook needs from a module's dkms.conf: PACKAGE_NAME, PACKAGE_VERSION,
-//! BUILD_DEPENDS and BUILD_EXCLUSIVE_KERNEL.
+//! The values dkms-hook needs from a module's dkms.conf: PACKAGE_NAME, PACKAGE_VERSION and
+//! BUILD_DEPENDS.
 //!
 //! dkms.conf is a bash script that dkms sources, so it is read by bash, never with regexes: in a
 //! clean environment, with stdin closed, its own output discarded, in its own process group
-//! (killed as a whole when done, so nothing it started lingers) and with a time limit. When
-//! dkms-hook runs as root and the file is readable by `nobody`, bash runs as `nobody`: reading
-//! the values needs no privilege, and a broken or hostile dkms.conf then cannot change the
-//! system here (dkms sources it as root later anyway, but only for the modules it builds).
-//! bash prints the values NUL-separated as `KEY=value`; `parse_output` (pure) turns that into a
-//! `DkmsConf` and validates the name and version before they can become paths or arguments.
+//! (killed as a whole when done, so nothing it started lingers) and with a time limit, through
+//! the process runner. When dkms-hook runs as root, bash runs as `nobody` whenever `nobody` can
+//! read the file: reading the values needs no privilege, and a broken or hostile dkms.conf then
+//! cannot change the system. Nothing the file prints changes that choice. Only a file `nobody`
+//! cannot read is evaluated as root, and only where [`Evaluate::AsDkmsWould`] allows it (the hooks
+//! and `sync`, whose dkms sources the file as root anyway); `status` and `lint` never evaluate
+//! package code as root. bash prints the values NUL-separated as `KEY=value`; `parse_output`
+//! (pure) turns that into a `DkmsConf` and validates the name and version before they can become
+//! paths or arguments.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::interrupt::Stop;
+use crate::process::{self, Output};
 
 /// How long sourcing one dkms.conf may take before it is killed.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long bash's output may stay open after bash exited and its process group was killed
-/// (a process that left the group, e.g. with `setsid`, and kept the pipe).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most output kept from the reader (per stream).
+const READ_CAP: usize = 1 << 20;
 
 /// The user dkms.conf is read as when dkms-hook runs as root.
 const READER_USER: &str = "nobody";
+
+/// Who may evaluate a dkms.conf when dkms-hook runs as root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evaluate {
+    /// `nobody` when it can read the file; otherwise root, as dkms itself sources it (the hooks
+    /// and `sync`, which go on to run dkms on the module).
+    AsDkmsWould,
+    /// `nobody` only: a file `nobody` cannot read is reported, never evaluated as root (`status`,
+    /// `lint`).
+    Unprivileged,
+}
 
 /// The dkms.conf values dkms-hook uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,26 +66,17 @@ printf 'BUILD_DEPENDS=%s\0' "${BUILD_DEPENDS[*]}"
 
 /// Directory names under `source_tree` that hold a dkms.conf (a missing tree means none).
 pub fn source_dirs(source_tree: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(source_tree) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("failed to list {}", source_tree.display())),
-    };
-    let mut dirs = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("failed to list {}", source_tree.display()))?;
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if crate::targets::is_clean_component(&name) && entry.path().join("dkms.conf").is_file() {
-            dirs.push(name);
-        }
-    }
+    let mut dirs: Vec<String> = crate::dirs::names(source_tree)?
+        .into_iter()
+        .filter(|name| crate::targets::is_clean_component(name) && source_tree.join(name).join("dkms.conf").is_file())
+        .collect();
     dirs.sort();
     Ok(dirs)
 }
 
 /// Reads one dkms.conf; the error is a complete sentence naming the file and the fix.
-pub fn read(path: &Path) -> Result<DkmsConf, String> {
-    let (output, errors) = source(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
+pub fn read(path: &Path, evaluate: Evaluate) -> Result<DkmsConf, String> {
+    let (output, errors) = source(path, evaluate).map_err(|e| format!("{}: {e:#}", path.display()))?;
     let bash = String::from_utf8_lossy(&errors);
     // bash names the file and line; keep the line, the file is named once already.
     let complaint = |line: &str| {
@@ -110,8 +115,8 @@ fn check_directory(path: &Path, conf: &DkmsConf) -> Result<(), String> {
     ))
 }
 
-/// Runs bash on the file (as `nobody` where possible); returns stdout and stderr.
-fn source(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+/// Runs the reader on the file as the user [`reader`] chooses; returns stdout and stderr.
+fn source(path: &Path, evaluate: Evaluate) -> Result<(Vec<u8>, Vec<u8>)> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("no such file"),
         _ => anyhow::anyhow!("cannot read it: {e}"),
@@ -122,42 +127,34 @@ fn source(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     if let Err(e) = std::fs::File::open(path) {
         anyhow::bail!("cannot read it: {e}");
     }
-    match unprivileged_reader(path) {
-        Some(user) => match run_bash(path, Some(&user)) {
-            // The file may read other files (or be in a place) `nobody` cannot: as dkms reads it
-            // as root, so may we, rather than fail on a permission.
-            Err(e) if format!("{e:#}").contains("Permission denied") => {
-                log::debug!("{}: reading as {READER_USER} failed ({e:#}); reading it as root", path.display());
-                run_bash(path, None)
-            }
-            Ok((out, err)) if String::from_utf8_lossy(&err).contains("Permission denied") => {
-                log::debug!("{}: {READER_USER} lacks a permission; reading it as root", path.display());
-                run_bash(path, None).or(Ok((out, err)))
-            }
-            other => other,
-        },
-        None => run_bash(path, None),
-    }
+    let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    run_script(READER, &[path], &dir, reader(path, evaluate)?.as_ref())
 }
 
-/// The user to read `path` as: `nobody` when we are root and `nobody` can read the file; `None`
-/// (read as ourselves) otherwise, with the reason in the debug log.
-fn unprivileged_reader(path: &Path) -> Option<nix::unistd::User> {
+/// The user to evaluate `path` as: `None` for ourselves when we are not root; `nobody` when we
+/// are and `nobody` can read it; root (`None`) only for a file `nobody` cannot read, and only
+/// when `evaluate` allows it. The choice depends on the file's permissions alone, never on what
+/// an earlier evaluation printed.
+fn reader(path: &Path, evaluate: Evaluate) -> Result<Option<nix::unistd::User>> {
     if !nix::unistd::geteuid().is_root() {
-        return None;
+        return Ok(None);
     }
-    let user = match nix::unistd::User::from_name(READER_USER) {
-        Ok(Some(user)) => user,
-        _ => {
-            log::debug!("no user {READER_USER}: reading {} as root", path.display());
-            return None;
+    let user = nix::unistd::User::from_name(READER_USER).ok().flatten();
+    match (user, evaluate) {
+        (Some(user), _) if readable_by(path, &user) => Ok(Some(user)),
+        (_, Evaluate::AsDkmsWould) => {
+            log::debug!("{READER_USER} cannot read {}: reading it as root, as dkms does", path.display());
+            Ok(None)
         }
-    };
-    if !readable_by(path, &user) {
-        log::debug!("{READER_USER} cannot read {}: reading it as root", path.display());
-        return None;
+        (Some(_), Evaluate::Unprivileged) => anyhow::bail!(
+            "{READER_USER} cannot read it, and dkms-hook does not evaluate package code as root here: \
+             make it and its directories world-readable, as packages ship them"
+        ),
+        (None, Evaluate::Unprivileged) => anyhow::bail!(
+            "there is no user {READER_USER} to evaluate it as, and dkms-hook does not evaluate package code as \
+             root here: create the user (`systemd-sysusers`)"
+        ),
     }
-    Some(user)
 }
 
 /// Whether `user` (with only its primary group) may open `path` for reading: every directory
@@ -180,12 +177,6 @@ fn readable_by(path: &Path, user: &nix::unistd::User) -> bool {
     path.ancestors().skip(1).all(|dir| allowed(dir, 0o1)) && allowed(&path, 0o4)
 }
 
-/// Runs the reader on the file, as `user` if given, with a clean environment and a time limit.
-fn run_bash(path: &Path, user: Option<&nix::unistd::User>) -> Result<(Vec<u8>, Vec<u8>)> {
-    let dir = path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    run_script(READER, &[path], &dir, user)
-}
-
 /// Runs a reader script on `files` (its arguments) in `dir`, as `user` if given, with a clean
 /// environment, in its own process group and with a time limit; returns stdout and stderr.
 fn run_script(
@@ -200,84 +191,61 @@ fn run_script(
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("LC_ALL", "C")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .current_dir(dir);
     if let Some(user) = user {
         // std drops the supplementary groups when it changes the uid as root.
         cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
     }
-    let mut child = cmd.spawn().context("failed to run bash")?;
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let kill_group = || {
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    // Reading is quick; a stop request waits for it (the runner stops the jobs).
+    let never = Stop::new();
+    let opts = process::Options {
+        output: Output::Separate,
+        cap: READ_CAP,
+        timeout: Some(READ_TIMEOUT),
+        ..process::Options::new(&never)
     };
-    // Read both pipes on threads so a chatty script cannot block on a full pipe.
-    let (tx, rx) = mpsc::channel();
-    for (which, mut pipe) in [
-        (0, Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>),
-        (1, Box::new(child.stderr.take().expect("piped"))),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send((which, read_capped(&mut pipe)));
-        });
+    let done = process::run(cmd, &opts).map_err(|e| anyhow::anyhow!("failed to run bash: {e}"))?;
+    if done.timed_out {
+        anyhow::bail!("sourcing it took longer than {} s: fix the file", READ_TIMEOUT.as_secs());
     }
-    drop(tx);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().context("failed to wait for bash")? {
-            break status;
-        }
-        if started.elapsed() > READ_TIMEOUT {
-            kill_group();
-            let _ = child.wait();
-            anyhow::bail!("sourcing it took longer than {} s: fix the file", READ_TIMEOUT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    // Whatever the file started in the background goes with it.
-    kill_group();
-    let mut out = None;
-    let mut err = None;
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while out.is_none() || err.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((0, bytes)) => out = Some(bytes),
-            Ok((_, bytes)) => err = Some(bytes),
-            Err(_) => anyhow::bail!("it started a process that left its process group and kept running: fix the file"),
-        }
+    if done.escaped {
+        anyhow::bail!("it started a process that left its process group and kept running: fix the file");
     }
-    let (out, err) = (out.unwrap_or_default(), err.unwrap_or_default());
-    if !status.success() {
-        let msg = String::from_utf8_lossy(&err);
+    if !done.status.success() {
+        let msg = String::from_utf8_lossy(&done.stderr);
         match msg.lines().find(|l| !l.trim().is_empty()) {
             Some(first) => anyhow::bail!("bash could not read it: {}", first.trim()),
             None => anyhow::bail!(
                 "it exited (status {}) before PACKAGE_NAME and PACKAGE_VERSION could be read; dkms sources it, \
                  so it must not call `exit`: fix the file",
-                status.code().map_or_else(|| "killed".to_owned(), |c| c.to_string())
+                done.code().map_or_else(|| "killed".to_owned(), |c| c.to_string())
             ),
         }
     }
-    Ok((out, err))
+    Ok((done.stdout, done.stderr))
 }
 
-/// Reads many dkms.conf files at once, like `read` on each. One bash reads them all, each in
-/// its own subshell (one process start instead of one per module); a file whose result there
-/// is not clean — bash complained, a value is missing or invalid — is read again on its own, so
-/// every error is exactly the one `read` gives.
-pub fn read_many(paths: &[PathBuf]) -> Vec<Result<DkmsConf, String>> {
-    let batch = if paths.len() > 1 { read_batch(paths) } else { None };
-    match batch {
-        Some(results) => {
-            results.into_iter().zip(paths).map(|(clean, path)| clean.map_or_else(|| read(path), Ok)).collect()
+/// Reads many dkms.conf files at once, like `read` on each. One bash reads all the files that
+/// `nobody` can read (as `nobody` when we are root), each in its own subshell (one process start
+/// instead of one per module); a file whose result there is not clean — bash complained, a value
+/// is missing or invalid — and every file `nobody` cannot read is read on its own, so every
+/// result is exactly the one `read` gives.
+pub fn read_many(paths: &[PathBuf], evaluate: Evaluate) -> Vec<Result<DkmsConf, String>> {
+    let root = nix::unistd::geteuid().is_root();
+    let nobody = if root { nix::unistd::User::from_name(READER_USER).ok().flatten() } else { None };
+    let batched: Vec<usize> = (0..paths.len())
+        .filter(|&i| !root || nobody.as_ref().is_some_and(|u| paths[i].is_file() && readable_by(&paths[i], u)))
+        .collect();
+    let mut results: Vec<Option<DkmsConf>> = vec![None; paths.len()];
+    if batched.len() > 1 {
+        let files: Vec<&Path> = batched.iter().map(|&i| paths[i].as_path()).collect();
+        if let Some(clean) = read_batch(&files, nobody.as_ref()) {
+            for (i, conf) in batched.into_iter().zip(clean) {
+                results[i] = conf;
+            }
         }
-        None => paths.iter().map(|p| read(p)).collect(),
     }
+    results.into_iter().zip(paths).map(|(clean, path)| clean.map_or_else(|| read(path, evaluate), Ok)).collect()
 }
 
 /// Sources each file in a subshell and prints its values followed by a record separator; before
@@ -297,27 +265,16 @@ for f; do
 done
 "#;
 
-/// The batch: `Some` with each file's clean result (or `None` where it must be read alone);
-/// `None` when the batch itself could not run (then every file is read alone).
-fn read_batch(paths: &[PathBuf]) -> Option<Vec<Option<DkmsConf>>> {
-    // One user for the whole batch: nobody when every file is readable by nobody, as `read`
-    // would choose for each; otherwise ourselves, as `read` falls back to for such a file.
-    let user = if nix::unistd::geteuid().is_root() {
-        nix::unistd::User::from_name(READER_USER)
-            .ok()
-            .flatten()
-            .filter(|user| paths.iter().all(|p| p.is_file() && readable_by(p, user)))
-    } else {
-        None
-    };
-    let files: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (out, err) = run_script(BATCH_READER, &files, Path::new("/"), user.as_ref()).ok()?;
+/// The batch, run as `user`: `Some` with each file's clean result (or `None` where it must be
+/// read alone); `None` when the batch itself could not run (then every file is read alone).
+fn read_batch(files: &[&Path], user: Option<&nix::unistd::User>) -> Option<Vec<Option<DkmsConf>>> {
+    let (out, err) = run_script(BATCH_READER, files, Path::new("/"), user).ok()?;
     let records: Vec<&[u8]> = split_on(&out, b"\x1e\0");
     let complaints: Vec<&[u8]> = split_on(&err, b"\x1e\n");
-    if records.len() != paths.len() + 1 || complaints.len() != paths.len() + 1 {
+    if records.len() != files.len() + 1 || complaints.len() != files.len() + 1 {
         return None;
     }
-    let results = paths
+    let results = files
         .iter()
         .enumerate()
         .map(|(i, path)| {
@@ -342,14 +299,6 @@ fn split_on<'a>(bytes: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
     }
     pieces.push(rest);
     pieces
-}
-
-/// Reads at most 1 MiB; the rest is drained and dropped.
-fn read_capped(r: &mut impl Read) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let _ = r.take(1 << 20).read_to_end(&mut buf);
-    let _ = std::io::copy(r, &mut std::io::sink());
-    buf
 }
 
 /// Parses the reader's NUL-separated `KEY=value` records and validates them.
@@ -437,11 +386,14 @@ mod tests {
             paths.push(d.join("dkms.conf"));
         }
         // The batch itself ran and took only the clean results.
-        let batch = read_batch(&paths).expect("the batch runs");
+        let files: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let nobody =
+            if nix::unistd::geteuid().is_root() { nix::unistd::User::from_name(READER_USER).unwrap() } else { None };
+        let batch = read_batch(&files, nobody.as_ref()).expect("the batch runs");
         let taken: Vec<bool> = batch.iter().map(Option::is_some).collect();
         assert_eq!(taken, [true, false, false, false, false]);
-        let many = read_many(&paths);
-        let each: Vec<_> = paths.iter().map(|p| read(p)).collect();
+        let many = read_many(&paths, Evaluate::AsDkmsWould);
+        let each: Vec<_> = paths.iter().map(|p| read(p, Evaluate::AsDkmsWould)).collect();
         assert_eq!(many, each);
         assert_eq!(many[0].as_ref().unwrap().build_depends, ["base"]);
         assert!(many[1].is_err() && many[2].is_err() && many[3].is_err());

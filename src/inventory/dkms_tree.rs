@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::targets::is_valid_name;
 
@@ -43,14 +43,12 @@ impl DkmsTree {
             }
             ok
         };
-        for module in list_dirs(dkms_tree)? {
+        for module in crate::dirs::subdirs(dkms_tree)? {
             if !valid("module", &module) {
                 continue;
             }
             let mdir = dkms_tree.join(&module);
-            let mut names = list(&mdir)?;
-            names.sort();
-            for name in &names {
+            for name in &crate::dirs::names(&mdir)? {
                 let path = mdir.join(name);
                 if name.starts_with("kernel-") {
                     // kernel-K-ARCH -> V/K/ARCH: the link target says V and K without guessing
@@ -74,11 +72,14 @@ impl DkmsTree {
                 entry.source_dir = std::fs::read_link(path.join("source"))
                     .ok()
                     .and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()));
-                for k in list_dirs(&path)? {
+                for k in crate::dirs::subdirs(&path)? {
                     if k == "source" || k == "build" || k == "log" || !valid("kernel", &k) {
                         continue;
                     }
-                    if list_dirs(&path.join(&k))?.iter().any(|arch| path.join(&k).join(arch).join("module").is_dir()) {
+                    if crate::dirs::subdirs(&path.join(&k))?
+                        .iter()
+                        .any(|arch| path.join(&k).join(arch).join("module").is_dir())
+                    {
                         entry.built.insert(k);
                     }
                 }
@@ -114,9 +115,9 @@ impl DkmsTree {
 pub fn built_modules(dkms_tree: &Path, module: &str, version: &str, kver: &str) -> Vec<PathBuf> {
     let kdir = dkms_tree.join(module).join(version).join(kver);
     let mut found = Vec::new();
-    for arch in list_dirs(&kdir).unwrap_or_default() {
+    for arch in crate::dirs::subdirs(&kdir).unwrap_or_default() {
         let mdir = kdir.join(arch).join("module");
-        for name in list(&mdir).unwrap_or_default() {
+        for name in crate::dirs::names(&mdir).unwrap_or_default() {
             if name.contains(".ko") {
                 found.push(mdir.join(name));
             }
@@ -124,20 +125,4 @@ pub fn built_modules(dkms_tree: &Path, module: &str, version: &str, kver: &str) 
     }
     found.sort();
     found
-}
-
-fn list(dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("failed to read the dkms tree at {}", dir.display())),
-    };
-    Ok(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-}
-
-fn list_dirs(dir: &Path) -> Result<Vec<String>> {
-    let mut names = list(dir)?;
-    names.retain(|n| dir.join(n).symlink_metadata().is_ok_and(|m| m.is_dir()));
-    names.sort();
-    Ok(names)
 }

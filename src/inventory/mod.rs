@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 
 use crate::config::Layout;
-pub use dkms_conf::DkmsConf;
+pub use dkms_conf::{DkmsConf, Evaluate};
 pub use dkms_tree::DkmsTree;
 
 /// An installed kernel: a `<kver>` whose `vmlinuz`/`pkgbase` an installed package owns.
@@ -58,21 +58,23 @@ pub struct Inventory {
     pub sources: BTreeMap<String, ModuleSource>,
     /// What dkms has registered, built and installed.
     pub tree: DkmsTree,
+    /// The versions (`pkgver-pkgrel`) of the packages named above, by package name.
+    pub package_versions: BTreeMap<String, String>,
 }
 
 impl Inventory {
-    /// Reads the system below `layout`.
-    pub fn read(layout: &Layout) -> Result<Inventory> {
-        Inventory::read_sources(layout, None)
+    /// Reads the system below `layout`; `evaluate` says who may evaluate the dkms.conf files.
+    pub fn read(layout: &Layout, evaluate: Evaluate) -> Result<Inventory> {
+        Inventory::read_sources(layout, None, evaluate)
     }
 
     /// Like `read`, with only the module sources in `dirs` (those that exist): what a removal
     /// needs, which never looks at the other sources.
-    pub fn read_some(layout: &Layout, dirs: &BTreeSet<String>) -> Result<Inventory> {
-        Inventory::read_sources(layout, Some(dirs))
+    pub fn read_some(layout: &Layout, dirs: &BTreeSet<String>, evaluate: Evaluate) -> Result<Inventory> {
+        Inventory::read_sources(layout, Some(dirs), evaluate)
     }
 
-    fn read_sources(layout: &Layout, only: Option<&BTreeSet<String>>) -> Result<Inventory> {
+    fn read_sources(layout: &Layout, only: Option<&BTreeSet<String>>, evaluate: Evaluate) -> Result<Inventory> {
         let tree = DkmsTree::read(&layout.dkms_tree)?;
         let mut dirs = dkms_conf::source_dirs(&layout.source_tree)?;
         if let Some(only) = only {
@@ -81,7 +83,7 @@ impl Inventory {
         let paths: Vec<_> = dirs.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
         // bash reads the dkms.conf files while libalpm loads the database.
         let (owners, confs) = std::thread::scope(|scope| {
-            let confs = scope.spawn(|| dkms_conf::read_many(&paths));
+            let confs = scope.spawn(|| dkms_conf::read_many(&paths, evaluate));
             let owners = pacman::read(layout, &dirs);
             let confs = confs.join().unwrap_or_else(|_| vec![Err("reading dkms.conf failed".to_owned()); paths.len()]);
             (owners, confs)
@@ -95,6 +97,6 @@ impl Inventory {
                 (dir.clone(), ModuleSource { dir, package, conf })
             })
             .collect();
-        Ok(Inventory { kernels: owners.kernels, sources, tree })
+        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions })
     }
 }

@@ -24,11 +24,12 @@ pub struct Owners {
     pub kernels: BTreeMap<String, Kernel>,
     /// Owning package of `usr/src/<dir>/dkms.conf`, by dir.
     pub sources: BTreeMap<String, String>,
+    /// The versions of the packages named above, by package name.
+    pub versions: BTreeMap<String, String>,
 }
 
-/// Reads kernels (from the module directories on disk, confirmed by ownership) and the owners
-/// of the given source directories' dkms.conf.
-pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
+/// Fails, naming the fix, unless `layout` has a readable local pacman database.
+pub fn check_database(layout: &Layout) -> Result<()> {
     let db_version = layout.dbpath.join("local/ALPM_DB_VERSION");
     match std::fs::metadata(&db_version) {
         Ok(m) if m.is_file() => {}
@@ -48,6 +49,13 @@ pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
             layout.dbpath.display()
         );
     }
+    Ok(())
+}
+
+/// Reads kernels (from the module directories on disk, confirmed by ownership) and the owners
+/// of the given source directories' dkms.conf.
+pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
+    check_database(layout)?;
     let root = path_bytes(&layout.root);
     let dbpath = path_bytes(&layout.dbpath);
     let handle = Alpm::new(root, dbpath).with_context(|| {
@@ -113,6 +121,19 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
             if let Some(pkg) = found.get(path.as_str()) {
                 owners.sources.insert(dir.clone(), pkg.clone());
             }
+        }
+    }
+    let named: BTreeSet<String> = owners
+        .kernels
+        .values()
+        .flat_map(|k| [Some(&k.package), k.headers.as_ref()])
+        .flatten()
+        .chain(owners.sources.values())
+        .cloned()
+        .collect();
+    for name in named {
+        if let Ok(pkg) = handle.localdb().pkg(name.as_str()) {
+            owners.versions.insert(name, pkg.version().to_string());
         }
     }
     Ok(owners)
@@ -196,29 +217,17 @@ fn is_kernel_marker(path: &str) -> bool {
     }
 }
 
-/// Directory names under the module dir (a missing dir means no kernels).
+/// Directory names under the module dir that can be kernel versions (a missing dir means no
+/// kernels). A symlinked kver is not a kernel package's directory: packages ship real directories.
 fn kernel_dirs(module_dir: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(module_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("failed to list {}", module_dir.display())),
-    };
-    let mut kvers = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("failed to list {}", module_dir.display()))?;
-        // A symlinked kver is not a kernel package's directory: packages ship real directories.
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
+    let mut kvers = crate::dirs::subdirs(module_dir)?;
+    kvers.retain(|name| {
+        let valid = crate::targets::is_valid_name(name);
+        if !valid {
+            log::debug!("{}/{name:?} is not a kernel version", module_dir.display());
         }
-        if let Ok(name) = entry.file_name().into_string() {
-            if crate::targets::is_valid_name(&name) {
-                kvers.push(name);
-            } else {
-                log::debug!("{}/{name:?} is not a kernel version", module_dir.display());
-            }
-        }
-    }
-    kvers.sort();
+        valid
+    });
     Ok(kvers)
 }
 

@@ -1,20 +1,18 @@
-//! dkms and depmod command lines (argv arrays, never shell strings) and running them with
-//! their output captured.
+//! dkms and depmod command lines (argv arrays, never shell strings), run through the process
+//! runner with their output merged, as a terminal would show it.
 
 use std::ffi::OsString;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Result;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 
 use crate::config::Layout;
+use crate::interrupt::Stop;
 use crate::plan::{Job, JobKind};
+use crate::process::{self, Finished};
 
 /// The external commands, resolved to paths.
 #[derive(Debug, Clone)]
@@ -23,17 +21,8 @@ pub struct Tools {
     pub dkms: PathBuf,
     /// The depmod program.
     pub depmod: PathBuf,
-}
-
-/// A finished command: exit code (`None` if killed by a signal) and its merged output.
-#[derive(Debug, Clone)]
-pub struct Captured {
-    pub code: Option<i32>,
-    pub output: String,
-    /// Killed because it ran longer than the job timeout.
-    pub timed_out: bool,
-    /// Killed because dkms-hook was asked to stop (SIGINT/SIGTERM).
-    pub interrupted: bool,
+    /// The run's lock, kept open in every dkms and depmod (see `process`).
+    pub lock_fd: Option<RawFd>,
 }
 
 /// When to give up on a running command.
@@ -42,19 +31,19 @@ pub struct Limits<'a> {
     /// Kill the command after this long.
     pub timeout: Option<Duration>,
     /// Kill the command as soon as this is set.
-    pub stop: &'a AtomicBool,
+    pub stop: &'a Stop,
 }
 
 impl Tools {
     /// Resolves both commands (a bare name is looked up in PATH, then /usr/sbin and /usr/bin).
-    pub fn resolve(dkms: &Path, depmod: &Path) -> Result<Tools> {
+    pub fn resolve(dkms: &Path, depmod: &Path, lock_fd: Option<RawFd>) -> Result<Tools> {
         let dkms = find_program(dkms).map_err(|why| {
             anyhow::anyhow!("dkms not found ({why}): install the dkms package or set --dkms / `dkms` in the config")
         })?;
         let depmod = find_program(depmod).map_err(|why| {
             anyhow::anyhow!("depmod not found ({why}): install kmod or set --depmod / `depmod` in the config")
         })?;
-        Ok(Tools { dkms, depmod })
+        Ok(Tools { dkms, depmod, lock_fd })
     }
 
     /// Runs dkms with `args` (an action and its arguments), relocated into `layout`'s root
@@ -65,7 +54,7 @@ impl Tools {
         mut args: Vec<OsString>,
         make_jobs: Option<usize>,
         limits: Limits,
-    ) -> Result<Captured, String> {
+    ) -> Result<Finished, String> {
         // Without --verbose, dkms (3.0 to 3.4) runs each long step beside a background
         // `sleep 3` progress loop whose teardown races: now and then dkms waits out the sleep.
         // Its output is captured anyway, and --verbose turns the loop off.
@@ -82,22 +71,29 @@ impl Tools {
         // real tree's key too.
         let (key, cert) = signing_key(layout);
         cmd.env("mok_signing_key", key).env("mok_certificate", cert);
-        capture(cmd, limits).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
+        self.run(cmd, limits).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
     }
 
     /// Runs depmod for one kernel; the error holds its output.
     pub fn depmod(&self, layout: &Layout, kver: &str, limits: Limits) -> Result<(), String> {
         let mut cmd = Command::new(&self.depmod);
         cmd.args(depmod_args(layout, kver));
-        match capture(cmd, limits) {
-            Ok(Captured { code: Some(0), .. }) => Ok(()),
-            Ok(Captured { code, output, .. }) => Err(format!(
+        match self.run(cmd, limits) {
+            Ok(done) if done.code() == Some(0) => Ok(()),
+            Ok(done) => Err(format!(
                 "depmod for {kver} failed ({}): {}",
-                code.map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
-                output.trim()
+                done.code().map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
+                done.text().trim()
             )),
             Err(e) => Err(format!("failed to run {}: {e}", self.depmod.display())),
         }
+    }
+
+    /// Runs a dkms or depmod command line, holding the run's lock, within `limits`.
+    fn run(&self, cmd: Command, limits: Limits) -> std::io::Result<Finished> {
+        let opts =
+            process::Options { timeout: limits.timeout, keep_open: self.lock_fd, ..process::Options::new(limits.stop) };
+        process::run(cmd, &opts)
     }
 }
 
@@ -170,57 +166,6 @@ pub fn depmod_args(layout: &Layout, kver: &str) -> Vec<OsString> {
     args.push(kver.into());
     args
 }
-
-/// Runs a command with stdin closed and stdout+stderr merged into one captured pipe, in its
-/// own process group so that it can be stopped as a whole (dkms runs make, which runs gcc…).
-fn capture(mut cmd: Command, limits: Limits) -> std::io::Result<Captured> {
-    let (mut reader, writer) = std::io::pipe()?;
-    cmd.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
-    let mut child = cmd.spawn()?;
-    // The parent's copies of the write end go with `cmd`: reading ends when the group exits.
-    drop(cmd);
-    let pgid = Pid::from_raw(child.id() as i32);
-    let collector = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = reader.read_to_end(&mut bytes);
-        bytes
-    });
-    let started = Instant::now();
-    let mut timed_out = false;
-    let mut interrupted = false;
-    let mut term_sent: Option<Instant> = None;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        let over = limits.timeout.is_some_and(|t| started.elapsed() > t);
-        let stop = limits.stop.load(Ordering::Relaxed);
-        match term_sent {
-            None if over || stop => {
-                timed_out = over;
-                interrupted = stop;
-                let _ = killpg(pgid, Signal::SIGTERM);
-                term_sent = Some(Instant::now());
-            }
-            Some(at) if at.elapsed() > KILL_GRACE => {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
-            _ => {}
-        }
-        std::thread::sleep(POLL);
-    };
-    // Whatever of the group is left must not outlive the command: a grandchild that ignored
-    // SIGTERM, or dkms 3.2's progress indicator (a background `sleep 3` that would keep the
-    // output pipe open, and us reading it, for seconds after dkms exited).
-    let _ = killpg(pgid, Signal::SIGKILL);
-    let bytes = collector.join().unwrap_or_default();
-    Ok(Captured { code: status.code(), output: String::from_utf8_lossy(&bytes).into_owned(), timed_out, interrupted })
-}
-
-/// How often a running command is checked for a timeout or a stop request.
-const POLL: Duration = Duration::from_millis(1);
-/// How long a stopped command gets between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Finds an executable: a path with `/` as given, a bare name in PATH or the sbin dirs.
 fn find_program(program: &Path) -> Result<PathBuf, String> {

@@ -19,14 +19,16 @@ mod vermagic;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Layout;
 use crate::plan::{Job, JobKind, ModuleId, Plan};
+use command::Limits;
 pub use command::Tools;
-use command::{Captured, Limits};
+
+use crate::interrupt::Stop;
+use crate::process::Finished;
 
 /// What became of one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +114,7 @@ pub struct Runner<'a> {
     /// A dkms call running longer than this is killed (its whole process group) and failed.
     pub timeout: Option<Duration>,
     /// Set (by a signal handler) to stop: no new jobs start, running dkms are terminated.
-    pub stop: &'a AtomicBool,
+    pub stop: &'a Stop,
 }
 
 /// How a job runs.
@@ -152,7 +154,7 @@ impl Runner<'_> {
 
         std::thread::scope(|scope| loop {
             // Settle jobs that can no longer run: a failed dependency, or a stop request.
-            let stopping = self.stop.load(std::sync::atomic::Ordering::Relaxed);
+            let stopping = self.stop.is_set();
             for i in 0..total {
                 if started[i] {
                     continue;
@@ -234,7 +236,7 @@ impl Runner<'_> {
         self.tidy(plan);
         // depmod is quick and leaves the kernel consistent with what was installed, so it runs
         // to the end even after a stop request (only the timeout applies).
-        let never = AtomicBool::new(false);
+        let never = Stop::new();
         let limits = Limits { timeout: self.timeout, stop: &never };
         let depmods: Vec<(&String, Result<Duration, String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = plan
@@ -338,23 +340,23 @@ impl Runner<'_> {
             Ok(c) => c,
             Err(error) => return Outcome::ExecFailed { error },
         };
-        output.push_str(&captured.output);
+        output.push_str(&captured.text());
         self.judge(job, &captured, started, log)
     }
 
-    fn judge(&self, job: &Job, captured: &Captured, started: Instant, log: &Path) -> Outcome {
+    fn judge(&self, job: &Job, captured: &Finished, started: Instant, log: &Path) -> Outcome {
         if captured.interrupted {
             return Outcome::Interrupted;
         }
         if captured.timed_out {
             return Outcome::TimedOut { after: started.elapsed() };
         }
-        match (captured.code, &job.kind) {
+        match (captured.code(), &job.kind) {
             (Some(0), JobKind::Install { kernel }) if !self.is_installed(job, kernel) => Outcome::Failed {
                 code: Some(0),
                 meaning: "dkms reported success, but the module is not installed (a full or read-only disk?)",
                 log: None,
-                tail: excerpt(&captured.output, TAIL_LINES),
+                tail: excerpt(&captured.text(), TAIL_LINES),
             },
             (Some(0), JobKind::Install { kernel }) => match self.check_vermagic(job, kernel) {
                 Ok(wrong @ Outcome::WrongKernel { .. }) => {
@@ -365,7 +367,7 @@ impl Runner<'_> {
                 Ok(other) => other,
                 Err(damage) => {
                     self.undo_install(job);
-                    let mut tail = excerpt(&captured.output, TAIL_LINES);
+                    let mut tail = excerpt(&captured.text(), TAIL_LINES);
                     tail.push(damage);
                     Outcome::Failed {
                         code: Some(0),
@@ -385,7 +387,7 @@ impl Runner<'_> {
                 let log = (log.is_file() && modified_since(log, started)).then(|| log.to_path_buf());
                 let text = match &log {
                     Some(l) => std::fs::read_to_string(l).unwrap_or_default(),
-                    None => captured.output.clone(),
+                    None => captured.text(),
                 };
                 Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&text, TAIL_LINES) }
             }
@@ -419,11 +421,11 @@ impl Runner<'_> {
                 return Outcome::ExecFailed { error };
             }
         };
-        output.push_str(&captured.output);
+        output.push_str(&captured.text());
         // A private build is only built, not installed. A failed build's private tree stays
         // (its make.log is named in the report and copied into dkms-hook's log) until the next
         // run takes the lock; any other outcome needs nothing of it.
-        let failure = match captured.code {
+        let failure = match captured.code() {
             _ if captured.interrupted => Some(Outcome::Interrupted),
             _ if captured.timed_out => Some(Outcome::TimedOut { after: started.elapsed() }),
             Some(0) if built.is_dir() => None,
@@ -431,11 +433,11 @@ impl Runner<'_> {
                 code: Some(0),
                 meaning: "dkms reported success, but built nothing (a full or read-only disk?)",
                 log: None,
-                tail: excerpt(&captured.output, TAIL_LINES),
+                tail: excerpt(&captured.text(), TAIL_LINES),
             }),
             Some(77) => Some(Outcome::Skipped),
             code => {
-                let text = std::fs::read_to_string(&log).unwrap_or_else(|_| captured.output.clone());
+                let text = std::fs::read_to_string(&log).unwrap_or_else(|_| captured.text());
                 let log = log.is_file().then(|| log.clone());
                 return Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&text, TAIL_LINES) };
             }
@@ -450,9 +452,9 @@ impl Runner<'_> {
             let args = command::add_args(self.layout, job);
             let added = self.tools.dkms(self.layout, args, None, limits);
             match added {
-                Ok(c) if c.code == Some(0) || c.code == Some(3) => output.push_str(&c.output),
+                Ok(c) if c.code() == Some(0) || c.code() == Some(3) => output.push_str(&c.text()),
                 Ok(c) => {
-                    output.push_str(&c.output);
+                    output.push_str(&c.text());
                     return self.judge(job, &c, started, &log);
                 }
                 Err(error) => return Outcome::ExecFailed { error },
@@ -495,11 +497,11 @@ impl Runner<'_> {
         let Some(kernel) = job.kernel() else { return };
         let remove =
             Job { kind: JobKind::Remove { kernel: kernel.to_owned() }, module: job.module.clone(), after: vec![] };
-        let never = AtomicBool::new(false);
+        let never = Stop::new();
         let limits = Limits { timeout: self.timeout, stop: &never };
         match self.tools.dkms(self.layout, command::dkms_args(self.layout, &remove), None, limits) {
-            Ok(c) if c.code == Some(0) => {}
-            Ok(c) => log::warn!("could not remove {remove}: dkms exit {:?}: {}", c.code, c.output.trim()),
+            Ok(c) if c.code() == Some(0) => {}
+            Ok(c) => log::warn!("could not remove {remove}: dkms exit {:?}: {}", c.code(), c.text().trim()),
             Err(e) => log::warn!("could not remove {remove}: {e}"),
         }
     }
@@ -524,12 +526,17 @@ impl Runner<'_> {
     }
 
     /// dkms removes modules but can leave `updates/dkms/` and `updates/` empty; an empty
-    /// directory we leave would keep a removed kernel's module directory alive.
+    /// directory we leave would keep a removed kernel's module directory alive, and the module
+    /// directory of a kernel that is gone is then empty too.
     fn tidy(&self, plan: &Plan) {
         for job in &plan.jobs {
             if let JobKind::Remove { kernel } = &job.kind {
                 let kdir = self.layout.kernel_dir(kernel);
-                for dir in [kdir.join("updates/dkms"), kdir.join("updates")] {
+                let mut dirs = vec![kdir.join("updates/dkms"), kdir.join("updates")];
+                if plan.gone_kernels.contains(kernel) {
+                    dirs.push(kdir);
+                }
+                for dir in dirs {
                     // remove_dir only removes an empty directory: nothing of anyone's is lost.
                     let _ = std::fs::remove_dir(dir);
                 }
@@ -541,7 +548,7 @@ impl Runner<'_> {
 /// Where private dkms trees live: dkms-hook's own directory beside the dkms tree, on the same
 /// file system so a finished build moves in with one rename.
 fn private_root(layout: &Layout) -> PathBuf {
-    layout.root.join("var/lib/dkms-hook/build")
+    layout.own_dir().join("build")
 }
 
 /// Deletes private build trees an interrupted run left behind (call with the lock held).

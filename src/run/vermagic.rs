@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::interrupt::Stop;
+use crate::process::{self, Output};
+
 /// The vermagic string of a module file, e.g. `6.12.1-arch1-1 SMP preempt mod_unload`.
 pub fn read(path: &Path) -> Result<String, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -19,15 +22,15 @@ pub fn read(path: &Path) -> Result<String, String> {
     let bytes = match tool {
         None => std::fs::read(path).map_err(|e| e.to_string())?,
         Some(tool) => {
-            let out = Command::new(tool)
-                .args(["-dc", "--"])
-                .arg(path)
-                .output()
-                .map_err(|e| format!("failed to run {tool}: {e}"))?;
-            if !out.status.success() {
+            let mut cmd = Command::new(tool);
+            cmd.args(["-dc", "--"]).arg(path);
+            let never = Stop::new();
+            let opts = process::Options { output: Output::Separate, ..process::Options::new(&never) };
+            let done = process::run(cmd, &opts).map_err(|e| format!("failed to run {tool}: {e}"))?;
+            if !done.status.success() {
                 return Err(format!("{tool} could not decompress it"));
             }
-            out.stdout
+            done.stdout
         }
     };
     find(&bytes).ok_or_else(|| "no vermagic in the module".to_owned())

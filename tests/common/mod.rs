@@ -17,6 +17,8 @@
 
 #![allow(dead_code)]
 
+pub mod skip;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
@@ -466,6 +468,23 @@ impl TestRoot {
             })
             .collect();
         Run { args: args.iter().map(|s| s.as_ref().to_owned()).collect(), code: status.code(), stdout, stderr, calls }
+    }
+
+    /// The root's lock, `R/var/lib/dkms-hook/lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path("var/lib/dkms-hook/lock")
+    }
+
+    /// Takes the root's lock in the test process (with the test's PID in it), as a running
+    /// dkms-hook would; held until the returned file is dropped. Deterministic: when this returns,
+    /// the lock is held.
+    pub fn hold_lock(&self) -> fs::File {
+        let path = self.lock_path();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut file = fs::File::options().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        file.try_lock().expect("the lock is free");
+        writeln!(file, "{}", std::process::id()).unwrap();
+        file
     }
 
     /// Every file, directory and symlink under `R` with its content or target, to compare before

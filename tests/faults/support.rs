@@ -1,7 +1,7 @@
 //! Helpers shared by the reliability tests (bad input, safety, faults, concurrency), on top of
 //! the common test environment: message and snapshot assertions, running the binary as an
-//! unprivileged user, mounts that are undone on drop, a small seeded PRNG, and the rule that
-//! set-up needing root must fail loudly in CI (`CI=true`) rather than skip.
+//! unprivileged user, mounts that are undone on drop, and a small seeded PRNG. Set-up that needs
+//! root follows the common skip rule (`common::skip`).
 
 #![allow(dead_code)]
 
@@ -17,21 +17,7 @@ use crate::common::{snapshot_diff, Entry, Run, TestRoot};
 
 /// dkms-hook's own files below the root (lock, state, private build trees, logs): they may
 /// change in any run; everything else only as a test allows.
-pub const OWN_FILES: [&str; 5] = ["run/", "run", "var/lib/dkms-hook", "var/log/dkms-hook", "var/log"];
-
-/// True in CI, where nothing may be skipped.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Set-up that cannot be done: a panic in CI, a printed skip elsewhere (the caller returns).
-#[track_caller]
-pub fn unavailable(why: &str) {
-    if in_ci() {
-        panic!("required test set-up is unavailable in CI: {why}");
-    }
-    eprintln!("SKIPPED (not in CI): {why}");
-}
+pub const OWN_FILES: [&str; 3] = ["var/lib/dkms-hook", "var/log/dkms-hook", "var/log"];
 
 /// The one output line holding all `needles`; panics (showing the run) unless there is
 /// exactly one.
@@ -136,11 +122,9 @@ pub fn run_as_nobody(t: &TestRoot, args: &[&str], stdin: &[u8]) -> Run {
 
 /// `dkms-hook ARGS…` exactly as given, as user `nobody` (uid/gid 65534, no groups).
 pub fn run_bin_as_nobody(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+    assert!(nix::unistd::geteuid().is_root(), "running as nobody needs root: check `skip::root_missing()` first");
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(bin()).args(args);
-    if !nix::unistd::geteuid().is_root() {
-        unavailable("running as nobody needs root");
-    }
     spawn_and_wait(cmd, args, stdin, env, Duration::from_secs(60))
 }
 

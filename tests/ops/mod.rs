@@ -113,12 +113,23 @@ pub struct Background {
 
 /// Starts `dkms-hook ARGV…` in the background, with the fakes' environment, output to files.
 pub fn spawn(t: &TestRoot, argv: &[String], name: &str) -> Background {
+    spawn_from(t, argv, Stdio::null(), name)
+}
+
+/// Like [`spawn`], with `stdin` (a hook's targets) on its standard input.
+pub fn spawn_with_stdin(t: &TestRoot, argv: &[String], stdin: &str, name: &str) -> Background {
+    let path = t.scratch().join(format!("{name}.stdin"));
+    fs::write(&path, stdin).unwrap();
+    spawn_from(t, argv, fs::File::open(&path).unwrap().into(), name)
+}
+
+fn spawn_from(t: &TestRoot, argv: &[String], stdin: Stdio, name: &str) -> Background {
     let out = t.scratch().join(format!("{name}.stdout"));
     let err = t.scratch().join(format!("{name}.stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dkms-hook"));
     cmd.args(argv)
         .current_dir(t.scratch())
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(fs::File::create(&out).unwrap())
         .stderr(fs::File::create(&err).unwrap())
         .env_remove("RUST_LOG")
@@ -169,22 +180,4 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Holds `R/run/dkms-hook.lock` from the test process (with the test's PID in it), as a running
-/// dkms-hook would.
-pub fn hold_lock(t: &TestRoot) -> nix::fcntl::Flock<fs::File> {
-    use std::io::Write;
-    fs::create_dir_all(t.path("run")).unwrap();
-    let file = fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(t.path("run/dkms-hook.lock"))
-        .unwrap();
-    let mut lock =
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
-    writeln!(lock, "{}", std::process::id()).unwrap();
-    lock
 }

@@ -1,0 +1,55 @@
+//! `dkms-hook install` and `dkms-hook remove`, the commands pacman's hooks run: the paths pacman
+//! matched arrive on stdin, become targets, and the plan for them runs in a session.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::config::{Config, Operation};
+use crate::plan;
+use crate::report::{Heading, Reporter};
+use crate::session::{Begun, Session};
+use crate::targets::Targets;
+
+/// Runs the hook command for `operation` with the targets on stdin.
+pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
+    let targets = read_targets()?;
+    for line in &targets.ignored {
+        log::info!("ignoring target {line:?}");
+    }
+    if targets.is_empty() {
+        Reporter::new(config.verbosity).no_targets();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let session = match Session::begin(config)? {
+        Begun::Stopped(code) => return Ok(code),
+        Begun::Ready(session) => session,
+    };
+    // A removal looks only at the module sources among its targets.
+    let only: Option<&BTreeSet<String>> = match operation {
+        Operation::Install => None,
+        Operation::Remove { .. } => Some(&targets.module_dirs),
+    };
+    let inventory = session.inventory(only)?;
+    let plan = plan::plan(operation, &targets, &inventory);
+    let heading = match operation {
+        Operation::Install => Heading::Install,
+        Operation::Remove { .. } => Heading::Remove,
+    };
+    session.run(heading, &inventory, plan)
+}
+
+/// Reads and parses stdin; a terminal there means a person ran the hook command by hand.
+fn read_targets() -> Result<Targets> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        anyhow::bail!(
+            "no targets: dkms-hook reads the paths pacman passes to its hooks on stdin (e.g. `echo usr/src/NAME-VERSION/dkms.conf | dkms-hook install`); to repair the system, run `dkms-hook sync`"
+        );
+    }
+    let mut input = Vec::new();
+    stdin.lock().read_to_end(&mut input).context("failed to read targets from stdin")?;
+    Ok(Targets::parse(&input))
+}

@@ -1,0 +1,325 @@
+//! The one place where dkms-hook starts other programs: dkms and depmod for jobs, bash reading a
+//! dkms.conf, decompressors for the vermagic check. Every program runs the same way:
+//!
+//! - stdin closed, in its own process group, so it can be stopped as a whole (dkms runs make,
+//!   which runs gcc…), and whatever of the group is still there when the program exits is killed
+//!   (a background `sleep` of dkms's progress loop, something a dkms.conf started);
+//! - output captured (merged like a terminal shows it, or stdout and stderr apart), each stream
+//!   capped, read by threads so a chatty program never blocks on a full pipe; output a process
+//!   that left the group keeps open is given up on after [`DRAIN`];
+//! - waited for without periodic wake-ups: a pidfd and the stop request's pipe are polled with the
+//!   time limit as the timeout. A time limit or a stop request sends SIGTERM to the group, and
+//!   SIGKILL after [`KILL_GRACE`];
+//! - optionally holding the run's lock: the lock's file descriptor stays open in the program (and
+//!   everything it starts), so even if dkms-hook dies by SIGKILL, no later run takes the lock while
+//!   a dkms or make it started may still write to the dkms tree.
+
+use std::io::Read;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::interrupt::Stop;
+
+/// How long a stopped program gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long output may stay open after the program exited and its group was killed.
+pub const DRAIN: Duration = Duration::from_secs(2);
+/// Without a pidfd (kernels before 5.3), how often the program is checked.
+const FALLBACK_CHECK: Duration = Duration::from_millis(50);
+
+/// How to capture a program's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// stdout and stderr into one stream (`Finished::stdout`), in the order written.
+    Merged,
+    /// stdout and stderr apart.
+    Separate,
+}
+
+/// How a program runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub output: Output,
+    /// Keep at most this many bytes of each stream (the rest is read and dropped).
+    pub cap: usize,
+    /// Stop the program after this long.
+    pub timeout: Option<Duration>,
+    /// Stop the program as soon as this is set.
+    pub stop: &'a Stop,
+    /// A file descriptor the program inherits (the run's lock); everything else is close-on-exec.
+    pub keep_open: Option<RawFd>,
+}
+
+impl<'a> Options<'a> {
+    /// Merged output, no cap beyond 64 MiB, no time limit, stopping with `stop`.
+    pub fn new(stop: &'a Stop) -> Self {
+        Options { output: Output::Merged, cap: 64 << 20, timeout: None, stop, keep_open: None }
+    }
+}
+
+/// A program that ran.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExitStatus,
+    /// stdout, or all output with [`Output::Merged`].
+    pub stdout: Vec<u8>,
+    /// stderr with [`Output::Separate`].
+    pub stderr: Vec<u8>,
+    /// Stopped because it ran longer than the time limit.
+    pub timed_out: bool,
+    /// Stopped because a stop was requested.
+    pub interrupted: bool,
+    /// Something it started left its process group and kept the output open: what it wrote after
+    /// [`DRAIN`] is lost.
+    pub escaped: bool,
+}
+
+impl Finished {
+    /// The exit code, `None` when killed by a signal.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The captured output as text (stdout, or everything with [`Output::Merged`]).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `cmd` as described by `opts` and waits for it. An error means it could not be started.
+pub fn run(mut cmd: Command, opts: &Options) -> std::io::Result<Finished> {
+    cmd.stdin(Stdio::null()).process_group(0);
+    let mut readers = Vec::new();
+    match opts.output {
+        Output::Merged => {
+            let (reader, writer) = std::io::pipe()?;
+            cmd.stdout(writer.try_clone()?).stderr(writer);
+            readers.push(Box::new(reader) as Box<dyn Read + Send>);
+        }
+        Output::Separate => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    if let Some(fd) = opts.keep_open {
+        // SAFETY: only fcntl(2), which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                if flags >= 0 {
+                    nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
+                }
+                Ok(())
+            })
+        };
+    }
+    let mut child = cmd.spawn()?;
+    // The parent's copies of the write ends go with `cmd`: reading ends when the group exits.
+    drop(cmd);
+    if let Some(out) = child.stdout.take() {
+        readers.push(Box::new(out));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(Box::new(err));
+    }
+    let streams: Vec<Stream> = readers.into_iter().map(|r| Stream::read(r, opts.cap)).collect();
+
+    let group = Pid::from_raw(child.id() as i32);
+    let waited = wait(&mut child, group, opts);
+    // Whatever of the group is left must not outlive the program.
+    let _ = killpg(group, Signal::SIGKILL);
+    let (status, timed_out, interrupted) = waited?;
+    let deadline = Instant::now() + DRAIN;
+    let mut escaped = false;
+    let mut outputs = streams.into_iter().map(|s| {
+        let (bytes, complete) = s.finish(deadline);
+        escaped |= !complete;
+        bytes
+    });
+    let stdout = outputs.next().unwrap_or_default();
+    let stderr = outputs.next().unwrap_or_default();
+    Ok(Finished { status, stdout, stderr, timed_out, interrupted, escaped })
+}
+
+/// Waits for `child`, stopping its group on a time limit or a stop request. Returns its status
+/// and whether it was stopped for the time limit or the request.
+fn wait(child: &mut std::process::Child, group: Pid, opts: &Options) -> std::io::Result<(ExitStatus, bool, bool)> {
+    let pidfd = pidfd_open(child.id());
+    let started = Instant::now();
+    let (mut timed_out, mut interrupted) = (false, false);
+    let mut term_sent: Option<Instant> = None;
+    let mut kill_sent = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, timed_out, interrupted));
+        }
+        let now = Instant::now();
+        let over = opts.timeout.is_some_and(|t| now.duration_since(started) >= t);
+        match term_sent {
+            None if over || opts.stop.is_set() => {
+                timed_out = over;
+                interrupted = !over;
+                let _ = killpg(group, Signal::SIGTERM);
+                term_sent = Some(now);
+                continue;
+            }
+            Some(at) if !kill_sent && now.duration_since(at) >= KILL_GRACE => {
+                let _ = killpg(group, Signal::SIGKILL);
+                kill_sent = true;
+                continue;
+            }
+            _ => {}
+        }
+        // Sleep until the program exits, a stop is requested (only worth waking for before the
+        // group was told to stop), or the next deadline.
+        let deadline = match term_sent {
+            None => opts.timeout.map(|t| started + t),
+            Some(_) if kill_sent => None,
+            Some(at) => Some(at + KILL_GRACE),
+        };
+        let mut left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut fds = Vec::with_capacity(2);
+        match &pidfd {
+            Some(fd) => fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
+            None => left = Some(left.map_or(FALLBACK_CHECK, |l| l.min(FALLBACK_CHECK))),
+        }
+        if term_sent.is_none() {
+            match opts.stop.waker() {
+                Some(waker) => fds.push(PollFd::new(waker, PollFlags::POLLIN)),
+                None => left = Some(left.map_or(FALLBACK_CHECK, |l| l.min(FALLBACK_CHECK))),
+            }
+        }
+        let timeout = match left {
+            None => PollTimeout::NONE,
+            // Rounded up, so a deadline is never missed by waking just before it.
+            Some(l) => PollTimeout::try_from(l.as_millis().saturating_add(1).min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX),
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A file descriptor that polls readable when process `pid` exits (Linux ≥ 5.3).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new file descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a file descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// One output stream, read on its own thread into a shared buffer.
+struct Stream {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Stream {
+    fn read(mut pipe: Box<dyn Read + Send>, cap: usize) -> Stream {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let sink = Arc::clone(&buffer);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut kept = sink.lock().unwrap_or_else(|e| e.into_inner());
+                        let room = cap.saturating_sub(kept.len());
+                        kept.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+        Stream { buffer, done }
+    }
+
+    /// What was read by `deadline`, and whether the stream ended by then.
+    fn finish(self, deadline: Instant) -> (Vec<u8>, bool) {
+        let complete = self.done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok();
+        let bytes = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+        (bytes, complete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn captures_merged_and_separate_output_and_the_exit_code() {
+        let stop = Stop::new();
+        let done = run(sh("echo out; echo err >&2; exit 3"), &Options::new(&stop)).unwrap();
+        assert_eq!((done.code(), done.text().as_str()), (Some(3), "out\nerr\n"));
+        let opts = Options { output: Output::Separate, cap: 2, ..Options::new(&stop) };
+        let done = run(sh("echo out; echo err >&2"), &opts).unwrap();
+        assert_eq!((done.stdout.as_slice(), done.stderr.as_slice()), (&b"ou"[..], &b"er"[..]));
+        assert!(!done.timed_out && !done.interrupted && !done.escaped);
+    }
+
+    #[test]
+    fn a_time_limit_stops_the_whole_group() {
+        let stop = Stop::new();
+        let opts = Options { timeout: Some(Duration::from_millis(200)), ..Options::new(&stop) };
+        let started = Instant::now();
+        // The grandchild would keep the output open for a minute if the group were not stopped.
+        let done = run(sh("sleep 60 & sleep 60"), &opts).unwrap();
+        assert!(done.timed_out && !done.interrupted && done.code().is_none(), "{done:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_stop_request_wakes_the_wait_at_once() {
+        let stop = Arc::new(Stop::new());
+        let setter = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            setter.set();
+        });
+        let started = Instant::now();
+        let done = run(sh("sleep 60"), &Options::new(&stop)).unwrap();
+        assert!(done.interrupted && !done.timed_out, "{done:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn output_kept_open_by_an_escaped_process_is_given_up_on() {
+        let stop = Stop::new();
+        let started = Instant::now();
+        let done = run(sh("echo before; setsid sleep 5 & sleep 0.3; exit 0"), &Options::new(&stop)).unwrap();
+        assert!(done.escaped && done.text().starts_with("before"), "{done:?}");
+        assert!(started.elapsed() < DRAIN + Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn only_the_kept_descriptor_is_inherited() {
+        let stop = Stop::new();
+        let kept = std::fs::File::open("/dev/null").unwrap();
+        let other = std::fs::File::open("/dev/null").unwrap();
+        let (k, o) = (kept.as_raw_fd(), other.as_raw_fd());
+        let script = format!("[ -e /proc/self/fd/{k} ] && echo kept; [ -e /proc/self/fd/{o} ] && echo other; true");
+        let opts = Options { keep_open: Some(k), ..Options::new(&stop) };
+        assert_eq!(run(sh(&script), &opts).unwrap().text(), "kept\n");
+        // And it stays close-on-exec in this process for every other program.
+        assert_eq!(run(sh(&script), &Options::new(&stop)).unwrap().text(), "");
+    }
+}

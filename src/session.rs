@@ -1,0 +1,154 @@
+//! What every command that changes the system does around its plan, in one place, so the hooks
+//! and `sync` cannot drift apart: check that we may change the system (root), handle stopping
+//! signals, take the root's lock and clear what an interrupted run left half-written, read the
+//! inventory, drop what the configuration excludes, and run the plan with every finished job
+//! going to its log, the state file and the reporter.
+//!
+//! A dry run does the reading and planning the same way, but takes no lock, needs no root and
+//! prints the plan instead of running it.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::config::Config;
+use crate::inventory::{Evaluate, Inventory};
+use crate::lock::{self, Lock};
+use crate::logs::Logs;
+use crate::plan::Plan;
+use crate::report::{Heading, Reporter};
+use crate::run::{self, Event, Outcome, Runner, Tools};
+use crate::state::{self, State};
+use crate::{exclude, interrupt};
+
+/// A command's session with the system it changes.
+pub struct Session<'c> {
+    config: &'c Config,
+    reporter: Reporter,
+    /// `None` in a dry run.
+    lock: Option<Lock>,
+}
+
+/// How beginning a session ended.
+pub enum Begun<'c> {
+    Ready(Session<'c>),
+    /// A signal arrived while waiting for the lock: exit with this status, nothing was done.
+    Stopped(ExitCode),
+}
+
+impl<'c> Session<'c> {
+    /// Checks for root, handles stopping signals, takes the lock and clears what an interrupted
+    /// run left (private build trees, temporary state files). A dry run does none of it.
+    pub fn begin(config: &'c Config) -> Result<Begun<'c>> {
+        let reporter = Reporter::new(config.verbosity);
+        if config.dry_run {
+            return Ok(Begun::Ready(Session { config, reporter, lock: None }));
+        }
+        if !config.layout.is_relocated() && !nix::unistd::geteuid().is_root() {
+            anyhow::bail!("dkms-hook changes /usr/lib/modules and the dkms tree: run it as root (pacman does)");
+        }
+        interrupt::install()?;
+        // Not a pacman root (a wrong --root): fail before creating anything in it.
+        crate::inventory::pacman::check_database(&config.layout)?;
+        let path = config.layout.lock_file();
+        let waiting = |holder: &lock::Holder| reporter.waiting(holder, &path, config.lock_timeout);
+        let lock = match lock::acquire(&path, config.lock_timeout, &interrupt::STOP, waiting) {
+            Ok(lock) => lock,
+            Err(lock::LockError::Stopped { .. }) => {
+                reporter.stopped_waiting();
+                let status = interrupt::received().map_or(130, interrupt::exit_status);
+                return Ok(Begun::Stopped(ExitCode::from(status)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // With the lock held, whatever an interrupted run left half-written is ours to drop.
+        run::clear_private_trees(&config.layout);
+        state::remove_stale_temporaries(&config.layout.state_file());
+        Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))
+    }
+
+    /// The reporter, the only writer of stdout.
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    /// Reads the system; with `only`, just those module sources (what a removal needs).
+    pub fn inventory(&self, only: Option<&BTreeSet<String>>) -> Result<Inventory> {
+        let layout = &self.config.layout;
+        let inventory = match only {
+            Some(dirs) => Inventory::read_some(layout, dirs, Evaluate::AsDkmsWould)?,
+            None => Inventory::read(layout, Evaluate::AsDkmsWould)?,
+        };
+        log::debug!("{inventory:#?}");
+        Ok(inventory)
+    }
+
+    /// Shows the plan's notices, drops what the configuration excludes, and runs it (or, in a
+    /// dry run, prints it). Returns the exit status.
+    pub fn run(&self, heading: Heading, inventory: &Inventory, plan: Plan) -> Result<ExitCode> {
+        let (plan, excluded) = exclude::apply(plan, &self.config.excludes);
+        self.reporter.excluded(&excluded);
+        self.reporter.notices(&plan);
+        if self.config.dry_run {
+            self.reporter.dry_run(&plan);
+            return Ok(self.reporter.finish(&plan, &run::Stats::default()));
+        }
+        self.reporter.start(heading, &plan);
+        if plan.jobs.is_empty() && plan.depmod.is_empty() {
+            return Ok(self.reporter.finish(&plan, &run::Stats::default()));
+        }
+        self.execute(inventory, &plan)
+    }
+
+    /// Runs a plan: every finished job goes to the reporter, its log and the state file.
+    fn execute(&self, inventory: &Inventory, plan: &Plan) -> Result<ExitCode> {
+        let config = self.config;
+        let tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
+        run::preflight(&config.layout)?;
+        let state_file = config.layout.state_file();
+        let mut state = State::load_or_warn(&state_file);
+        // Forget pairs that no longer exist, so the file does not grow forever.
+        state.retain(|m, v, k| {
+            inventory.kernels.contains_key(k)
+                && (inventory.tree.entries.contains_key(&(m.to_owned(), v.to_owned()))
+                    || inventory.sources.values().any(|s| s.conf.as_ref().is_ok_and(|c| c.name == m && c.version == v)))
+        });
+        let logs = Logs::new(&config.log_dir, config.keep_logs);
+        let runner = Runner {
+            tools: &tools,
+            layout: &config.layout,
+            jobs: config.jobs,
+            timeout: config.job_timeout,
+            stop: &interrupt::STOP,
+        };
+        let mut state_error = None;
+        let stats = runner.run(plan, &mut |event| {
+            let Event::JobFinished { job, result, .. } = &event else {
+                self.reporter.event(event);
+                return;
+            };
+            let (job, result) = (*job, *result);
+            let log = logs.write(job, result);
+            state.record(job, &result.outcome, log.as_deref(), state::now());
+            if let Err(e) = state.save(&state_file) {
+                state_error.get_or_insert(e);
+            }
+            self.reporter.event(event);
+            let failed = result.outcome.is_failure() && result.outcome != Outcome::Interrupted;
+            if let (true, Some(log)) = (failed, &log) {
+                self.reporter.job_log(log);
+            }
+        });
+        logs.prune();
+        if let Some(e) = state_error {
+            log::warn!("{e:#}: `dkms-hook status` may not explain every failure");
+        }
+        let code = self.reporter.finish(plan, &stats);
+        if let Some(signal) = interrupt::received() {
+            self.reporter.stopped(signal, stats.interrupted);
+            return Ok(ExitCode::from(interrupt::exit_status(signal)));
+        }
+        Ok(code)
+    }
+}
