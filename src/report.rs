@@ -223,7 +223,7 @@ fn describe(outcome: &Outcome, duration: Duration) -> String {
             Some(c) => format!("failed in {took}: dkms exit {c}, {meaning}"),
             None => format!("failed in {took}: dkms {meaning}"),
         },
-        Outcome::WrongKernel { module, vermagic } => format!(
+        Outcome::WrongVermagic { module, vermagic } => format!(
             "failed: built for the wrong kernel: {} has vermagic {vermagic} (its build uses another kernel, \
              e.g. `uname -r`): report it to the module's packager",
             module.display()
@@ -266,7 +266,7 @@ mod tests {
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
         assert_eq!(describe(&failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
-        let wrong = Outcome::WrongKernel { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
+        let wrong = Outcome::WrongVermagic { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
         assert!(describe(&wrong, d).contains("wrong kernel") && describe(&wrong, d).contains("vermagic 6.1-y SMP"));
         assert_eq!(count(1, "job"), "1 job");
         assert_eq!(count(3, "job"), "3 jobs");

@@ -152,7 +152,7 @@ pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
     match outcome {
         Outcome::Installed | Outcome::Removed | Outcome::Unregistered => (Last::Installed, None),
         Outcome::Skipped => (Last::Skipped, Some("BUILD_EXCLUSIVE does not match this kernel".to_owned())),
-        Outcome::WrongKernel { module, vermagic } => {
+        Outcome::WrongVermagic { module, vermagic } => {
             (Last::WrongVermagic, Some(format!("{} has vermagic {vermagic}", module.display())))
         }
         Outcome::Failed { code: Some(c), meaning, .. } => (Last::Failed, Some(format!("dkms exit {c}, {meaning}"))),
@@ -243,7 +243,7 @@ mod tests {
         let path = dir.path().join("sub/state.json");
         assert_eq!(State::load(&path).unwrap(), State::default());
         let mut s = State::default();
-        let wrong = Outcome::WrongKernel { module: PathBuf::from("/m/a.ko"), vermagic: "6.1-y SMP".into() };
+        let wrong = Outcome::WrongVermagic { module: PathBuf::from("/m/a.ko"), vermagic: "6.1-y SMP".into() };
         s.record(&install("a", "1", "k1"), &wrong, None, 5);
         s.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), s);

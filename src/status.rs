@@ -616,7 +616,7 @@ mod tests {
             Kernel { kver: "rt".into(), package: "lrt".into(), pkgbase: "lrt".into(), headers: Some("h".into()) },
         );
         w.tree("a", "1", Some("a-1"), &["k1", "k2", "k4"], &["k1", "k4"]);
-        w.record("k4", Outcome::WrongKernel { module: "/x/a.ko".into(), vermagic: "k9 SMP".into() }, None);
+        w.record("k4", Outcome::WrongVermagic { module: "/x/a.ko".into(), vermagic: "k9 SMP".into() }, None);
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
         w.record("k5", failed, Some("/r/var/log/dkms-hook/a_1_k5.install.log"));

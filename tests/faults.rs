@@ -62,8 +62,9 @@ const SCENARIOS: [Scenario; 3] = [Scenario::NewKernels, Scenario::ModuleUpgrade,
 enum Fault {
     /// dkms call number `at` (1-based, over the whole transaction) misbehaves.
     Dkms { at: u64, kind: &'static str },
-    /// dkms-hook is killed `after` into hook run `phase`.
-    Kill { phase: usize, after: Duration },
+    /// dkms-hook is killed with SIGKILL while dkms call number `at` (1-based, over the whole
+    /// transaction) runs: the call waits until the kill has landed, then goes on.
+    Kill { at: u64 },
 }
 
 /// One hook run of a transaction, and what pacman does to the packages after it.
@@ -314,6 +315,16 @@ impl Flaky {
         fs::read_to_string(self.dir.join("fired")).ok()
     }
 
+    /// A `pause` call is waiting for [`Flaky::release`].
+    fn paused(&self) -> bool {
+        self.dir.join("paused").exists()
+    }
+
+    /// Lets a `pause` call go on.
+    fn release(&self) {
+        fs::write(self.dir.join("released"), "").unwrap();
+    }
+
     /// Waits until no dkms call is running any more (calls left behind by a killed dkms-hook).
     fn wait_idle(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -345,7 +356,8 @@ struct Outcome {
     output: String,
 }
 
-/// Runs dkms-hook with the flaky dkms; with `kill_after`, SIGKILLs it after that long.
+/// Runs dkms-hook with the flaky dkms; with `kill`, SIGKILLs it while the paused dkms call runs
+/// (the call goes on once the kill has landed).
 fn run_hook(
     t: &TestRoot,
     flaky: &Flaky,
@@ -353,7 +365,7 @@ fn run_hook(
     fault: Option<(u64, &str)>,
     args: &[&str],
     stdin: &str,
-    kill_after: Option<Duration>,
+    kill: bool,
 ) -> Outcome {
     let mut cmd = Command::new(bin());
     cmd.arg("--root")
@@ -397,9 +409,11 @@ fn run_hook(
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        if kill_after.is_some_and(|d| started.elapsed() >= d) {
+        if kill && flaky.paused() {
             let _ = child.kill();
-            break child.wait().unwrap().code();
+            let code = child.wait().unwrap().code();
+            flaky.release();
+            break code;
         }
         if started.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
@@ -408,14 +422,12 @@ fn run_hook(
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    // A killed dkms-hook leaves its dkms children holding the pipes: read what is there.
-    let output = if kill_after.is_some() {
+    // A killed dkms-hook leaves its dkms children holding the pipes: read what is there once
+    // they are gone.
+    if kill {
         let _ = flaky.wait_idle();
-        reader.join().unwrap_or_default()
-    } else {
-        reader.join().unwrap_or_default()
-    };
-    Outcome { code, output }
+    }
+    Outcome { code, output: reader.join().unwrap_or_default() }
 }
 
 /// What a clean run of a scenario looks like: how many dkms calls it makes.
@@ -429,7 +441,7 @@ fn calibration(scenario: Scenario) -> u64 {
     let (t, phases) = setup(scenario);
     let flaky = Flaky::new(&t);
     for phase in &phases {
-        let run = run_hook(&t, &flaky, &t.fake_dkms(), None, phase.args, &phase.stdin, None);
+        let run = run_hook(&t, &flaky, &t.fake_dkms(), None, phase.args, &phase.stdin, false);
         assert_eq!(run.code, Some(0), "{scenario:?}: a clean {:?} failed:\n{}", phase.args, run.output);
         (phase.then)(&t);
     }
@@ -461,14 +473,13 @@ fn draw(seed: u64) -> (Scenario, Fault) {
     let mut rng = Rng::new(seed);
     let scenario = *rng.pick(&SCENARIOS);
     let calls = calibration(scenario);
-    let phases = if scenario == Scenario::NewKernels { 1 } else { 2 };
     let fault = match rng.below(100) {
         0..=24 => Fault::Dkms { at: 1 + rng.below(calls), kind: "fail" },
         25..=44 => Fault::Dkms { at: 1 + rng.below(calls), kind: "crash" },
         45..=62 => Fault::Dkms { at: 1 + rng.below(calls), kind: "crash-after" },
         63..=69 => Fault::Dkms { at: 1 + rng.below(calls), kind: "hang" },
         70..=74 => Fault::Dkms { at: 1 + rng.below(calls), kind: "hang-after" },
-        _ => Fault::Kill { phase: rng.below(phases) as usize, after: Duration::from_millis(rng.below(350)) },
+        _ => Fault::Kill { at: 1 + rng.below(calls) },
     };
     (scenario, fault)
 }
@@ -481,15 +492,11 @@ fn trial(seed: u64) -> Result<String, String> {
     let setup_took = t0.elapsed();
     let flaky = Flaky::new(&t);
     let mut log = format!("seed {seed}: {scenario:?}, {fault:?}\n");
-    let dkms_fault = match &fault {
-        Fault::Dkms { at, kind } => Some((*at, *kind)),
-        Fault::Kill { .. } => None,
+    let (dkms_fault, kill) = match &fault {
+        Fault::Dkms { at, kind } => (Some((*at, *kind)), false),
+        Fault::Kill { at } => (Some((*at, "pause")), true),
     };
-    for (i, phase) in phases.iter().enumerate() {
-        let kill = match &fault {
-            Fault::Kill { phase: p, after } if *p == i => Some(*after),
-            _ => None,
-        };
+    for phase in &phases {
         let fired_before = flaky.fired().is_some();
         let run = run_hook(&t, &flaky, &t.fake_dkms(), dkms_fault, phase.args, &phase.stdin, kill);
         log.push_str(&format!(
@@ -499,7 +506,7 @@ fn trial(seed: u64) -> Result<String, String> {
             t0.elapsed(),
             run.output
         ));
-        if kill.is_none() {
+        if !kill {
             let fired_now = !fired_before && flaky.fired().is_some();
             // A fault must never be reported as success, nor crash dkms-hook.
             match (fired_now, run.code) {
@@ -513,10 +520,14 @@ fn trial(seed: u64) -> Result<String, String> {
         flaky.wait_idle().map_err(|e| format!("{log}{e}"))?;
         (phase.then)(&t);
     }
-    if let Some(fired) = flaky.fired() {
-        log.push_str(&format!("--- fault: {fired}"));
+    match flaky.fired() {
+        Some(fired) => log.push_str(&format!("--- fault: {fired}")),
+        // Every call number drawn is one a clean transaction makes, and a kill trial's paused
+        // call is where dkms-hook died: it must have happened.
+        None if kill => return Err(format!("{log}the kill never landed: dkms call {:?} never ran", dkms_fault)),
+        None => {}
     }
-    let sync = run_hook(&t, &flaky, &t.fake_dkms(), None, &["sync"], "", None);
+    let sync = run_hook(&t, &flaky, &t.fake_dkms(), None, &["sync"], "", false);
     log.push_str(&format!("--- dkms-hook sync (exit {:?}, at {:?}):\n{}", sync.code, t0.elapsed(), sync.output));
     if sync.code != Some(0) {
         return Err(format!("{log}sync did not succeed"));
@@ -536,7 +547,7 @@ fn trial(seed: u64) -> Result<String, String> {
         return Ok(log);
     }
     let calls = flaky.calls();
-    let again = run_hook(&t, &flaky, &t.fake_dkms(), None, &["sync"], "", None);
+    let again = run_hook(&t, &flaky, &t.fake_dkms(), None, &["sync"], "", false);
     if again.code != Some(0) || flaky.calls() != calls {
         return Err(format!(
             "{log}a second sync was not a no-op (exit {:?}, {} dkms calls):\n{}",
@@ -545,7 +556,7 @@ fn trial(seed: u64) -> Result<String, String> {
             again.output
         ));
     }
-    let status = run_hook(&t, &flaky, &t.fake_dkms(), None, &["status"], "", None);
+    let status = run_hook(&t, &flaky, &t.fake_dkms(), None, &["status"], "", false);
     if status.code != Some(0) {
         return Err(format!("{log}status after sync (exit {:?}):\n{}", status.code, status.output));
     }
@@ -694,6 +705,29 @@ fn wait_for_root_processes(t: &TestRoot) {
     }
 }
 
+/// Waits until `n` distinct `make` processes building in `t`'s root have been seen (the n-th
+/// build has started compiling); returns whether that build's make still runs.
+fn wait_for_builds(t: &TestRoot, n: usize) -> bool {
+    let root = t.root().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let makes: Vec<i32> = processes_mentioning(&root)
+            .into_iter()
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|&b| b == 0).next().is_some_and(|argv0| argv0.ends_with(b"make")))
+            })
+            .collect();
+        seen.extend(makes.iter().copied());
+        if seen.len() >= n {
+            return makes.iter().any(|p| Path::new(&format!("/proc/{p}")).exists());
+        }
+        assert!(Instant::now() < deadline, "build {n} never started ({} seen)", seen.len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn real_dkms_killed_mid_build_then_sync() {
     let Some(t) = real_root() else { return };
@@ -707,7 +741,8 @@ fn real_dkms_killed_mid_build_then_sync() {
         // Start from nothing built: the tree and the modules' install dirs emptied by dkms itself.
         let root = t.root().display().to_string();
         let base = ["--root", &root, "--dkms", "/usr/sbin/dkms", "--depmod", depmod];
-        let after = Duration::from_millis(300 + rng.below(2500));
+        // Killed once the chosen build (of 4: 2 modules x 2 kernels) has started compiling.
+        let at_build = 1 + rng.below(4) as usize;
         let mut cmd = Command::new(bin());
         cmd.args(base).arg("install").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = cmd.spawn().unwrap();
@@ -715,19 +750,19 @@ fn real_dkms_killed_mid_build_then_sync() {
             use std::io::Write;
             let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
         }
-        std::thread::sleep(after);
+        let compiling = wait_for_builds(&t, at_build);
         let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let _ = child.wait();
+        assert!(
+            !finished && compiling,
+            "trial {trial}: the kill must land while build {at_build} compiles (finished: {finished})"
+        );
         wait_for_root_processes(&t);
         let mut args: Vec<&str> = base.to_vec();
         args.push("sync");
         let run = t.run_raw(&args, "", &[]);
-        assert_eq!(
-            run.code,
-            Some(0),
-            "trial {trial} (killed after {after:?}, finished before: {finished}): sync failed\n{run}"
-        );
+        assert_eq!(run.code, Some(0), "trial {trial} (killed during build {at_build}): sync failed\n{run}");
         for k in REAL_KERNELS {
             for m in ["rhello", "rworld"] {
                 assert_eq!(
@@ -759,7 +794,7 @@ fn real_dkms_killed_mid_build_then_sync() {
         assert_eq!(versions, ["1.0", "1.0"], "trial {trial}: stale versions in the dkms tree");
         let leftovers = own_leftovers(&t);
         assert!(leftovers.is_empty(), "trial {trial}: dkms-hook's leftovers: {leftovers:?}");
-        eprintln!("real trial {trial}: killed after {after:?} (finished before: {finished}); sync repaired it");
+        eprintln!("real trial {trial}: killed while build {at_build} compiled; sync repaired it");
         // Undo for the next trial: remove everything through dkms.
         let mut args: Vec<&str> = base.to_vec();
         args.push("remove");

@@ -154,6 +154,47 @@ fn headers_package_without_include_dir_on_disk_is_no_headers() {
     assert!(warning.contains("linux-lts-headers"), "{warning}\n{run}");
 }
 
+/// `build` as a symlink to a headers tree is headers: shipped that way by a headers package, or
+/// made by hand for a self-built kernel (then no package owns it, and status shows where it leads).
+#[test]
+fn a_build_symlink_to_a_headers_tree_is_headers() {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).kernel("linux-custom", K2);
+    for (kver, package) in [(K1, Some("linux-headers")), (K2, None)] {
+        let tree = format!("usr/src/linux-headers-{kver}");
+        let entries = [
+            (format!("{tree}/Makefile"), "# fake kernel Makefile\n".to_owned()),
+            (format!("{tree}/include/generated/utsrelease.h"), format!("#define UTS_RELEASE \"{kver}\"\n")),
+            (format!("usr/lib/modules/{kver}/build"), String::new()),
+        ];
+        match package {
+            Some(name) => {
+                let entries: Vec<(&str, &str)> = entries.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+                t.package(name, "1.0-1", &entries);
+            }
+            None => {
+                for (path, content) in &entries {
+                    std::fs::create_dir_all(t.path(path).parent().unwrap()).unwrap();
+                    std::fs::write(t.path(path), content).unwrap();
+                }
+            }
+        }
+        let build = t.path(&format!("usr/lib/modules/{kver}/build"));
+        std::fs::remove_file(&build).unwrap();
+        std::os::unix::fs::symlink(format!("../../../src/linux-headers-{kver}"), &build).unwrap();
+    }
+    hello(&t);
+
+    let run = t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n");
+
+    run.assert_code(0);
+    assert_eq!(sorted(run.installs()), sorted(vec![job("hello", "1.0", K1), job("hello", "1.0", K2)]), "{run}");
+    assert!(run.line(&["no headers"]).is_none(), "{run}");
+    let status = t.run(&["status"], "");
+    status.expect_line(&[K1, "headers from linux-headers"]);
+    status.expect_line(&[K2, "headers from", &format!("usr/src/linux-headers-{K2}")]);
+}
+
 #[test]
 fn leftover_kernel_directory_is_not_a_kernel() {
     const OLD: &str = "6.0.0-12-amd64";

@@ -1,6 +1,7 @@
 //! SIGINT, SIGTERM and SIGHUP (pacman treats a hangup like an interrupt): no new job starts, the
 //! running dkms (its whole process group) is terminated, the run reports and exits 130/143/129,
-//! and `sync` then ends in the desired state.
+//! and `sync` then ends in the desired state. Waiting for dkms blocks instead of polling, and a
+//! signal wakes it at once.
 
 mod common;
 mod ops;
@@ -86,4 +87,36 @@ fn a_signal_while_waiting_for_the_lock_changes_nothing() {
     assert_eq!(exit, Some(143), "{out}");
     assert!(out.contains("nothing was done"), "{out}");
     assert!(!t.is_registered("hello", "1.0"));
+}
+
+/// Voluntary context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let n = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).map(str::trim);
+        total += n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+/// Waiting for a running dkms blocks until it exits, a signal arrives or a deadline passes: it
+/// does not wake up every few milliseconds to look (which costs CPU on every job of every run).
+#[test]
+fn waiting_for_dkms_does_not_poll() {
+    let t = TestRoot::with_two_kernels();
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    let slow = slow_dkms(&t, 3);
+    let run = spawn(&t, &argv(&t, &slow, &["-j", "1", "sync"]), "waiting");
+    wait_for("the build to start", Duration::from_secs(20), || !slow_calls(&t, "started").is_empty());
+    let before = context_switches(run.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = context_switches(run.pid()) - before;
+    let sent = Instant::now();
+    kill(Pid::from_raw(run.pid() as i32), Signal::SIGTERM).unwrap();
+    let (exit, out) = run.wait(Duration::from_secs(10));
+    assert_eq!(exit, Some(143), "{out}");
+    // A stop request wakes the wait at once.
+    assert!(sent.elapsed() < Duration::from_secs(2), "stopping took {:?}", sent.elapsed());
+    assert!(woke < 20, "dkms-hook woke {woke} times in one second while dkms ran");
 }

@@ -239,3 +239,33 @@ fn each_dkms_gets_a_share_of_the_cores() {
         assert!(j == share || j == cores, "-j {j} with {cores} cores: {call:?}");
     }
 }
+
+/// dkms creates its signing key during its first signing build, so while there is none, installs
+/// start one at a time; but where dkms never makes one (signing off, or a key kept elsewhere)
+/// parallelism comes back as soon as one install has succeeded.
+#[test]
+fn installs_run_in_parallel_when_dkms_never_creates_a_signing_key() {
+    let t = TestRoot::with_two_kernels();
+    for m in ["a", "b", "c", "d"] {
+        t.module_pkg(&format!("{m}-dkms"), &format!("{m}-1"), &dkms_conf(m, "1"));
+    }
+    assert!(!t.path("var/lib/dkms/mok.key").exists());
+    let times = t.scratch().join("times");
+    let conc = t.scratch().join("concurrency");
+    let (times_s, conc_s) = (times.display().to_string(), conc.display().to_string());
+    let run = t.run_env(
+        &["-j", "2", "install"],
+        "usr/src/a-1/dkms.conf\nusr/src/b-1/dkms.conf\nusr/src/c-1/dkms.conf\nusr/src/d-1/dkms.conf\n",
+        &env(&t, &[("FAKE_DKMS_SLEEP", "0.3")], &times_s, &conc_s),
+    );
+    run.assert_code(0);
+    assert!(!t.path("var/lib/dkms/mok.key").exists(), "the fake dkms never signs");
+    let builds = builds(&times);
+    assert_eq!(builds.len(), 8, "{run}");
+    let first_end = builds.iter().map(|b| b.end).fold(f64::INFINITY, f64::min);
+    // Before the first install is over, it runs alone.
+    assert!(builds.iter().filter(|b| b.start < first_end).count() == 1, "{builds:?}");
+    // After that, two at a time.
+    let overlapping = builds.iter().enumerate().any(|(i, a)| builds[i + 1..].iter().any(|b| overlaps(a, b)));
+    assert!(overlapping, "no two installs ever ran at once: {builds:?}\n{run}");
+}

@@ -1,17 +1,37 @@
-//! The dkms.conf reader's output parser on arbitrary bytes: never panics, and a name, version or
-//! dependency it accepts is a valid name.
+//! The dkms.conf reader's output parser on arbitrary bytes, checked against an independent
+//! reading of the reader's format (NUL-separated `KEY=value` records, the last one of a key
+//! counting): an accepted name and version are exactly those records' values, an accepted
+//! dependency list is the BUILD_DEPENDS value split at whitespace, and every accepted name uses
+//! only the bytes dkms names may use.
 #![no_main]
 
 use dkms_hook::inventory::dkms_conf::parse_output;
-use dkms_hook::targets::is_valid_name;
 use libfuzzer_sys::fuzz_target;
 
+/// 1–255 bytes of `A-Z a-z 0-9 . _ + ~ : @ -`, starting with a letter, digit or `_`.
+fn plain(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"._+~:@-".contains(&c))
+}
+
+/// The last value of `key` among the records, if any.
+fn last<'a>(data: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let prefix = format!("{key}=");
+    data.split(|&b| b == 0).filter_map(|r| r.strip_prefix(prefix.as_bytes())).last()
+}
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(conf) = parse_output(data) {
-        assert!(is_valid_name(&conf.name), "accepted name {:?}", conf.name);
-        assert!(is_valid_name(&conf.version), "accepted version {:?}", conf.version);
-        for dep in &conf.build_depends {
-            assert!(is_valid_name(dep), "accepted dependency {dep:?}");
-        }
+    let Ok(conf) = parse_output(data) else { return };
+    assert!(plain(&conf.name), "accepted name {:?}", conf.name);
+    assert!(plain(&conf.version), "accepted version {:?}", conf.version);
+    assert_eq!(last(data, "PACKAGE_NAME"), Some(conf.name.as_bytes()));
+    assert_eq!(last(data, "PACKAGE_VERSION"), Some(conf.version.as_bytes()));
+    let depends = last(data, "BUILD_DEPENDS").map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+    assert_eq!(conf.build_depends, depends.split_whitespace().collect::<Vec<_>>());
+    for dep in &conf.build_depends {
+        assert!(plain(dep), "accepted dependency {dep:?}");
     }
 });

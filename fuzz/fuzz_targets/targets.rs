@@ -1,19 +1,80 @@
-//! `Targets::parse` on arbitrary stdin: never panics, and whatever it accepts is safe to use as
-//! a path component and an argument.
+//! `Targets::parse` on arbitrary stdin, checked against an independent reading of what a hook's
+//! stdin may name: every non-blank line is either recognised (and then names exactly the module
+//! directory or kernel it spells) or kept as ignored, and every recognised name uses only the
+//! bytes dkms names may use.
 #![no_main]
 
-use dkms_hook::targets::{is_clean_component, is_valid_name, Targets};
+use dkms_hook::targets::Targets;
 use libfuzzer_sys::fuzz_target;
+
+/// A module directory or kernel version as the spec allows it: 1–255 bytes of
+/// `A-Z a-z 0-9 . _ + ~ : @ -`, starting with a letter, digit or `_`.
+fn plain(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"._+~:@-".contains(&c))
+}
+
+/// A path component that cannot escape or smuggle anything: not empty, `.` or `..`, no leading
+/// `-`, no control character or backslash, at most 255 bytes.
+fn clean(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 255
+        && part != "."
+        && part != ".."
+        && !part.starts_with('-')
+        && !part.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// What one line names, read independently: a module directory, or a kernel and whether the
+/// path is under its `build/`.
+enum Named<'a> {
+    Module(&'a str),
+    Kernel(&'a str, bool),
+    Nothing,
+}
+
+fn read(line: &str) -> Named<'_> {
+    let path = line.trim_end_matches('/');
+    let parts: Vec<&str> = path.split('/').collect();
+    if !parts.iter().all(|p| clean(p)) {
+        return Named::Nothing;
+    }
+    match parts.as_slice() {
+        ["usr", "src", dir, "dkms.conf"] if plain(dir) => Named::Module(dir),
+        ["usr", "lib", "modules", kver, first, ..] if plain(kver) => Named::Kernel(kver, *first == "build"),
+        _ => Named::Nothing,
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let targets = Targets::parse(data);
-    for dir in &targets.module_dirs {
-        assert!(is_valid_name(dir) && is_clean_component(dir), "accepted module dir {dir:?}");
+    for name in targets.module_dirs.iter().chain(targets.kernels.keys()) {
+        assert!(plain(name), "accepted name {name:?}");
     }
-    for kver in targets.kernels.keys() {
-        assert!(is_valid_name(kver) && is_clean_component(kver), "accepted kernel {kver:?}");
+    let mut ignored = 0;
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            ignored += 1;
+            continue;
+        };
+        match read(text) {
+            Named::Module(dir) => assert!(targets.module_dirs.contains(dir), "{text:?} not recognised"),
+            Named::Kernel(kver, headers) => {
+                let change = targets.kernels.get(kver).unwrap_or_else(|| panic!("{text:?} not recognised"));
+                assert!(if headers { change.headers } else { change.image }, "{text:?} recorded as {change:?}");
+            }
+            Named::Nothing => {
+                assert!(targets.ignored.iter().any(|l| l == text), "{text:?} neither recognised nor ignored");
+                ignored += 1;
+            }
+        }
     }
-    // Every non-blank line is either recognised or kept as ignored.
-    let lines = data.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
-    assert!(targets.ignored.len() <= lines);
+    assert_eq!(targets.ignored.len(), ignored, "ignored lines: {:?}", targets.ignored);
 });

@@ -27,7 +27,9 @@ pub struct Kernel {
     pub package: String,
     /// The package base (content of `pkgbase`), used to name the headers package to install.
     pub pkgbase: String,
-    /// The package owning `build/`, when it is installed and `build/include/` exists.
+    /// Where the headers come from, when `build/include/` exists: the package owning `build/`
+    /// (a directory, or a symlink to a headers tree), or the directory an unpackaged `build`
+    /// symlink leads to.
     pub headers: Option<String>,
 }
 

@@ -99,10 +99,8 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
             .map(str::to_owned)
             .or_else(|| handle.localdb().pkg(package.as_str()).ok().and_then(|p| p.base().map(str::to_owned)))
             .unwrap_or_else(|| package.clone());
-        let headers_guess = format!("{pkgbase}-headers");
-        let headers = lookup
-            .owner(&format!("usr/lib/modules/{kver}/build/"), Some(&headers_guess))
-            .filter(|_| dir.join("build/include").is_dir());
+        let guess = format!("{pkgbase}-headers");
+        let headers = headers(&dir, &kver, |path| lookup.owner(path, Some(&guess)));
         owners.kernels.insert(kver.clone(), Kernel { kver, package, pkgbase, headers });
     }
 
@@ -137,6 +135,22 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
         }
     }
     Ok(owners)
+}
+
+/// Where a kernel's headers come from, if it has any: the package owning `build/` (a directory,
+/// or a symlink to a headers tree), or, for a `build` symlink no package owns, the directory it
+/// leads to. The disk is checked first: a kernel without `build/include` costs no lookup.
+/// `owner` looks a package path up in the local database.
+fn headers(kernel_dir: &Path, kver: &str, mut owner: impl FnMut(&str) -> Option<String>) -> Option<String> {
+    let build = kernel_dir.join("build");
+    if !build.join("include").is_dir() {
+        return None;
+    }
+    let path = format!("usr/lib/modules/{kver}/build");
+    owner(&format!("{path}/")).or_else(|| owner(&path)).or_else(|| {
+        std::fs::read_link(&build).ok()?;
+        Some(std::fs::canonicalize(&build).ok()?.display().to_string())
+    })
 }
 
 /// Owner lookups against the local database, guess first, one full scan at most.
@@ -208,11 +222,12 @@ impl<'h> Lookup<'h> {
     }
 }
 
-/// `usr/lib/modules/K/{pkgbase,vmlinuz,build/}`: the paths that make a kernel or its headers.
+/// `usr/lib/modules/K/{pkgbase,vmlinuz,build/,build}`: the paths that make a kernel or its
+/// headers (`build` without the slash is a symlink to a headers tree).
 fn is_kernel_marker(path: &str) -> bool {
     let Some(rest) = path.strip_prefix("usr/lib/modules/") else { return false };
     match rest.split_once('/') {
-        Some((_, tail)) => matches!(tail, "pkgbase" | "vmlinuz" | "build/"),
+        Some((_, tail)) => matches!(tail, "pkgbase" | "vmlinuz" | "build/" | "build"),
         None => false,
     }
 }
@@ -245,9 +260,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn headers_are_looked_up_only_when_they_are_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let kdir = dir.path().join("usr/lib/modules/6.1-x");
+        std::fs::create_dir_all(kdir.join("build")).unwrap();
+        // No build/include: no lookup at all (it may cost a scan of every package's files).
+        assert_eq!(headers(&kdir, "6.1-x", |p| panic!("looked up {p}")), None);
+        // A headers directory: its owner.
+        std::fs::create_dir(kdir.join("build/include")).unwrap();
+        let owner = |p: &str| (p == "usr/lib/modules/6.1-x/build/").then(|| "linux-headers".to_owned());
+        assert_eq!(headers(&kdir, "6.1-x", owner).as_deref(), Some("linux-headers"));
+        // An unowned directory (left behind): no headers.
+        assert_eq!(headers(&kdir, "6.1-x", |_| None), None);
+        // A symlink to a headers tree: its owner (the entry has no trailing slash), else where it leads.
+        let tree = dir.path().join("usr/src/linux-6.1-x");
+        std::fs::create_dir_all(tree.join("include")).unwrap();
+        std::fs::remove_dir_all(kdir.join("build")).unwrap();
+        std::os::unix::fs::symlink(&tree, kdir.join("build")).unwrap();
+        let owner = |p: &str| (p == "usr/lib/modules/6.1-x/build").then(|| "linux-custom".to_owned());
+        assert_eq!(headers(&kdir, "6.1-x", owner).as_deref(), Some("linux-custom"));
+        let unowned = headers(&kdir, "6.1-x", |_| None).unwrap();
+        assert_eq!(unowned, std::fs::canonicalize(&tree).unwrap().display().to_string());
+    }
+
+    #[test]
     fn kernel_markers() {
         assert!(is_kernel_marker("usr/lib/modules/6.1-x/pkgbase"));
         assert!(is_kernel_marker("usr/lib/modules/6.1-x/build/"));
+        assert!(is_kernel_marker("usr/lib/modules/6.1-x/build"));
         assert!(!is_kernel_marker("usr/lib/modules/6.1-x/build/include/"));
         assert!(!is_kernel_marker("usr/lib/modules/6.1-x/"));
         assert!(!is_kernel_marker("usr/src/x/dkms.conf"));

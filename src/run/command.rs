@@ -46,18 +46,19 @@ impl Tools {
         Ok(Tools { dkms, depmod, lock_fd })
     }
 
-    /// Runs dkms with `args` (an action and its arguments), relocated into `layout`'s root
-    /// when needed, with `make -j make_jobs` when given.
+    /// Runs dkms with `args` (an action and its arguments, relocated as needed), with
+    /// `make -j make_jobs` when given, signing modules with `signing`.
     pub fn dkms(
         &self,
-        layout: &Layout,
         mut args: Vec<OsString>,
         make_jobs: Option<usize>,
+        signing: &Signing,
         limits: Limits,
     ) -> Result<Finished, String> {
-        // Without --verbose, dkms (3.0 to 3.4) runs each long step beside a background
-        // `sleep 3` progress loop whose teardown races: now and then dkms waits out the sleep.
-        // Its output is captured anyway, and --verbose turns the loop off.
+        // Without --verbose, dkms runs each long step beside a background `sleep 3` progress
+        // loop whose teardown races: now and then dkms waits out the sleep (seen with 3.0 and
+        // 3.2, the versions the tests run; 3.4's source has the same loop). Its output is
+        // captured anyway, and --verbose turns the loop off.
         args.push("--verbose".into());
         if let Some(n) = make_jobs {
             // dkms 3.0 takes `-j N` as two arguments only.
@@ -65,12 +66,7 @@ impl Tools {
             args.push(n.to_string().into());
         }
         let mut cmd = Command::new(&self.dkms);
-        cmd.args(args);
-        // Keep module signing inside the root: dkms would otherwise create and use
-        // /var/lib/dkms/mok.key of the running system. Private build trees sign with the
-        // real tree's key too.
-        let (key, cert) = signing_key(layout);
-        cmd.env("mok_signing_key", key).env("mok_certificate", cert);
+        cmd.args(args).env("mok_signing_key", &signing.key).env("mok_certificate", &signing.cert);
         self.run(cmd, limits).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
     }
 
@@ -97,9 +93,24 @@ impl Tools {
     }
 }
 
-/// The module signing key and certificate dkms uses (and creates on first use) for `layout`.
-pub fn signing_key(layout: &Layout) -> (PathBuf, PathBuf) {
-    (layout.dkms_tree.join("mok.key"), layout.dkms_tree.join("mok.pub"))
+/// The module signing key and certificate dkms signs with (and creates on first use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+impl Signing {
+    /// The root's own: dkms would otherwise create and use `/var/lib/dkms/mok.key` of the running
+    /// system even for another root. Private build trees sign with the real tree's key too.
+    pub fn of(layout: &Layout) -> Signing {
+        Signing { key: layout.dkms_tree.join("mok.key"), cert: layout.dkms_tree.join("mok.pub") }
+    }
+
+    /// Whether both files exist.
+    pub fn exists(&self) -> bool {
+        self.key.exists() && self.cert.exists()
+    }
 }
 
 /// The dkms arguments for a job in the real dkms tree.
@@ -121,21 +132,6 @@ pub fn add_args(layout: &Layout, job: &Job) -> Vec<OsString> {
     let m = &job.module;
     let mut args: Vec<OsString> = ["add", "-m", &m.name, "-v", &m.version].into_iter().map(OsString::from).collect();
     relocate(&mut args, layout, &layout.dkms_tree, None);
-    args
-}
-
-/// `dkms build` of an install job in a private dkms tree.
-pub fn private_build_args(layout: &Layout, job: &Job, tree: &Path) -> Vec<OsString> {
-    let m = &job.module;
-    let kernel = job.kernel().unwrap_or_default();
-    let mut args: Vec<OsString> =
-        ["build", "-m", &m.name, "-v", &m.version, "-k", kernel].into_iter().map(OsString::from).collect();
-    relocate(&mut args, layout, tree, Some(kernel));
-    // A private tree is always a relocation, even on `/`.
-    if !layout.is_relocated() {
-        args.push("--dkmstree".into());
-        args.push(tree.into());
-    }
     args
 }
 

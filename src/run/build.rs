@@ -1,0 +1,128 @@
+//! Building one module version for one kernel in a private dkms tree, and judging the result
+//! before anything of it reaches the real dkms tree: dkms's exit status, a build that is really
+//! there, and every built module's vermagic naming the kernel.
+//!
+//! The scheduler builds privately when one module version is built for several kernels at once
+//! (dkms keeps one build directory per module version and tree). The same build serves
+//! `lint --build`, which only wants to know whether a package builds: the sources, the headers
+//! and the signing key can all be somewhere else than on the system's usual paths.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::command::{Limits, Signing, Tools};
+use super::{exit_meaning, judge_vermagic, Outcome, TAIL_LINES};
+use crate::plan::ModuleId;
+
+/// One private build.
+#[derive(Debug, Clone, Copy)]
+pub struct PrivateBuild<'a> {
+    pub module: &'a ModuleId,
+    pub kernel: &'a str,
+    /// The private dkms tree; emptied first.
+    pub tree: &'a Path,
+    /// The directory holding the module's sources as `NAME-VERSION/` (`--sourcetree`).
+    pub source_tree: &'a Path,
+    /// The kernel's headers (`--kernelsourcedir`).
+    pub headers: &'a Path,
+    /// The directory of the kernels' module directories (`--installtree`).
+    pub install_tree: &'a Path,
+    /// `make -j` for this build.
+    pub make_jobs: usize,
+    /// What to sign the modules with.
+    pub signing: &'a Signing,
+}
+
+/// A private build that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// `TREE/NAME/VERSION/KERNEL`: what moves into the real dkms tree.
+    pub dir: PathBuf,
+    /// The built module files.
+    pub modules: Vec<PathBuf>,
+}
+
+impl PrivateBuild<'_> {
+    /// `TREE/NAME/VERSION`.
+    fn version_dir(&self) -> PathBuf {
+        self.tree.join(&self.module.name).join(&self.module.version)
+    }
+
+    /// `dkms build` with every path given explicitly.
+    fn args(&self) -> Vec<OsString> {
+        let m = self.module;
+        let mut args: Vec<OsString> =
+            ["build", "-m", &m.name, "-v", &m.version, "-k", self.kernel].into_iter().map(OsString::from).collect();
+        for (flag, path) in [
+            ("--dkmstree", self.tree),
+            ("--sourcetree", self.source_tree),
+            ("--installtree", self.install_tree),
+            ("--kernelsourcedir", self.headers),
+        ] {
+            args.push(flag.into());
+            args.push(path.into());
+        }
+        args
+    }
+
+    /// Runs the build and judges it; dkms's output goes to `output`. On failure the private
+    /// tree is kept when it holds dkms's make.log (the outcome names it); otherwise it is removed.
+    pub fn run(&self, tools: &Tools, limits: Limits, output: &mut String) -> Result<Built, Outcome> {
+        let started = Instant::now();
+        let _ = std::fs::remove_dir_all(self.tree);
+        if let Err(e) = std::fs::create_dir_all(self.tree) {
+            return Err(Outcome::ExecFailed { error: format!("failed to create {}: {e}", self.tree.display()) });
+        }
+        let result = self.build(tools, limits, started, output);
+        if let Err(outcome) = &result {
+            if !matches!(outcome, Outcome::Failed { log: Some(_), .. }) {
+                let _ = std::fs::remove_dir_all(self.tree);
+            }
+        }
+        result
+    }
+
+    fn build(&self, tools: &Tools, limits: Limits, started: Instant, output: &mut String) -> Result<Built, Outcome> {
+        let done = tools
+            .dkms(self.args(), Some(self.make_jobs), self.signing, limits)
+            .map_err(|error| Outcome::ExecFailed { error })?;
+        let text = done.text();
+        output.push_str(&text);
+        let dir = self.version_dir().join(self.kernel);
+        let log = self.version_dir().join("build/make.log");
+        match done.code() {
+            _ if done.interrupted => Err(Outcome::Interrupted),
+            _ if done.timed_out => Err(Outcome::TimedOut { after: started.elapsed() }),
+            Some(0) => {
+                let modules = crate::inventory::dkms_tree::built_modules(
+                    self.tree,
+                    &self.module.name,
+                    &self.module.version,
+                    self.kernel,
+                );
+                if modules.is_empty() {
+                    return Err(Outcome::Failed {
+                        code: Some(0),
+                        meaning: "dkms reported success, but built nothing (a full or read-only disk?)",
+                        log: None,
+                        tail: super::excerpt(&text, TAIL_LINES),
+                    });
+                }
+                judge_vermagic(&modules, self.kernel, &text)?;
+                Ok(Built { dir, modules })
+            }
+            Some(77) => Err(Outcome::Skipped),
+            code => {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_else(|_| text.clone());
+                let log = log.is_file().then_some(log);
+                Err(Outcome::Failed {
+                    code,
+                    meaning: exit_meaning(code),
+                    log,
+                    tail: super::excerpt(&log_text, TAIL_LINES),
+                })
+            }
+        }
+    }
+}
