@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::config::Operation;
-use crate::inventory::{Inventory, Kernel};
+use crate::inventory::Inventory;
 use crate::targets::Targets;
 
 /// A module version, as dkms names it: `name/version`.
@@ -203,48 +203,61 @@ struct Source<'a> {
 
 fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
     let mut plan = Plan::default();
-    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new(); // (kver, dir)
-    let mut headerless: BTreeSet<&str> = BTreeSet::new();
-    let mut bad: BTreeSet<&str> = BTreeSet::new();
-
-    for kver in targets.kernels.keys() {
-        if !inv.kernels.contains_key(kver) {
-            plan.notices.push(Notice::NotAKernel { kver: kver.clone() });
-        }
+    let mut wanted = wanted_pairs(targets, inv, &mut plan);
+    drop_modules_shipped_twice(&mut wanted, inv, &mut plan);
+    let per_kernel = resolve_pairs(&wanted, inv, &mut plan);
+    for (kver, sources) in per_kernel {
+        push_in_dependency_order(&mut plan, kver, sources);
     }
-    let changed_kernels: Vec<&Kernel> = targets.kernels.keys().filter_map(|k| inv.kernels.get(k)).collect();
-    let changed_dirs: Vec<&str> = targets.module_dirs.iter().map(String::as_str).collect();
+    plan.note_build_depends(inv);
+    plan
+}
 
-    // Each changed module × every kernel.
-    for dir in &changed_dirs {
+/// The (kernel, module directory) pairs a transaction's targets call for: each changed module ×
+/// every kernel, and every packaged module × each changed kernel. Kernels without headers get
+/// one notice each instead; kvers no package owns get an informational notice.
+fn wanted_pairs(targets: &Targets, inv: &Inventory, plan: &mut Plan) -> BTreeSet<(String, String)> {
+    let mut wanted = BTreeSet::new();
+    let mut headerless: BTreeSet<&str> = BTreeSet::new();
+    for kver in targets.kernels.keys().filter(|k| !inv.kernels.contains_key(*k)) {
+        plan.notices.push(Notice::NotAKernel { kver: kver.clone() });
+    }
+    for dir in &targets.module_dirs {
         for kernel in inv.kernels.values() {
             if kernel.headers.is_some() {
-                wanted.insert((kernel.kver.clone(), (*dir).to_owned()));
+                wanted.insert((kernel.kver.clone(), dir.clone()));
             } else {
                 headerless.insert(&kernel.kver);
             }
         }
     }
-    // Every packaged module × each changed kernel.
-    for kernel in &changed_kernels {
-        let packaged = inv.sources.values().filter(|s| s.package.is_some());
-        let mut any = false;
-        for source in packaged {
-            any = true;
-            if kernel.headers.is_some() {
-                wanted.insert((kernel.kver.clone(), source.dir.clone()));
+    let packaged: Vec<&str> = inv.sources.values().filter(|s| s.package.is_some()).map(|s| s.dir.as_str()).collect();
+    for kernel in targets.kernels.keys().filter_map(|k| inv.kernels.get(k)) {
+        match kernel.headers {
+            Some(_) => wanted.extend(packaged.iter().map(|dir| (kernel.kver.clone(), (*dir).to_owned()))),
+            None if !packaged.is_empty() => {
+                headerless.insert(&kernel.kver);
             }
-        }
-        if any && kernel.headers.is_none() {
-            headerless.insert(&kernel.kver);
+            None => {}
         }
     }
+    for kver in headerless {
+        let kernel = &inv.kernels[kver];
+        plan.notices.push(Notice::NoHeaders {
+            kver: kver.to_owned(),
+            package: kernel.package.clone(),
+            headers_package: kernel.headers_package(),
+        });
+    }
+    wanted
+}
 
-    // Two packages shipping one module (foo-dkms and foo-git-dkms) would replace each other's
-    // build: neither is built until one of them goes.
+/// Two packages shipping one module (foo-dkms and foo-git-dkms) would replace each other's
+/// build: neither is built until one of them goes (an error notice says so).
+fn drop_modules_shipped_twice(wanted: &mut BTreeSet<(String, String)>, inv: &Inventory, plan: &mut Plan) {
     let by_name = shipped_by_several(inv);
     let mut conflicted: BTreeSet<&str> = BTreeSet::new();
-    for (_, dir) in &wanted {
+    for (_, dir) in wanted.iter() {
         let Some(Ok(conf)) = inv.sources.get(dir).map(|s| &s.conf) else { continue };
         if let Some(shipped) = by_name.get(conf.name.as_str()) {
             if conflicted.insert(&conf.name) {
@@ -257,15 +270,22 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
         Some(Ok(conf)) => !conflicted.contains(conf.name.as_str()),
         _ => true,
     });
+}
 
-    // Resolve directories to module identities; a bad dkms.conf is reported once. A module
-    // version dkms already has installed for the kernel needs nothing (`dkms install` would
-    // only say so, at ~0.1 s a call).
-    let mut per_kernel: BTreeMap<&str, Vec<Source>> = BTreeMap::new();
-    for (kver, dir) in &wanted {
+/// Resolves directories to module identities, per kernel. A bad dkms.conf is reported once; a
+/// module version dkms already has installed for the kernel needs nothing (`dkms install` would
+/// only say so, at ~0.1 s a call).
+fn resolve_pairs<'i>(
+    wanted: &BTreeSet<(String, String)>,
+    inv: &'i Inventory,
+    plan: &mut Plan,
+) -> BTreeMap<String, Vec<Source<'i>>> {
+    let mut per_kernel: BTreeMap<String, Vec<Source>> = BTreeMap::new();
+    let mut bad: BTreeSet<&str> = BTreeSet::new();
+    for (kver, dir) in wanted {
         match resolve_source(inv, dir) {
             Ok(source) if inv.tree.is_installed(&source.id.name, &source.id.version, kver) => {}
-            Ok(source) => per_kernel.entry(kver).or_default().push(source),
+            Ok(source) => per_kernel.entry(kver.clone()).or_default().push(source),
             // No dkms.conf on disk for a target: nothing to build from (pacman matched a path
             // that is not there, e.g. NoExtract).
             Err(error) if error.is_empty() => {
@@ -280,42 +300,29 @@ fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
             }
         }
     }
-    for kver in headerless {
-        let kernel = &inv.kernels[kver];
-        plan.notices.push(Notice::NoHeaders {
-            kver: kver.to_owned(),
-            package: kernel.package.clone(),
-            headers_package: kernel.headers_package(),
-        });
-    }
+    per_kernel
+}
 
-    for (kver, mut sources) in per_kernel {
-        // Name order among modules that do not depend on each other.
-        sources.sort_by(|a, b| a.id.cmp(&b.id));
-        let items: Vec<(&str, &[String])> = sources.iter().map(|s| (s.id.name.as_str(), s.depends)).collect();
-        let (ordered, cycle) = dependency_order(&items);
-        if !cycle.is_empty() {
-            plan.notices.push(Notice::DependencyCycle { kernel: kver.to_owned(), modules: cycle });
-        }
-        let first = plan.jobs.len();
-        for &i in &ordered {
-            let after = sources[i]
-                .depends
-                .iter()
-                .filter_map(|dep| ordered.iter().position(|&j| &sources[j].id.name == dep))
-                .filter(|&pos| pos < ordered.iter().position(|&j| j == i).unwrap_or(0))
-                .map(|pos| first + pos)
-                .collect();
-            plan.jobs.push(Job {
-                kind: JobKind::Install { kernel: kver.to_owned() },
-                module: sources[i].id.clone(),
-                after,
-            });
-        }
-        plan.depmod.push(kver.to_owned());
+/// Adds one kernel's install jobs, BUILD_DEPENDS first (name order among the others), and its
+/// depmod.
+fn push_in_dependency_order(plan: &mut Plan, kver: String, mut sources: Vec<Source>) {
+    sources.sort_by(|a, b| a.id.cmp(&b.id));
+    let items: Vec<(&str, &[String])> = sources.iter().map(|s| (s.id.name.as_str(), s.depends)).collect();
+    let (ordered, cycle) = dependency_order(&items);
+    if !cycle.is_empty() {
+        plan.notices.push(Notice::DependencyCycle { kernel: kver.clone(), modules: cycle });
     }
-    plan.note_build_depends(inv);
-    plan
+    let first = plan.jobs.len();
+    for (pos, &i) in ordered.iter().enumerate() {
+        let after = sources[i]
+            .depends
+            .iter()
+            .filter_map(|dep| ordered[..pos].iter().position(|&j| &sources[j].id.name == dep))
+            .map(|earlier| first + earlier)
+            .collect();
+        plan.jobs.push(Job { kind: JobKind::Install { kernel: kver.clone() }, module: sources[i].id.clone(), after });
+    }
+    plan.depmod.push(kver);
 }
 
 /// The module identity of `usr/src/<dir>` from its dkms.conf.
@@ -442,7 +449,7 @@ fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> Plan {
 mod tests {
     use super::*;
     use crate::inventory::dkms_tree::TreeEntry;
-    use crate::inventory::{DkmsConf, ModuleSource};
+    use crate::inventory::{DkmsConf, Kernel, ModuleSource};
 
     /// A small world: kernels `(kver, package, has headers)`, sources `(dir, name, version,
     /// depends)`, tree entries `(name, version, source dir, built, installed)`.

@@ -42,31 +42,43 @@ pub fn run(config: &Config) -> Result<ExitCode> {
 pub fn plan(inv: &Inventory, state: &State) -> Plan {
     let mut plan = Plan::default();
     let mut depmod: BTreeSet<String> = BTreeSet::new();
-    // Removal and unregister jobs by module name, so installs of another version wait for them.
-    let mut leaving: BTreeMap<String, Vec<(usize, Option<String>)>> = BTreeMap::new();
+    let leaving = plan_leftovers(inv, &mut plan, &mut depmod);
+    let sources = usable_sources(inv, &mut plan);
+    for kernel in inv.kernels.values() {
+        plan_missing(inv, state, kernel, &sources, &leaving, &mut plan, &mut depmod);
+    }
+    plan.depmod = depmod.into_iter().collect();
+    plan.note_build_depends(inv);
+    plan
+}
 
-    // 1. What is left over.
+/// Removal and unregister jobs by module name (the kernel, or `None` for unregistering), so
+/// installs of another version of the module wait for them.
+type Leaving = BTreeMap<String, Vec<(usize, Option<String>)>>;
+
+/// What is left over: builds for kernels that are gone are removed; module versions whose source
+/// directory is gone are removed from every kernel, then unregistered.
+fn plan_leftovers(inv: &Inventory, plan: &mut Plan, depmod: &mut BTreeSet<String>) -> Leaving {
+    let mut leaving = Leaving::new();
     let present: BTreeSet<&str> = inv.sources.keys().map(String::as_str).collect();
     let mut unregister = Vec::new();
     for ((name, version), entry) in &inv.tree.entries {
         let id = ModuleId::new(name, version);
         let orphan = entry.source_dir.as_deref().is_none_or(|d| !present.contains(d));
         let mut removals = Vec::new();
-        for kver in entry.built.union(&entry.installed) {
-            if orphan || !inv.kernels.contains_key(kver) {
-                if inv.kernels.contains_key(kver) {
-                    depmod.insert(kver.clone());
-                } else {
-                    plan.gone_kernels.insert(kver.clone());
-                }
-                removals.push(plan.jobs.len());
-                leaving.entry(name.clone()).or_default().push((plan.jobs.len(), Some(kver.clone())));
-                plan.jobs.push(Job {
-                    kind: JobKind::Remove { kernel: kver.clone() },
-                    module: id.clone(),
-                    after: Vec::new(),
-                });
+        for kver in entry.built.union(&entry.installed).filter(|k| orphan || !inv.kernels.contains_key(*k)) {
+            if inv.kernels.contains_key(kver) {
+                depmod.insert(kver.clone());
+            } else {
+                plan.gone_kernels.insert(kver.clone());
             }
+            removals.push(plan.jobs.len());
+            leaving.entry(name.clone()).or_default().push((plan.jobs.len(), Some(kver.clone())));
+            plan.jobs.push(Job {
+                kind: JobKind::Remove { kernel: kver.clone() },
+                module: id.clone(),
+                after: Vec::new(),
+            });
         }
         if orphan {
             unregister.push((id, removals));
@@ -76,8 +88,13 @@ pub fn plan(inv: &Inventory, state: &State) -> Plan {
         leaving.entry(id.name.clone()).or_default().push((plan.jobs.len(), None));
         plan.jobs.push(Job { kind: JobKind::Unregister, module: id, after });
     }
+    leaving
+}
 
-    // 2. What is missing.
+/// The packaged module sources that can be built, in name order: an unreadable dkms.conf and a
+/// module shipped by two packages (foo-dkms and foo-git-dkms, which would replace each other's
+/// build) are errors, and neither is built until one goes.
+fn usable_sources<'i>(inv: &'i Inventory, plan: &mut Plan) -> Vec<&'i DkmsConf> {
     let mut sources: Vec<&DkmsConf> = Vec::new();
     for source in inv.sources.values().filter(|s| s.package.is_some()) {
         match &source.conf {
@@ -85,8 +102,6 @@ pub fn plan(inv: &Inventory, state: &State) -> Plan {
             Err(error) => plan.notices.push(Notice::BadSource { dir: source.dir.clone(), error: error.clone() }),
         }
     }
-    // Two packages shipping the same module (foo-dkms and foo-git-dkms): installing both for a
-    // kernel would have the second replace the first, so neither is built until one goes.
     for (module, shipped) in shipped_by_several(inv) {
         sources.retain(|c| c.name != module);
         let error = Notice::SeveralPackages {
@@ -99,52 +114,63 @@ pub fn plan(inv: &Inventory, state: &State) -> Plan {
         }
     }
     sources.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
-    for kernel in inv.kernels.values() {
-        let wanted: Vec<&DkmsConf> = sources
-            .iter()
-            .copied()
-            .filter(|c| !inv.tree.is_installed(&c.name, &c.version, &kernel.kver))
-            .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
-            .collect();
-        if wanted.is_empty() {
-            continue;
-        }
-        if kernel.headers.is_none() {
-            plan.notices.push(Notice::NoHeaders {
-                kver: kernel.kver.clone(),
-                package: kernel.package.clone(),
-                headers_package: kernel.headers_package(),
-            });
-            continue;
-        }
-        let items: Vec<(&str, &[String])> = wanted.iter().map(|c| (c.name.as_str(), &c.build_depends[..])).collect();
-        let (order, cycle) = dependency_order(&items);
-        if !cycle.is_empty() {
-            plan.notices.push(Notice::DependencyCycle { kernel: kernel.kver.clone(), modules: cycle });
-        }
-        let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
-        for conf in order.into_iter().map(|i| wanted[i]) {
-            let mut after: Vec<usize> =
-                conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
-            // The old version leaves this kernel (or the tree) first.
-            for (i, k) in leaving.get(&conf.name).into_iter().flatten() {
-                if k.as_ref().is_none_or(|k| *k == kernel.kver) {
-                    after.push(*i);
-                }
-            }
-            after.sort_unstable();
-            index_of.insert(&conf.name, plan.jobs.len());
-            plan.jobs.push(Job {
-                kind: JobKind::Install { kernel: kernel.kver.clone() },
-                module: ModuleId::new(&conf.name, &conf.version),
-                after,
-            });
-        }
-        depmod.insert(kernel.kver.clone());
+    sources
+}
+
+/// What is missing for one kernel: every usable source not installed for it (nor skipped by
+/// BUILD_EXCLUSIVE last time), BUILD_DEPENDS first, each after its module's other versions left.
+fn plan_missing(
+    inv: &Inventory,
+    state: &State,
+    kernel: &crate::inventory::Kernel,
+    sources: &[&DkmsConf],
+    leaving: &Leaving,
+    plan: &mut Plan,
+    depmod: &mut BTreeSet<String>,
+) {
+    let wanted: Vec<&DkmsConf> = sources
+        .iter()
+        .copied()
+        .filter(|c| !inv.tree.is_installed(&c.name, &c.version, &kernel.kver))
+        .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
+        .collect();
+    if wanted.is_empty() {
+        return;
     }
-    plan.depmod = depmod.into_iter().collect();
-    plan.note_build_depends(inv);
-    plan
+    if kernel.headers.is_none() {
+        plan.notices.push(Notice::NoHeaders {
+            kver: kernel.kver.clone(),
+            package: kernel.package.clone(),
+            headers_package: kernel.headers_package(),
+        });
+        return;
+    }
+    let items: Vec<(&str, &[String])> = wanted.iter().map(|c| (c.name.as_str(), &c.build_depends[..])).collect();
+    let (order, cycle) = dependency_order(&items);
+    if !cycle.is_empty() {
+        plan.notices.push(Notice::DependencyCycle { kernel: kernel.kver.clone(), modules: cycle });
+    }
+    let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for conf in order.into_iter().map(|i| wanted[i]) {
+        let mut after: Vec<usize> =
+            conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
+        after.extend(
+            leaving
+                .get(&conf.name)
+                .into_iter()
+                .flatten()
+                .filter(|(_, k)| k.as_ref().is_none_or(|k| *k == kernel.kver))
+                .map(|(i, _)| *i),
+        );
+        after.sort_unstable();
+        index_of.insert(&conf.name, plan.jobs.len());
+        plan.jobs.push(Job {
+            kind: JobKind::Install { kernel: kernel.kver.clone() },
+            module: ModuleId::new(&conf.name, &conf.version),
+            after,
+        });
+    }
+    depmod.insert(kernel.kver.clone());
 }
 
 #[cfg(test)]
