@@ -17,7 +17,9 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
     let Plan { jobs, depmod, mut notices, build_depends, gone_kernels } = plan;
     notices.retain(|n| !matches!(n, Notice::NoHeaders { kver, .. } if excludes.kernel(kver)));
     let excluded = |job: &Job| match &job.kind {
-        JobKind::Install { kernel } => excludes.pair(&job.module.name, &job.module.version, kernel),
+        JobKind::Install { kernel } | JobKind::Replace { kernel, .. } | JobKind::Unchanged { kernel } => {
+            excludes.pair(&job.module.name, &job.module.version, kernel)
+        }
         _ => false,
     };
     // Old index -> new index, for the jobs that stay.
@@ -33,21 +35,18 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
             kept.push(job);
         }
     }
+    let renumbered = |list: &[usize]| -> Vec<usize> { list.iter().filter_map(|&i| renumber[i]).collect() };
     for job in &mut kept {
-        job.after = job.after.iter().filter_map(|&i| renumber.get(i).copied().flatten()).collect();
+        job.after = renumbered(&job.after);
+        if let JobKind::Retire { replacing } = &mut job.kind {
+            *replacing = renumbered(replacing);
+        }
     }
     // depmod stays for a kernel that still has a job, or that lost none.
-    let touched: BTreeSet<&str> = kept.iter().filter_map(|j| kernel(j)).collect();
-    let emptied: BTreeSet<&str> = dropped.iter().filter_map(|j| kernel(j)).collect();
+    let touched: BTreeSet<&str> = kept.iter().filter_map(Job::kernel).collect();
+    let emptied: BTreeSet<&str> = dropped.iter().filter_map(Job::kernel).collect();
     let depmod = depmod.into_iter().filter(|k| touched.contains(k.as_str()) || !emptied.contains(k.as_str())).collect();
     (Plan { jobs: kept, depmod, notices, build_depends, gone_kernels }, dropped)
-}
-
-fn kernel(job: &Job) -> Option<&str> {
-    match &job.kind {
-        JobKind::Install { kernel } | JobKind::Remove { kernel } => Some(kernel),
-        JobKind::Unregister => None,
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! `dkms-hook install` and `dkms-hook remove`, the commands pacman's hooks run: the paths pacman
 //! matched arrive on stdin, become targets, and the plan for them runs in a session.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
 use crate::config::{Config, Operation};
+use crate::inventory::Scope;
 use crate::plan;
 use crate::report::{Heading, Reporter};
 use crate::session::{Begun, Session};
@@ -27,18 +27,26 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
-    // A removal looks only at the module sources among its targets.
-    let only: Option<&BTreeSet<String>> = match operation {
-        Operation::Install => None,
-        Operation::Remove { .. } => Some(&targets.module_dirs),
+    // The sources among the targets get their digests (a rebuild of unchanged sources needs
+    // nothing). A removal looks only at the module sources among its targets, and at whether the
+    // transaction upgrades their packages (then they stay).
+    let scope = match operation {
+        Operation::Install => Scope { digests: Some(&targets.module_dirs), ..Scope::default() },
+        Operation::Remove { rebuild } => Scope {
+            only: Some(&targets.module_dirs),
+            digests: Some(&targets.module_dirs),
+            incoming: !rebuild,
+            ..Scope::default()
+        },
     };
-    let inventory = session.inventory(only)?;
-    let plan = plan::plan(operation, &targets, &inventory);
+    let inventory = session.inventory(scope)?;
+    let state = session.state();
+    let plan = plan::plan(operation, &targets, &inventory, &state);
     let heading = match operation {
         Operation::Install => Heading::Install,
         Operation::Remove { .. } => Heading::Remove,
     };
-    session.run(heading, &inventory, plan)
+    session.run(heading, &inventory, state, plan)
 }
 
 /// Reads and parses stdin; a terminal there means a person ran the hook command by hand.

@@ -39,7 +39,10 @@ impl Logs {
     pub fn write(&self, job: &Job, result: &JobResult) -> Option<PathBuf> {
         let ran = match result.outcome {
             Outcome::DependencyFailed { .. } => false,
-            Outcome::Interrupted => !result.output.is_empty(),
+            // Nothing of dkms ran: nothing to log.
+            Outcome::Interrupted | Outcome::Unchanged | Outcome::Preserved | Outcome::StillServing { .. } => {
+                !result.output.is_empty()
+            }
             _ => true,
         };
         if self.keep == 0 || !ran {
@@ -105,19 +108,18 @@ fn is_own_log(path: &Path) -> bool {
 pub fn file_name(job: &Job) -> String {
     let m = &job.module;
     match &job.kind {
-        JobKind::Install { kernel } => format!("{}_{}_{kernel}.install.log", m.name, m.version),
+        JobKind::Install { kernel } | JobKind::Replace { kernel, .. } | JobKind::Unchanged { kernel } => {
+            format!("{}_{}_{kernel}.install.log", m.name, m.version)
+        }
         JobKind::Remove { kernel } => format!("{}_{}_{kernel}.remove.log", m.name, m.version),
-        JobKind::Unregister => format!("{}_{}.unregister.log", m.name, m.version),
+        JobKind::Unregister | JobKind::Retire { .. } => format!("{}_{}.unregister.log", m.name, m.version),
+        JobKind::Preserve { .. } => format!("{}_{}.preserve.log", m.name, m.version),
     }
 }
 
 /// The log's text: what ran, how it ended, dkms's output, and dkms's build log when it failed.
 fn render(job: &Job, result: &JobResult) -> String {
-    let verb = match job.kind {
-        JobKind::Install { .. } => "install",
-        JobKind::Remove { .. } => "remove",
-        JobKind::Unregister => "unregister",
-    };
+    let verb = job.verb();
     let (_, detail) = crate::state::summarize(&result.outcome);
     let ended = if result.outcome.is_failure() { "failed" } else { "succeeded" };
     let mut text = String::new();

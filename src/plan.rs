@@ -3,8 +3,15 @@
 //!
 //! Install (PostTransaction): each changed module × every kernel with headers, and every module
 //! × each changed kernel; a kernel without headers gets a notice naming the package to install.
-//! For one kernel, a module's BUILD_DEPENDS come before it.
-//! Remove (PreTransaction): a changed module is removed from every kernel dkms built it for and
+//! For one kernel, a module's BUILD_DEPENDS come before it. Where another version of the module
+//! (or the same version built from other sources) is installed for the kernel, the job replaces
+//! it: the new build is made privately first and swapped in only when it works, so a build that
+//! fails leaves the version that worked. Sources byte-identical to those the installed build was
+//! made from need no job beyond saying so (`Unchanged`). A replaced version leaves the dkms tree
+//! once no kernel uses it (`Retire`).
+//! Remove (PreTransaction): a module whose package stays (the upgrade hook's rebuild, or a package
+//! the transaction upgrades) is not removed: its sources are kept for dkms (`Preserve`) until its
+//! replacement is in. A module that leaves is removed from every kernel dkms built it for and
 //! then unregistered; a leaving kernel loses all its modules; headers leaving alone keep the
 //! installed modules (they still load). depmod runs once per kernel that changed and stays,
 //! never for a leaving kernel, never for the rebuild removal of the upgrade hook.
@@ -14,6 +21,7 @@ use std::fmt;
 
 use crate::config::Operation;
 use crate::inventory::Inventory;
+use crate::state::State;
 use crate::targets::Targets;
 
 /// A module version, as dkms names it: `name/version`.
@@ -38,12 +46,26 @@ impl fmt::Display for ModuleId {
 /// What a job does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
-    /// `dkms install` for one kernel.
+    /// `dkms install` for one kernel that has no version of the module installed.
     Install { kernel: String },
+    /// Build for one kernel in a private tree and, only if that works, remove version `old` from
+    /// the kernel (possibly the same version, built from other sources), move the build in and
+    /// install it. `old_digest`: the digest of the sources `old`'s build was made from, whose
+    /// kept copy dkms needs to remove it.
+    Replace { kernel: String, old: String, old_digest: Option<String> },
+    /// The installed build for the kernel was made from byte-identical sources: nothing to
+    /// build; dkms's `source` link goes back to the packaged sources.
+    Unchanged { kernel: String },
+    /// Before the transaction replaces the sources (digest `digest`) of a module that stays: keep
+    /// a copy and point dkms at it, so the builds installed for `installed` keep a dkms.conf.
+    Preserve { digest: String, installed: Vec<String> },
     /// `dkms remove` for one kernel.
     Remove { kernel: String },
     /// `dkms remove --all`: drop the module version from the dkms tree.
     Unregister,
+    /// After the jobs `replacing` (whatever came of them): unregister this replaced version if
+    /// no kernel has it installed any more.
+    Retire { replacing: Vec<usize> },
 }
 
 /// One dkms invocation.
@@ -60,32 +82,50 @@ impl Job {
     /// The kernel this job is for, if any.
     pub fn kernel(&self) -> Option<&str> {
         match &self.kind {
-            JobKind::Install { kernel } | JobKind::Remove { kernel } => Some(kernel),
-            JobKind::Unregister => None,
+            JobKind::Install { kernel }
+            | JobKind::Replace { kernel, .. }
+            | JobKind::Unchanged { kernel }
+            | JobKind::Remove { kernel } => Some(kernel),
+            JobKind::Preserve { .. } | JobKind::Unregister | JobKind::Retire { .. } => None,
         }
     }
 
-    /// What the job does, as one word: `install`, `remove` or `unregister`.
+    /// What the job does, as one word.
     pub fn verb(&self) -> &'static str {
         match self.kind {
             JobKind::Install { .. } => "install",
+            JobKind::Replace { .. } => "replace",
+            JobKind::Unchanged { .. } => "keep",
+            JobKind::Preserve { .. } => "preserve",
             JobKind::Remove { .. } => "remove",
             JobKind::Unregister => "unregister",
+            JobKind::Retire { .. } => "retire",
         }
     }
 
-    /// True for `dkms install` jobs.
+    /// True for jobs that build and install (and so run make and may sign).
     pub fn is_install(&self) -> bool {
-        matches!(self.kind, JobKind::Install { .. })
+        matches!(self.kind, JobKind::Install { .. } | JobKind::Replace { .. })
+    }
+
+    /// The version this job replaces or retires when it is not the job's own module version:
+    /// the other module version whose dkms state the job changes too.
+    pub fn other_version(&self) -> Option<ModuleId> {
+        match &self.kind {
+            JobKind::Replace { old, .. } if *old != self.module.version => Some(ModuleId::new(&self.module.name, old)),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            JobKind::Install { kernel } => write!(f, "{} for {kernel}", self.module),
+            JobKind::Install { kernel } | JobKind::Replace { kernel, .. } | JobKind::Unchanged { kernel } => {
+                write!(f, "{} for {kernel}", self.module)
+            }
             JobKind::Remove { kernel } => write!(f, "{} from {kernel}", self.module),
-            JobKind::Unregister => write!(f, "{}", self.module),
+            JobKind::Preserve { .. } | JobKind::Unregister | JobKind::Retire { .. } => write!(f, "{}", self.module),
         }
     }
 }
@@ -172,6 +212,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Adds, for every version the plan replaces with another version, a job that unregisters it
+    /// once all its replacements ran, if no kernel uses it any more then.
+    pub fn retire_replaced(&mut self) {
+        let mut replaced: BTreeMap<ModuleId, Vec<usize>> = BTreeMap::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            if let Some(old) = job.other_version() {
+                replaced.entry(old).or_default().push(i);
+            }
+        }
+        for (old, replacing) in replaced {
+            self.jobs.push(Job { kind: JobKind::Retire { replacing }, module: old, after: Vec::new() });
+        }
+    }
+
     /// Fills `build_depends` for the plan's install jobs from the module sources' dkms.conf.
     pub fn note_build_depends(&mut self, inv: &Inventory) {
         for source in inv.sources.values() {
@@ -187,30 +241,86 @@ impl Plan {
     }
 }
 
-/// Plans the jobs for `operation` on `targets`, given what is installed.
-pub fn plan(operation: Operation, targets: &Targets, inv: &Inventory) -> Plan {
+/// Plans the jobs for `operation` on `targets`, given what is installed and what the state file
+/// remembers (which sources each installed build was made from).
+pub fn plan(operation: Operation, targets: &Targets, inv: &Inventory, state: &State) -> Plan {
     match operation {
-        Operation::Install => plan_install(targets, inv),
+        Operation::Install => plan_install(targets, inv, state),
         Operation::Remove { rebuild } => plan_remove(targets, inv, rebuild),
     }
 }
 
-/// A module source resolved to its dkms identity and BUILD_DEPENDS.
-struct Source<'a> {
-    id: ModuleId,
-    depends: &'a [String],
+/// A module source resolved to its dkms identity, its BUILD_DEPENDS, and what its job does.
+pub(crate) struct Source<'a> {
+    pub(crate) id: ModuleId,
+    pub(crate) depends: &'a [String],
+    pub(crate) kind: JobKind,
 }
 
-fn plan_install(targets: &Targets, inv: &Inventory) -> Plan {
+fn plan_install(targets: &Targets, inv: &Inventory, state: &State) -> Plan {
     let mut plan = Plan::default();
     let mut wanted = wanted_pairs(targets, inv, &mut plan);
     drop_modules_shipped_twice(&mut wanted, inv, &mut plan);
-    let per_kernel = resolve_pairs(&wanted, inv, &mut plan);
+    let per_kernel = resolve_pairs(&wanted, targets, inv, state, &mut plan);
     for (kver, sources) in per_kernel {
         push_in_dependency_order(&mut plan, kver, sources);
     }
+    plan.retire_replaced();
     plan.note_build_depends(inv);
     plan
+}
+
+/// How far to trust an installed build of the same version to be made from today's sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compare {
+    /// Not at all: the package was just installed or upgraded. An installed build of the same
+    /// version is rebuilt unless the state file says it was made from identical sources.
+    Digest,
+    /// Unless the state file says it was made from other sources (`sync`: builds made before
+    /// digests were recorded are not all rebuilt).
+    Recorded,
+    /// Fully (a new kernel's pairs: the module's sources did not change).
+    Trust,
+}
+
+/// What a wanted (module version, kernel) pair needs, given what is installed for the kernel
+/// and how far an installed build of the same version is trusted (`compare`): `None` when
+/// nothing. A build kept after its replacement failed is always retried.
+pub(crate) fn job_for(
+    inv: &Inventory,
+    state: &State,
+    id: &ModuleId,
+    digest: Option<&str>,
+    kernel: &str,
+    compare: Compare,
+) -> Option<JobKind> {
+    let installed = inv.tree.versions_of(&id.name).find(|(_, e)| e.installed.contains(kernel)).map(|(v, _)| v);
+    let built_from = |version: &str| state.get(&id.name, version, kernel).and_then(|r| r.digest.clone());
+    let kernel_name = kernel;
+    let kernel = kernel_name.to_owned();
+    match installed {
+        None => Some(JobKind::Install { kernel }),
+        Some(v) if v == id.version => {
+            let record = state.get(&id.name, v, kernel_name);
+            let made_from = record.and_then(|r| r.digest.as_deref());
+            let kept = record.is_some_and(|r| r.last == crate::state::Last::Kept);
+            let stale = kept
+                || match compare {
+                    Compare::Digest => digest.is_none() || made_from != digest,
+                    Compare::Recorded => made_from.is_some() && digest.is_some() && made_from != digest,
+                    Compare::Trust => false,
+                };
+            // dkms's link at kept sources goes back to the packaged ones.
+            let relink = inv.tree.entries.get(&(id.name.clone(), v.to_owned())).is_some_and(|e| e.kept.is_some());
+            match (stale, compare) {
+                (true, _) => Some(JobKind::Replace { kernel, old: v.to_owned(), old_digest: built_from(v) }),
+                (false, Compare::Digest) => Some(JobKind::Unchanged { kernel }),
+                (false, Compare::Recorded) if relink => Some(JobKind::Unchanged { kernel }),
+                (false, _) => None,
+            }
+        }
+        Some(v) => Some(JobKind::Replace { kernel, old: v.to_owned(), old_digest: built_from(v) }),
+    }
 }
 
 /// The (kernel, module directory) pairs a transaction's targets call for: each changed module ×
@@ -272,20 +382,27 @@ fn drop_modules_shipped_twice(wanted: &mut BTreeSet<(String, String)>, inv: &Inv
     });
 }
 
-/// Resolves directories to module identities, per kernel. A bad dkms.conf is reported once; a
-/// module version dkms already has installed for the kernel needs nothing (`dkms install` would
-/// only say so, at ~0.1 s a call).
+/// Resolves directories to module identities and jobs, per kernel. A bad dkms.conf is reported
+/// once; a module version dkms already has installed for the kernel needs nothing (`dkms install`
+/// would only say so, at ~0.1 s a call) unless its package just changed (see [`job_for`]).
 fn resolve_pairs<'i>(
     wanted: &BTreeSet<(String, String)>,
+    targets: &Targets,
     inv: &'i Inventory,
+    state: &State,
     plan: &mut Plan,
 ) -> BTreeMap<String, Vec<Source<'i>>> {
     let mut per_kernel: BTreeMap<String, Vec<Source>> = BTreeMap::new();
     let mut bad: BTreeSet<&str> = BTreeSet::new();
     for (kver, dir) in wanted {
         match resolve_source(inv, dir) {
-            Ok(source) if inv.tree.is_installed(&source.id.name, &source.id.version, kver) => {}
-            Ok(source) => per_kernel.entry(kver.clone()).or_default().push(source),
+            Ok((id, depends)) => {
+                let digest = inv.sources.get(dir).and_then(|s| s.digest.as_deref());
+                let compare = if targets.module_dirs.contains(dir) { Compare::Digest } else { Compare::Trust };
+                if let Some(kind) = job_for(inv, state, &id, digest, kver, compare) {
+                    per_kernel.entry(kver.clone()).or_default().push(Source { id, depends, kind });
+                }
+            }
             // No dkms.conf on disk for a target: nothing to build from (pacman matched a path
             // that is not there, e.g. NoExtract).
             Err(error) if error.is_empty() => {
@@ -304,8 +421,8 @@ fn resolve_pairs<'i>(
 }
 
 /// Adds one kernel's install jobs, BUILD_DEPENDS first (name order among the others), and its
-/// depmod.
-fn push_in_dependency_order(plan: &mut Plan, kver: String, mut sources: Vec<Source>) {
+/// depmod when any job builds.
+pub(crate) fn push_in_dependency_order(plan: &mut Plan, kver: String, mut sources: Vec<Source>) {
     sources.sort_by(|a, b| a.id.cmp(&b.id));
     let items: Vec<(&str, &[String])> = sources.iter().map(|s| (s.id.name.as_str(), s.depends)).collect();
     let (ordered, cycle) = dependency_order(&items);
@@ -320,16 +437,18 @@ fn push_in_dependency_order(plan: &mut Plan, kver: String, mut sources: Vec<Sour
             .filter_map(|dep| ordered[..pos].iter().position(|&j| &sources[j].id.name == dep))
             .map(|earlier| first + earlier)
             .collect();
-        plan.jobs.push(Job { kind: JobKind::Install { kernel: kver.clone() }, module: sources[i].id.clone(), after });
+        plan.jobs.push(Job { kind: sources[i].kind.clone(), module: sources[i].id.clone(), after });
     }
-    plan.depmod.push(kver);
+    if sources.iter().any(|s| !matches!(s.kind, JobKind::Unchanged { .. })) {
+        plan.depmod.push(kver);
+    }
 }
 
-/// The module identity of `usr/src/<dir>` from its dkms.conf.
-fn resolve_source<'a>(inv: &'a Inventory, dir: &str) -> Result<Source<'a>, String> {
+/// The module identity and BUILD_DEPENDS of `usr/src/<dir>` from its dkms.conf.
+fn resolve_source<'a>(inv: &'a Inventory, dir: &str) -> Result<(ModuleId, &'a [String]), String> {
     match inv.sources.get(dir) {
         Some(source) => match &source.conf {
-            Ok(conf) => Ok(Source { id: ModuleId::new(&conf.name, &conf.version), depends: &conf.build_depends }),
+            Ok(conf) => Ok((ModuleId::new(&conf.name, &conf.version), &conf.build_depends)),
             Err(e) => Err(e.clone()),
         },
         None => Err(String::new()),
@@ -397,8 +516,27 @@ fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> Plan {
             plan.notices.push(Notice::NotRegistered { dir: dir.clone() });
             continue;
         };
+        // A module that stays packaged keeps its builds until their replacements are built
+        // after the transaction: the upgrade hook's rebuild (same directory), or a package the
+        // transaction upgrades. Its sources are kept for dkms, which needs them to remove the
+        // old builds later.
+        let source = inv.sources.get(dir);
+        let stays = rebuild || source.and_then(|s| s.package.as_ref()).is_some_and(|p| inv.upgrading.contains(p));
+        if let (true, Some(digest)) = (stays, source.and_then(|s| s.digest.clone())) {
+            let installed = entry.installed.iter().cloned().collect();
+            plan.jobs.push(Job { kind: JobKind::Preserve { digest, installed }, module: id, after: Vec::new() });
+            continue;
+        }
         for kver in entry.built.union(&entry.installed) {
             removals.insert((id.clone(), kver.clone()));
+        }
+        // The module leaves: earlier versions kept for kernels whose upgrade failed go too.
+        for (version, kept) in inv.tree.versions_of(&id.name).filter(|(v, e)| *v != id.version && e.kept.is_some()) {
+            let old = ModuleId::new(&id.name, version);
+            for kver in kept.built.union(&kept.installed) {
+                removals.insert((old.clone(), kver.clone()));
+            }
+            unregister.insert(old);
         }
         unregister.insert(id);
     }
@@ -452,14 +590,51 @@ mod tests {
     use crate::inventory::{DkmsConf, Kernel, ModuleSource};
 
     /// A small world: kernels `(kver, package, has headers)`, sources `(dir, name, version,
-    /// depends)`, tree entries `(name, version, source dir, built, installed)`.
+    /// depends)`, tree entries `(name, version, source dir, built, installed)`, and the state
+    /// file's records of which sources installed builds were made from.
     struct World {
         inv: Inventory,
+        state: State,
     }
 
     impl World {
         fn new() -> Self {
-            World { inv: Inventory::default() }
+            World { inv: Inventory::default(), state: State::default() }
+        }
+        /// The digest of `usr/src/DIR` (as the inventory computes it for targets).
+        fn digest(mut self, dir: &str, digest: &str) -> Self {
+            self.inv.sources.get_mut(dir).unwrap().digest = Some(digest.into());
+            self
+        }
+        /// The state file says `name/version`'s build for `kernel` was made from sources `digest`
+        /// (`kept`: its replacement failed and it stays).
+        fn made_from(mut self, name: &str, version: &str, kernel: &str, digest: &str, kept: bool) -> Self {
+            let job = Job {
+                kind: JobKind::Install { kernel: kernel.into() },
+                module: ModuleId::new(name, version),
+                after: vec![],
+            };
+            self.state.record(&job, &crate::run::Outcome::Installed, None, 1, Some(digest));
+            if kept {
+                let replace = Job {
+                    kind: JobKind::Replace { kernel: kernel.into(), old: version.into(), old_digest: None },
+                    ..job
+                };
+                let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
+                let outcome = crate::run::Outcome::Kept { old: version.into(), failure: Box::new(failed) };
+                self.state.record(&replace, &outcome, None, 2, None);
+            }
+            self
+        }
+        /// Tree entry `name/version` with its `source` link at kept sources `digest`.
+        fn kept_sources(mut self, name: &str, version: &str, digest: &str) -> Self {
+            self.inv.tree.entries.get_mut(&(name.into(), version.into())).unwrap().kept = Some(digest.into());
+            self
+        }
+        /// The running transaction upgrades `package`.
+        fn upgrading(mut self, package: &str) -> Self {
+            self.inv.upgrading.insert(package.into());
+            self
         }
         fn kernel(mut self, kver: &str, package: &str, headers: bool) -> Self {
             self.inv.kernels.insert(
@@ -481,14 +656,14 @@ mod tests {
             };
             self.inv.sources.insert(
                 dir.into(),
-                ModuleSource { dir: dir.into(), package: Some(format!("{name}-dkms")), conf: Ok(conf) },
+                ModuleSource { dir: dir.into(), package: Some(format!("{name}-dkms")), conf: Ok(conf), digest: None },
             );
             self
         }
         fn bad_source(mut self, dir: &str, error: &str) -> Self {
             self.inv.sources.insert(
                 dir.into(),
-                ModuleSource { dir: dir.into(), package: Some("x".into()), conf: Err(error.into()) },
+                ModuleSource { dir: dir.into(), package: Some("x".into()), conf: Err(error.into()), digest: None },
             );
             self
         }
@@ -497,6 +672,7 @@ mod tests {
                 (name.into(), version.into()),
                 TreeEntry {
                     source_dir: Some(dir.into()),
+                    kept: None,
                     built: built.iter().map(|s| s.to_string()).collect(),
                     installed: installed.iter().map(|s| s.to_string()).collect(),
                 },
@@ -504,7 +680,7 @@ mod tests {
             self
         }
         fn plan(&self, op: Operation, stdin: &str) -> Plan {
-            plan(op, &Targets::parse(stdin.as_bytes()), &self.inv)
+            plan(op, &Targets::parse(stdin.as_bytes()), &self.inv, &self.state)
         }
     }
 
@@ -548,18 +724,79 @@ mod tests {
 
     #[test]
     fn already_installed_pairs_need_no_job() {
-        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).built(
-            "hello",
-            "1.0",
-            "hello-1.0",
-            &["6.12.1-arch1-1", "6.6.30-1-lts"],
-            &["6.12.1-arch1-1"],
-        );
+        let w = two_kernels()
+            .source("hello-1.0", "hello", "1.0", &[])
+            .digest("hello-1.0", "d1")
+            .built("hello", "1.0", "hello-1.0", &["6.12.1-arch1-1", "6.6.30-1-lts"], &["6.12.1-arch1-1"])
+            .made_from("hello", "1.0", "6.12.1-arch1-1", "d1", false);
+        // The package (re)installed with the sources the installed build was made from.
         let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
-        assert_eq!(jobs(&p), ["install hello/1.0 for 6.6.30-1-lts"]);
+        assert_eq!(jobs(&p), ["keep hello/1.0 for 6.12.1-arch1-1", "install hello/1.0 for 6.6.30-1-lts"]);
         assert_eq!(p.depmod, ["6.6.30-1-lts"]);
+        // A kernel's headers: an installed pair is not looked at at all.
         let p = w.plan(INSTALL, "usr/lib/modules/6.12.1-arch1-1/build/include/\n");
         assert_eq!(p, Plan::default());
+    }
+
+    #[test]
+    fn changed_or_unknown_sources_of_an_installed_version_are_rebuilt_by_replacing_it() {
+        let w = two_kernels()
+            .source("hello-1.0", "hello", "1.0", &[])
+            .digest("hello-1.0", "new")
+            .built(
+                "hello",
+                "1.0",
+                "hello-1.0",
+                &["6.12.1-arch1-1", "6.6.30-1-lts"],
+                &["6.12.1-arch1-1", "6.6.30-1-lts"],
+            )
+            .made_from("hello", "1.0", "6.12.1-arch1-1", "old", false);
+        let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["replace hello/1.0 for 6.12.1-arch1-1", "replace hello/1.0 for 6.6.30-1-lts"]);
+        assert_eq!(
+            p.jobs[0].kind,
+            JobKind::Replace { kernel: "6.12.1-arch1-1".into(), old: "1.0".into(), old_digest: Some("old".into()) }
+        );
+        assert_eq!(
+            p.jobs[1].kind,
+            JobKind::Replace { kernel: "6.6.30-1-lts".into(), old: "1.0".into(), old_digest: None }
+        );
+        assert_eq!(p.depmod, ["6.12.1-arch1-1", "6.6.30-1-lts"]);
+        // Replacing a version by itself leaves nothing to retire.
+        assert!(!p.jobs.iter().any(|j| j.verb() == "retire"));
+    }
+
+    #[test]
+    fn a_new_version_replaces_the_installed_one_and_retires_it_after() {
+        let w = two_kernels()
+            .source("hello-1.1", "hello", "1.1", &[])
+            .digest("hello-1.1", "d11")
+            .built(
+                "hello",
+                "1.0",
+                "hello-1.0",
+                &["6.12.1-arch1-1", "6.6.30-1-lts"],
+                &["6.12.1-arch1-1", "6.6.30-1-lts"],
+            )
+            .kept_sources("hello", "1.0", "d10")
+            .made_from("hello", "1.0", "6.12.1-arch1-1", "d10", false);
+        let p = w.plan(INSTALL, "usr/src/hello-1.1/dkms.conf\n");
+        assert_eq!(
+            jobs(&p),
+            ["replace hello/1.1 for 6.12.1-arch1-1", "replace hello/1.1 for 6.6.30-1-lts", "retire hello/1.0"]
+        );
+        assert_eq!(p.jobs[2].kind, JobKind::Retire { replacing: vec![0, 1] });
+        assert_eq!(p.jobs[0].other_version(), Some(ModuleId::new("hello", "1.0")));
+    }
+
+    #[test]
+    fn a_kept_build_is_retried_when_its_kernel_changes() {
+        let w = two_kernels()
+            .source("hello-1.0", "hello", "1.0", &[])
+            .built("hello", "1.0", "hello-1.0", &["6.12.1-arch1-1"], &["6.12.1-arch1-1"])
+            .made_from("hello", "1.0", "6.12.1-arch1-1", "old", true);
+        let p = w.plan(INSTALL, "usr/lib/modules/6.12.1-arch1-1/build/include/\n");
+        assert_eq!(jobs(&p), ["replace hello/1.0 for 6.12.1-arch1-1"]);
     }
 
     #[test]
@@ -680,6 +917,50 @@ mod tests {
         assert_eq!(p.jobs[3].after, [0, 1, 2]);
         // depmod only for installed kernels that stay.
         assert_eq!(p.depmod, ["6.12.1-arch1-1", "6.6.30-1-lts"]);
+    }
+
+    #[test]
+    fn a_module_whose_package_stays_is_preserved_not_removed() {
+        let installed = ["6.12.1-arch1-1", "6.6.30-1-lts"];
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).digest("hello-1.0", "d10").built(
+            "hello",
+            "1.0",
+            "hello-1.0",
+            &installed,
+            &installed,
+        );
+        let preserve = |p: &Plan| {
+            assert_eq!(jobs(p), ["preserve hello/1.0"]);
+            assert_eq!(
+                p.jobs[0].kind,
+                JobKind::Preserve { digest: "d10".into(), installed: installed.map(String::from).to_vec() }
+            );
+            assert!(p.depmod.is_empty());
+        };
+        // The upgrade hook: the directory stays (a package release in the same directory).
+        preserve(&w.plan(REBUILD, "usr/src/hello-1.0/dkms.conf\n"));
+        // The remove hook, while the transaction upgrades the package (to another directory).
+        let upgraded = w.upgrading("hello-dkms");
+        preserve(&upgraded.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\n"));
+    }
+
+    #[test]
+    fn a_leaving_module_takes_its_kept_versions_along() {
+        let w = two_kernels()
+            .source("hello-1.1", "hello", "1.1", &[])
+            .built("hello", "1.1", "hello-1.1", &["6.6.30-1-lts"], &["6.6.30-1-lts"])
+            .built("hello", "1.0", "x", &["6.12.1-arch1-1"], &["6.12.1-arch1-1"])
+            .kept_sources("hello", "1.0", "d10");
+        let p = w.plan(REMOVE, "usr/src/hello-1.1/dkms.conf\n");
+        assert_eq!(
+            jobs(&p),
+            [
+                "remove hello/1.0 from 6.12.1-arch1-1",
+                "remove hello/1.1 from 6.6.30-1-lts",
+                "unregister hello/1.0",
+                "unregister hello/1.1"
+            ]
+        );
     }
 
     #[test]

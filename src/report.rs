@@ -73,12 +73,16 @@ impl Reporter {
             }
             return;
         }
-        let verb = match heading {
-            Heading::Install => "Installing",
-            Heading::Remove => "Removing",
-            Heading::Sync => "Synchronizing",
+        let n = count(plan.jobs.len(), "job");
+        let text = match heading {
+            Heading::Install => format!("==> Installing DKMS modules: {n}\n"),
+            Heading::Remove if plan.jobs.iter().all(|j| matches!(j.kind, crate::plan::JobKind::Preserve { .. })) => {
+                format!("==> Keeping DKMS modules installed until their upgrades are built: {n}\n")
+            }
+            Heading::Remove => format!("==> Removing DKMS modules: {n}\n"),
+            Heading::Sync => format!("==> Synchronizing DKMS modules: {n}\n"),
         };
-        self.print(&format!("==> {verb} DKMS modules: {}\n", count(plan.jobs.len(), "job")));
+        self.print(&text);
     }
 
     /// `-v`: the targets named nothing to act on.
@@ -154,8 +158,13 @@ impl Reporter {
         if self.verbosity == Verbosity::Quiet && !failed {
             return;
         }
-        let mut text = format!("  -> ({}/{total}) {job}: {}\n", index + 1, describe(&result.outcome, result.duration));
-        match &result.outcome {
+        let mut text =
+            format!("  -> ({}/{total}) {job}: {}\n", index + 1, describe(job, &result.outcome, result.duration));
+        let cause = match &result.outcome {
+            Outcome::Kept { failure, .. } => failure,
+            other => other,
+        };
+        match cause {
             Outcome::Failed { log, tail, .. } => {
                 match log {
                     Some(log) => text.push_str(&format!("     last lines of {}:\n", log.display())),
@@ -184,11 +193,14 @@ impl Reporter {
     pub fn finish(&self, plan: &Plan, stats: &Stats) -> ExitCode {
         let errors = plan.notices.iter().filter(|n| n.is_error()).count();
         let failed = stats.failed + stats.depmod_failed + errors;
-        let ran = stats.installed + stats.removed + stats.skipped + stats.failed > 0;
+        let ran =
+            stats.installed + stats.unchanged + stats.preserved + stats.removed + stats.skipped + stats.failed > 0;
         if ran && (self.verbosity > Verbosity::Quiet || failed > 0) {
             let mut parts = Vec::new();
             for (n, word) in [
                 (stats.installed, "installed"),
+                (stats.unchanged, "unchanged"),
+                (stats.preserved, "kept until rebuilt"),
                 (stats.removed, "removed"),
                 (stats.skipped, "skipped"),
                 (stats.failed, "failed"),
@@ -211,11 +223,31 @@ impl Reporter {
     }
 }
 
-/// The outcome as a short phrase.
-fn describe(outcome: &Outcome, duration: Duration) -> String {
+/// The outcome of `job` as a short phrase.
+fn describe(job: &Job, outcome: &Outcome, duration: Duration) -> String {
     let took = secs(duration);
     match outcome {
         Outcome::Installed => format!("installed in {took}"),
+        Outcome::Replaced { old } if *old == job.module.version => {
+            format!("rebuilt from the new sources in {took}, replacing the build from before")
+        }
+        Outcome::Replaced { old } => format!("installed in {took}, replacing {}/{old}", job.module.name),
+        Outcome::Unchanged => "unchanged (the same sources as the installed build: nothing to build)".to_owned(),
+        Outcome::Preserved => "kept installed until its upgrade is built after the transaction".to_owned(),
+        Outcome::StillServing { kernels } => {
+            format!(
+                "kept: still installed for {} (its replacement failed there, or cannot be built)",
+                kernels.join(" ")
+            )
+        }
+        Outcome::Kept { old, failure } => {
+            let kept = if *old == job.module.version {
+                format!("kept the build from before the upgrade of {}", job.module)
+            } else {
+                format!("kept {}/{old} (the version that was installed)", job.module.name)
+            };
+            format!("{}; {kept}", describe(job, failure, duration))
+        }
         Outcome::Removed => format!("removed in {took}"),
         Outcome::Unregistered => format!("unregistered in {took}"),
         Outcome::Skipped => "skipped (BUILD_EXCLUSIVE does not match this kernel)".to_owned(),
@@ -261,13 +293,28 @@ mod tests {
     #[test]
     fn outcome_phrases() {
         let d = Duration::from_millis(4210);
-        assert_eq!(describe(&Outcome::Installed, d), "installed in 4.2 s");
-        assert!(describe(&Outcome::Skipped, d).starts_with("skipped"));
+        let job = Job {
+            kind: crate::plan::JobKind::Install { kernel: "k1".into() },
+            module: crate::plan::ModuleId::new("hello", "1.1"),
+            after: vec![],
+        };
+        assert_eq!(describe(&job, &Outcome::Installed, d), "installed in 4.2 s");
+        assert!(describe(&job, &Outcome::Skipped, d).starts_with("skipped"));
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
-        assert_eq!(describe(&failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
+        assert_eq!(describe(&job, &failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
         let wrong = Outcome::WrongVermagic { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
-        assert!(describe(&wrong, d).contains("wrong kernel") && describe(&wrong, d).contains("vermagic 6.1-y SMP"));
+        let text = describe(&job, &wrong, d);
+        assert!(text.contains("wrong kernel") && text.contains("vermagic 6.1-y SMP"), "{text}");
+        let kept = Outcome::Kept { old: "1.0".into(), failure: Box::new(failed) };
+        assert_eq!(
+            describe(&job, &kept, d),
+            "failed in 4.2 s: dkms exit 10, the module build (make) failed; kept hello/1.0 (the version that was installed)"
+        );
+        assert_eq!(
+            describe(&job, &Outcome::Replaced { old: "1.0".into() }, d),
+            "installed in 4.2 s, replacing hello/1.0"
+        );
         assert_eq!(count(1, "job"), "1 job");
         assert_eq!(count(3, "job"), "3 jobs");
     }

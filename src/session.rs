@@ -1,26 +1,28 @@
 //! What every command that changes the system does around its plan, in one place, so the hooks
 //! and `sync` cannot drift apart: check that we may change the system (root), handle stopping
 //! signals, take the root's lock and clear what an interrupted run left half-written, read the
-//! inventory, drop what the configuration excludes, and run the plan with every finished job
-//! going to its log, the state file and the reporter.
+//! inventory and the state file, drop what the configuration excludes, run the plan with every
+//! finished job going to its log, the state file (with the digest of the sources each build was
+//! made from) and the reporter, and drop the kept sources nothing needs any more.
 //!
 //! A dry run does the reading and planning the same way, but takes no lock, needs no root and
 //! prints the plan instead of running it.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::inventory::{Evaluate, Inventory};
+use crate::inventory::{DkmsTree, Evaluate, Inventory, Scope};
 use crate::lock::{self, Lock};
 use crate::logs::Logs;
 use crate::plan::Plan;
 use crate::report::{Heading, Reporter};
 use crate::run::{self, Event, Outcome, Runner, Tools};
 use crate::state::{self, State};
-use crate::{exclude, interrupt};
+use crate::{exclude, interrupt, kept};
 
 /// A command's session with the system it changes.
 pub struct Session<'c> {
@@ -64,6 +66,7 @@ impl<'c> Session<'c> {
         };
         // With the lock held, whatever an interrupted run left half-written is ours to drop.
         run::clear_private_trees(&config.layout);
+        kept::remove_temporaries(&config.layout);
         state::remove_stale_temporaries(&config.layout.state_file());
         Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))
     }
@@ -73,20 +76,21 @@ impl<'c> Session<'c> {
         &self.reporter
     }
 
-    /// Reads the system; with `only`, just those module sources (what a removal needs).
-    pub fn inventory(&self, only: Option<&BTreeSet<String>>) -> Result<Inventory> {
-        let layout = &self.config.layout;
-        let inventory = match only {
-            Some(dirs) => Inventory::read_some(layout, dirs, Evaluate::AsDkmsWould)?,
-            None => Inventory::read(layout, Evaluate::AsDkmsWould)?,
-        };
+    /// Reads what `scope` asks for of the system.
+    pub fn inventory(&self, scope: Scope) -> Result<Inventory> {
+        let inventory = Inventory::read_scope(&self.config.layout, scope, Evaluate::AsDkmsWould)?;
         log::debug!("{inventory:#?}");
         Ok(inventory)
     }
 
+    /// The state file (a damaged one reads as empty, with a warning).
+    pub fn state(&self) -> State {
+        State::load_or_warn(&self.config.layout.state_file())
+    }
+
     /// Shows the plan's notices, drops what the configuration excludes, and runs it (or, in a
     /// dry run, prints it). Returns the exit status.
-    pub fn run(&self, heading: Heading, inventory: &Inventory, plan: Plan) -> Result<ExitCode> {
+    pub fn run(&self, heading: Heading, inventory: &Inventory, state: State, plan: Plan) -> Result<ExitCode> {
         let (plan, excluded) = exclude::apply(plan, &self.config.excludes);
         self.reporter.excluded(&excluded);
         self.reporter.notices(&plan);
@@ -98,16 +102,16 @@ impl<'c> Session<'c> {
         if plan.jobs.is_empty() && plan.depmod.is_empty() {
             return Ok(self.reporter.finish(&plan, &run::Stats::default()));
         }
-        self.execute(inventory, &plan)
+        self.execute(inventory, state, &plan)
     }
 
     /// Runs a plan: every finished job goes to the reporter, its log and the state file.
-    fn execute(&self, inventory: &Inventory, plan: &Plan) -> Result<ExitCode> {
+    fn execute(&self, inventory: &Inventory, mut state: State, plan: &Plan) -> Result<ExitCode> {
         let config = self.config;
         let tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
         run::preflight(&config.layout)?;
         let state_file = config.layout.state_file();
-        let mut state = State::load_or_warn(&state_file);
+        let digests = Digests::new(inventory);
         // Forget pairs that no longer exist, so the file does not grow forever.
         state.retain(|m, v, k| {
             inventory.kernels.contains_key(k)
@@ -130,7 +134,8 @@ impl<'c> Session<'c> {
             };
             let (job, result) = (*job, *result);
             let log = logs.write(job, result);
-            state.record(job, &result.outcome, log.as_deref(), state::now());
+            let digest = job.is_install().then(|| digests.of(&config.layout, &job.module.name, &job.module.version));
+            state.record(job, &result.outcome, log.as_deref(), state::now(), digest.flatten().as_deref());
             if let Err(e) = state.save(&state_file) {
                 state_error.get_or_insert(e);
             }
@@ -144,11 +149,57 @@ impl<'c> Session<'c> {
         if let Some(e) = state_error {
             log::warn!("{e:#}: `dkms-hook status` may not explain every failure");
         }
+        self.drop_unneeded_kept_sources(&state, &digests);
         let code = self.reporter.finish(plan, &stats);
         if let Some(signal) = interrupt::received() {
             self.reporter.stopped(signal, stats.interrupted);
             return Ok(ExitCode::from(interrupt::exit_status(signal)));
         }
         Ok(code)
+    }
+
+    /// Drops the kept copies of sources that nothing needs after the run (see `kept`).
+    fn drop_unneeded_kept_sources(&self, state: &State, digests: &Digests) {
+        let layout = &self.config.layout;
+        let copies = kept::existing(layout);
+        if copies.is_empty() {
+            return;
+        }
+        let tree = match DkmsTree::read(&layout.dkms_tree, &kept::root(layout)) {
+            Ok(tree) => tree,
+            Err(e) => {
+                log::warn!("{e:#}: kept sources are left for the next run to tidy");
+                return;
+            }
+        };
+        for digest in kept::unneeded(&copies, &tree, state, |m, v| digests.of(layout, m, v)) {
+            kept::drop(layout, &digest);
+        }
+    }
+}
+
+/// The digests of packaged module sources, read once each: those the inventory read already,
+/// the others when first asked for.
+struct Digests {
+    known: RefCell<BTreeMap<String, Option<String>>>,
+}
+
+impl Digests {
+    fn new(inventory: &Inventory) -> Digests {
+        let known = inventory.sources.iter().filter_map(|(dir, s)| s.digest.clone().map(|d| (dir.clone(), Some(d))));
+        Digests { known: RefCell::new(known.collect()) }
+    }
+
+    /// The digest of `usr/src/NAME-VERSION`, if it is there and readable.
+    fn of(&self, layout: &crate::config::Layout, name: &str, version: &str) -> Option<String> {
+        let dir = format!("{name}-{version}");
+        self.known
+            .borrow_mut()
+            .entry(dir.clone())
+            .or_insert_with(|| {
+                let path = layout.source_tree.join(&dir);
+                path.is_dir().then(|| crate::inventory::digest_of(layout, &dir)).flatten()
+            })
+            .clone()
     }
 }

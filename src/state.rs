@@ -33,6 +33,8 @@ pub enum Last {
     Failed,
     /// Installed, but a module's vermagic names another kernel.
     WrongVermagic,
+    /// Replacing the installed build failed; the version that was installed (`serving`) stays.
+    Kept,
 }
 
 /// One remembered outcome.
@@ -50,6 +52,12 @@ pub struct Record {
     pub log: Option<PathBuf>,
     /// When the job finished, in seconds since the epoch.
     pub time: u64,
+    /// The digest of the sources the build installed for this pair was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// With [`Last::Kept`]: the version still installed for the kernel, the one that worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<String>,
 }
 
 /// All remembered outcomes, by (module, version, kernel).
@@ -107,14 +115,35 @@ impl State {
         self.records.values()
     }
 
-    /// Remembers what a finished job came to; `log` is the job's log file, if written.
-    pub fn record(&mut self, job: &Job, outcome: &Outcome, log: Option<&Path>, time: u64) {
+    /// Remembers what a finished job came to; `log` is the job's log file, if written; `digest`
+    /// the digest of the job's module sources, when it built from them.
+    pub fn record(&mut self, job: &Job, outcome: &Outcome, log: Option<&Path>, time: u64, digest: Option<&str>) {
         let m = &job.module;
-        match &job.kind {
-            // A job stopped by SIGINT/SIGTERM says nothing about the pair: keep what was known.
-            JobKind::Install { .. } if *outcome == Outcome::Interrupted => {}
-            JobKind::Install { kernel } => {
+        let forget = |records: &mut BTreeMap<_, _>, version: &str, kernel: &str| {
+            records.remove(&key(&m.name, version, kernel));
+        };
+        match (&job.kind, outcome) {
+            // A job stopped by a signal says nothing about the pair: keep what was known.
+            (_, Outcome::Interrupted) => {}
+            (JobKind::Install { kernel } | JobKind::Replace { kernel, .. }, _) => {
                 let (last, detail) = summarize(outcome);
+                let built = matches!(outcome, Outcome::Installed | Outcome::Replaced { .. });
+                let serving = match outcome {
+                    Outcome::Kept { old, .. } => Some(old.clone()),
+                    _ => None,
+                };
+                // A kept build of the same version is still the one made from the earlier sources.
+                let previous = self.get(&m.name, &m.version, kernel).and_then(|r| r.digest.clone());
+                let digest = match (built, &serving) {
+                    (true, _) => digest.map(str::to_owned),
+                    (false, Some(old)) if *old == m.version => previous,
+                    _ => None,
+                };
+                if let (JobKind::Replace { old, .. }, true) = (&job.kind, built) {
+                    if *old != m.version {
+                        forget(&mut self.records, old, kernel);
+                    }
+                }
                 let record = Record {
                     module: m.name.clone(),
                     version: m.version.clone(),
@@ -123,13 +152,30 @@ impl State {
                     detail,
                     log: log.map(Path::to_path_buf),
                     time,
+                    digest,
+                    serving,
                 };
                 self.records.insert(key(&m.name, &m.version, kernel), record);
             }
-            JobKind::Remove { kernel } if !outcome.is_failure() => {
-                self.records.remove(&key(&m.name, &m.version, kernel));
+            // Builds made before digests were recorded were made from these sources.
+            (JobKind::Preserve { digest, installed }, Outcome::Preserved) => {
+                for kernel in installed {
+                    let record = self.records.entry(key(&m.name, &m.version, kernel)).or_insert_with(|| Record {
+                        module: m.name.clone(),
+                        version: m.version.clone(),
+                        kernel: kernel.clone(),
+                        last: Last::Installed,
+                        detail: None,
+                        log: None,
+                        time,
+                        digest: None,
+                        serving: None,
+                    });
+                    record.digest.get_or_insert_with(|| digest.clone());
+                }
             }
-            JobKind::Unregister if !outcome.is_failure() => {
+            (JobKind::Remove { kernel }, _) if !outcome.is_failure() => forget(&mut self.records, &m.version, kernel),
+            (JobKind::Unregister | JobKind::Retire { .. }, Outcome::Unregistered) => {
                 self.records.retain(|_, r| !(r.module == m.name && r.version == m.version));
             }
             _ => {}
@@ -150,7 +196,14 @@ fn key(module: &str, version: &str, kernel: &str) -> (String, String, String) {
 /// An install outcome as a state and a short explanation.
 pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
     match outcome {
-        Outcome::Installed | Outcome::Removed | Outcome::Unregistered => (Last::Installed, None),
+        Outcome::Kept { failure, .. } => (Last::Kept, summarize(failure).1),
+        Outcome::Installed
+        | Outcome::Replaced { .. }
+        | Outcome::Unchanged
+        | Outcome::Preserved
+        | Outcome::StillServing { .. }
+        | Outcome::Removed
+        | Outcome::Unregistered => (Last::Installed, None),
         Outcome::Skipped => (Last::Skipped, Some("BUILD_EXCLUSIVE does not match this kernel".to_owned())),
         Outcome::WrongVermagic { module, vermagic } => {
             (Last::WrongVermagic, Some(format!("{} has vermagic {vermagic}", module.display())))
@@ -220,9 +273,9 @@ mod tests {
         let mut s = State::default();
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
-        s.record(&install("a", "1", "k1"), &failed, Some(Path::new("/log/a")), 5);
-        s.record(&install("a", "1", "k2"), &Outcome::Skipped, None, 6);
-        s.record(&install("b", "2", "k1"), &Outcome::Installed, None, 7);
+        s.record(&install("a", "1", "k1"), &failed, Some(Path::new("/log/a")), 5, None);
+        s.record(&install("a", "1", "k2"), &Outcome::Skipped, None, 6, None);
+        s.record(&install("b", "2", "k1"), &Outcome::Installed, None, 7, None);
         let r = s.get("a", "1", "k1").unwrap();
         assert_eq!((r.last, r.detail.as_deref()), (Last::Failed, Some("dkms exit 10, the module build (make) failed")));
         assert_eq!(r.log.as_deref(), Some(Path::new("/log/a")));
@@ -230,10 +283,10 @@ mod tests {
 
         let remove =
             Job { kind: JobKind::Remove { kernel: "k1".into() }, module: ModuleId::new("b", "2"), after: vec![] };
-        s.record(&remove, &Outcome::Removed, None, 8);
+        s.record(&remove, &Outcome::Removed, None, 8, None);
         assert!(s.get("b", "2", "k1").is_none());
         let unregister = Job { kind: JobKind::Unregister, module: ModuleId::new("a", "1"), after: vec![] };
-        s.record(&unregister, &Outcome::Unregistered, None, 9);
+        s.record(&unregister, &Outcome::Unregistered, None, 9, None);
         assert_eq!(s.records().count(), 0);
     }
 
@@ -244,7 +297,7 @@ mod tests {
         assert_eq!(State::load(&path).unwrap(), State::default());
         let mut s = State::default();
         let wrong = Outcome::WrongVermagic { module: PathBuf::from("/m/a.ko"), vermagic: "6.1-y SMP".into() };
-        s.record(&install("a", "1", "k1"), &wrong, None, 5);
+        s.record(&install("a", "1", "k1"), &wrong, None, 5, None);
         s.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), s);
         // No temporary file is left behind.

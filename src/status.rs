@@ -93,6 +93,9 @@ pub enum PairState {
     Failed,
     /// Installed, but built for another kernel (its vermagic names another kernel).
     WrongVermagic,
+    /// Not installed, but the version that was installed before (or its build from the sources
+    /// before the last upgrade) still is: building the replacement failed or is pending.
+    Kept,
     /// Not installed, and excluded by the configuration.
     Excluded,
 }
@@ -111,6 +114,7 @@ impl PairState {
             PairState::Skipped => "skipped",
             PairState::Failed => "failed",
             PairState::WrongVermagic => "wrong vermagic",
+            PairState::Kept => "kept",
             PairState::Excluded => "excluded",
         }
     }
@@ -126,6 +130,8 @@ pub struct PairStatus {
     pub ok: bool,
     /// Why, and what to do, when there is something to say.
     pub reason: Option<String>,
+    /// With `kept`: the version still installed for the kernel.
+    pub serving: Option<String>,
     /// The log of the last job for this pair, when it still exists.
     pub log: Option<PathBuf>,
 }
@@ -430,17 +436,43 @@ fn pair(
     let record = state.get(module, version, kver);
     let log = record.and_then(|r| r.log.clone()).filter(|l| seen.existing_logs.contains(l));
     let detail = record.and_then(|r| r.detail.clone());
+    let wrong = |detail: Option<String>| {
+        detail.map(|d| format!("{d}: its build ignores the kernel it is given; report it to the packager"))
+    };
+    // Another version of the module still installed for the kernel: its replacement is pending.
+    let other = inv.tree.versions_of(module).find(|(v, e)| *v != version && e.installed.contains(kver)).map(|(v, _)| v);
+    let mut serving = None;
     let (state, reason, log) = match record.map(|r| r.last) {
         _ if installed => match record.map(|r| r.last) {
-            Some(Last::WrongVermagic) => (
-                PairState::WrongVermagic,
-                detail.map(|d| format!("{d}: its build ignores the kernel it is given; report it to the packager")),
-                log,
-            ),
+            Some(Last::WrongVermagic) => (PairState::WrongVermagic, wrong(detail), log),
+            Some(Last::Kept) => {
+                serving = Some(version.to_owned());
+                let why = detail.map(|d| format!(": {d}")).unwrap_or_default();
+                let reason = format!(
+                    "the build from before the last upgrade of {module}/{version} is still installed; rebuilding it \
+                     from the new sources failed{why}: fix the cause, then `dkms-hook sync`"
+                );
+                (PairState::Kept, Some(reason), log)
+            }
             _ => (PairState::Installed, None, None),
         },
         _ if excludes.pair(module, version, kver) => {
             (PairState::Excluded, Some("by the configuration".to_owned()), None)
+        }
+        last if other.is_some() => {
+            let old = other.unwrap_or_default();
+            serving = Some(old.to_owned());
+            let still = format!("{module}/{old} is still installed");
+            let reason = match (last, &detail) {
+                (Some(Last::Kept | Last::Failed), Some(d)) => {
+                    format!("{still}; {version} failed: {d}: fix the cause, then `dkms-hook sync`")
+                }
+                _ if kernel.headers.is_none() => {
+                    format!("{still}; install {} to build {version}", kernel.headers_package())
+                }
+                _ => format!("{still}; run `dkms-hook sync` to build {version}"),
+            };
+            (PairState::Kept, Some(reason), log)
         }
         _ if kernel.headers.is_none() => (
             if built { PairState::Built } else { PairState::Missing },
@@ -449,12 +481,8 @@ fn pair(
         ),
         // dkms-hook removes a module built for the wrong kernel again; the state file says why
         // the pair is missing.
-        Some(Last::WrongVermagic) => (
-            PairState::WrongVermagic,
-            detail.map(|d| format!("{d}: its build ignores the kernel it is given; report it to the packager")),
-            log,
-        ),
-        Some(Last::Failed) => {
+        Some(Last::WrongVermagic) => (PairState::WrongVermagic, wrong(detail), log),
+        Some(Last::Failed | Last::Kept) => {
             (PairState::Failed, detail.map(|d| format!("{d}: fix the cause, then `dkms-hook sync`")), log)
         }
         Some(Last::Skipped) => (PairState::Skipped, detail, None),
@@ -468,6 +496,7 @@ fn pair(
         state,
         ok: state.is_ok(),
         reason,
+        serving,
         log,
     }
 }
@@ -476,14 +505,22 @@ fn out_of_place(layout: &Layout, inv: &Inventory, seen: &Observed) -> Vec<OutOfP
     let mut items = Vec::new();
     for ((m, v), entry) in &inv.tree.entries {
         let all: Vec<String> = entry.built.union(&entry.installed).cloned().collect();
-        let orphan = entry.source_dir.as_deref().is_none_or(|d| !inv.sources.contains_key(d));
-        if orphan {
+        // Kept sources stand in for `usr/src/NAME-VERSION` while a replacement is pending.
+        let source_dir = match &entry.kept {
+            Some(_) => Some(format!("{m}-{v}")),
+            None => entry.source_dir.clone(),
+        };
+        let orphan = source_dir.as_deref().is_none_or(|d| !inv.sources.contains_key(d));
+        // A version another packaged version replaces is shown with the pairs it still serves.
+        let replaced = inv.sources.values().any(|s| s.conf.as_ref().is_ok_and(|c| c.name == *m && c.version != *v));
+        let serving = entry.installed.iter().any(|k| inv.kernels.contains_key(k));
+        if orphan && !(replaced && serving) {
             items.push(OutOfPlace {
                 kind: OutOfPlaceKind::OrphanRegistration,
                 module: Some(m.clone()),
                 version: Some(v.clone()),
                 kernels: all,
-                path: entry.source_dir.as_ref().map(|d| layout.source_tree.join(d)),
+                path: source_dir.as_ref().map(|d| layout.source_tree.join(d)),
                 fix: "`dkms-hook sync` removes it".to_owned(),
             });
             continue;
@@ -554,6 +591,7 @@ mod tests {
                 dir: "a-1".into(),
                 package: Some("a-dkms".into()),
                 conf: Ok(DkmsConf { name: "a".into(), version: "1".into(), build_depends: vec![] }),
+                digest: None,
             },
         );
         World {
@@ -571,6 +609,7 @@ mod tests {
                 (m.into(), v.into()),
                 TreeEntry {
                     source_dir: source.map(str::to_owned),
+                    kept: None,
                     built: built.iter().map(|s| s.to_string()).collect(),
                     installed: installed.iter().map(|s| s.to_string()).collect(),
                 },
@@ -579,7 +618,7 @@ mod tests {
         fn record(&mut self, k: &str, outcome: Outcome, log: Option<&str>) {
             let job =
                 Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new("a", "1"), after: vec![] };
-            self.state.record(&job, &outcome, log.map(Path::new), 1);
+            self.state.record(&job, &outcome, log.map(Path::new), 1, None);
         }
         fn status(&self) -> Status {
             Status::build(&self.layout, &self.inv, &self.state, &self.excludes, &self.seen)
@@ -666,6 +705,46 @@ mod tests {
     }
 
     #[test]
+    fn a_version_still_serving_while_its_replacement_failed_or_waits_is_kept() {
+        let mut w = world();
+        // a/0.9 (sources kept) still installed for k1, k2 (failed there) and k3 (no headers).
+        w.tree("a", "0.9", Some("0123"), &["k1", "k2", "k3"], &["k1", "k2", "k3"]);
+        w.inv.tree.entries.get_mut(&("a".into(), "0.9".into())).unwrap().kept = Some("0123".into());
+        let failed =
+            Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
+        w.record("k2", Outcome::Kept { old: "0.9".into(), failure: Box::new(failed) }, Some("/l/a.log"));
+        w.seen.existing_logs.insert("/l/a.log".into());
+        let s = w.status();
+        assert_eq!(
+            states(&s),
+            [("k1".into(), PairState::Kept), ("k2".into(), PairState::Kept), ("k3".into(), PairState::Kept)]
+        );
+        assert!(s.modules.iter().all(|p| p.serving.as_deref() == Some("0.9") && !p.ok));
+        assert_eq!(s.modules[0].reason.as_deref(), Some("a/0.9 is still installed; run `dkms-hook sync` to build 1"));
+        let k2 = s.modules[1].reason.as_deref().unwrap();
+        assert!(k2.starts_with("a/0.9 is still installed; 1 failed: dkms exit 10"), "{k2}");
+        assert_eq!(s.modules[1].log.as_deref(), Some(Path::new("/l/a.log")));
+        assert!(s.modules[2].reason.as_deref().unwrap().contains("install linux-k3-headers to build 1"));
+        // The version it serves with is not out of place: its pairs say what it is.
+        assert!(s.out_of_place.is_empty(), "{:?}", s.out_of_place);
+        assert!(
+            s.text(false).contains("  -> a/1 for k2: kept: a/0.9 is still installed; 1 failed"),
+            "{}",
+            s.text(false)
+        );
+
+        // The same version, its build from the sources before the last upgrade kept.
+        let mut w = world();
+        w.tree("a", "1", Some("a-1"), &["k1"], &["k1"]);
+        let failed = Outcome::ExecFailed { error: "x".into() };
+        w.record("k1", Outcome::Kept { old: "1".into(), failure: Box::new(failed) }, None);
+        let s = w.status();
+        assert_eq!(s.modules[0].state, PairState::Kept);
+        assert_eq!(s.modules[0].serving.as_deref(), Some("1"));
+        assert!(s.modules[0].reason.as_deref().unwrap().contains("before the last upgrade"), "{:?}", s.modules[0]);
+    }
+
+    #[test]
     fn installed_wins_over_an_old_failure() {
         let mut w = world();
         w.record("k1", Outcome::ExecFailed { error: "x".into() }, None);
@@ -727,7 +806,10 @@ mod tests {
             keys(&json),
             ["kernels", "modules", "ok", "out_of_place", "problems", "root", "running_kernel", "schema", "sources"]
         );
-        assert_eq!(keys(&json["modules"][0]), ["kernel", "log", "module", "ok", "reason", "state", "version"]);
+        assert_eq!(
+            keys(&json["modules"][0]),
+            ["kernel", "log", "module", "ok", "reason", "serving", "state", "version"]
+        );
         assert_eq!(
             keys(&json["kernels"][0]),
             ["excluded", "headers", "headers_package", "kernel", "package", "package_version", "running"]

@@ -6,11 +6,16 @@
 //! reads) installed for every kernel with headers, less the excluded pairs. From there:
 //! - dkms builds for kernels that are no longer installed are removed;
 //! - module versions whose source directory is gone are removed from every kernel, then
-//!   unregistered (a source directory no package owns is the user's and is left alone);
+//!   unregistered (a source directory no package owns is the user's and is left alone) — except
+//!   where another version of the module is packaged and the old one is still installed for a
+//!   kernel: there the new version replaces it (built first, swapped in when it works), and a
+//!   kernel without headers keeps it;
 //! - pairs that are not installed are installed, BUILD_DEPENDS first, each after the removal of
-//!   other versions of the same module from that kernel. Only what is missing is planned, so a
-//!   sync of a system in order runs nothing. A pair that dkms skipped (BUILD_EXCLUSIVE) is not
-//!   retried: neither its dkms.conf nor its kernel can have changed without a new version.
+//!   other versions of the same module from that kernel; a build kept after its replacement
+//!   failed, or made from sources other than the packaged ones (the state file says which), is
+//!   replaced. Only what is missing is planned, so a sync of a system in order runs nothing. A
+//!   pair that dkms skipped (BUILD_EXCLUSIVE) is not retried: neither its dkms.conf nor its
+//!   kernel can have changed without a new version.
 //!
 //! depmod runs once for every installed kernel that a job touches.
 
@@ -21,8 +26,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::config::Config;
-use crate::inventory::{DkmsConf, Inventory};
-use crate::plan::{dependency_order, shipped_by_several, Job, JobKind, ModuleId, Notice, Plan};
+use crate::inventory::{DkmsConf, Inventory, Scope};
+use crate::plan::{dependency_order, job_for, shipped_by_several, Compare, Job, JobKind, ModuleId, Notice, Plan};
 use crate::report::Heading;
 use crate::session::{Begun, Session};
 use crate::state::{Last, State};
@@ -33,20 +38,22 @@ pub fn run(config: &Config) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
-    let inventory = session.inventory(None)?;
-    let state = State::load_or_warn(&config.layout.state_file());
-    session.run(Heading::Sync, &inventory, plan(&inventory, &state))
+    let inventory = session.inventory(Scope { all_digests: true, ..Scope::default() })?;
+    let state = session.state();
+    let plan = plan(&inventory, &state);
+    session.run(Heading::Sync, &inventory, state, plan)
 }
 
 /// Plans what `sync` does.
 pub fn plan(inv: &Inventory, state: &State) -> Plan {
     let mut plan = Plan::default();
     let mut depmod: BTreeSet<String> = BTreeSet::new();
-    let leaving = plan_leftovers(inv, &mut plan, &mut depmod);
     let sources = usable_sources(inv, &mut plan);
+    let leaving = plan_leftovers(inv, &sources, &mut plan, &mut depmod);
     for kernel in inv.kernels.values() {
         plan_missing(inv, state, kernel, &sources, &leaving, &mut plan, &mut depmod);
     }
+    plan.retire_replaced();
     plan.depmod = depmod.into_iter().collect();
     plan.note_build_depends(inv);
     plan
@@ -57,16 +64,26 @@ pub fn plan(inv: &Inventory, state: &State) -> Plan {
 type Leaving = BTreeMap<String, Vec<(usize, Option<String>)>>;
 
 /// What is left over: builds for kernels that are gone are removed; module versions whose source
-/// directory is gone are removed from every kernel, then unregistered.
-fn plan_leftovers(inv: &Inventory, plan: &mut Plan, depmod: &mut BTreeSet<String>) -> Leaving {
+/// directory is gone are removed from every kernel, then unregistered — but where another version
+/// of the module is packaged, an installed kernel keeps the old one until it is replaced.
+fn plan_leftovers(inv: &Inventory, sources: &[&DkmsConf], plan: &mut Plan, depmod: &mut BTreeSet<String>) -> Leaving {
     let mut leaving = Leaving::new();
     let present: BTreeSet<&str> = inv.sources.keys().map(String::as_str).collect();
     let mut unregister = Vec::new();
     for ((name, version), entry) in &inv.tree.entries {
         let id = ModuleId::new(name, version);
-        let orphan = entry.source_dir.as_deref().is_none_or(|d| !present.contains(d));
+        // Kept sources stand in for `usr/src/NAME-VERSION` while a replacement is pending.
+        let source_dir = match &entry.kept {
+            Some(_) => Some(format!("{name}-{version}")),
+            None => entry.source_dir.clone(),
+        };
+        let orphan = source_dir.as_deref().is_none_or(|d| !present.contains(d));
+        let replaceable = orphan && sources.iter().any(|c| c.name == *name);
+        let serving = |k: &String| replaceable && entry.installed.contains(k) && inv.kernels.contains_key(k);
         let mut removals = Vec::new();
-        for kver in entry.built.union(&entry.installed).filter(|k| orphan || !inv.kernels.contains_key(*k)) {
+        for kver in
+            entry.built.union(&entry.installed).filter(|k| (orphan && !serving(k)) || !inv.kernels.contains_key(*k))
+        {
             if inv.kernels.contains_key(kver) {
                 depmod.insert(kver.clone());
             } else {
@@ -80,7 +97,7 @@ fn plan_leftovers(inv: &Inventory, plan: &mut Plan, depmod: &mut BTreeSet<String
                 after: Vec::new(),
             });
         }
-        if orphan {
+        if orphan && !entry.installed.iter().any(serving) {
             unregister.push((id, removals));
         }
     }
@@ -118,7 +135,8 @@ fn usable_sources<'i>(inv: &'i Inventory, plan: &mut Plan) -> Vec<&'i DkmsConf> 
 }
 
 /// What is missing for one kernel: every usable source not installed for it (nor skipped by
-/// BUILD_EXCLUSIVE last time), BUILD_DEPENDS first, each after its module's other versions left.
+/// BUILD_EXCLUSIVE last time), or installed as another version or from other sources (replaced),
+/// BUILD_DEPENDS first, each after its module's other versions left.
 fn plan_missing(
     inv: &Inventory,
     state: &State,
@@ -128,11 +146,15 @@ fn plan_missing(
     plan: &mut Plan,
     depmod: &mut BTreeSet<String>,
 ) {
-    let wanted: Vec<&DkmsConf> = sources
+    let wanted: Vec<(&DkmsConf, JobKind)> = sources
         .iter()
-        .copied()
-        .filter(|c| !inv.tree.is_installed(&c.name, &c.version, &kernel.kver))
-        .filter(|c| state.get(&c.name, &c.version, &kernel.kver).is_none_or(|r| r.last != Last::Skipped))
+        .filter_map(|c| {
+            let id = ModuleId::new(&c.name, &c.version);
+            let digest = inv.sources.get(&format!("{}-{}", c.name, c.version)).and_then(|s| s.digest.as_deref());
+            let kind = job_for(inv, state, &id, digest, &kernel.kver, Compare::Recorded)?;
+            let skipped = state.get(&c.name, &c.version, &kernel.kver).is_some_and(|r| r.last == Last::Skipped);
+            (!(skipped && matches!(kind, JobKind::Install { .. }))).then_some((*c, kind))
+        })
         .collect();
     if wanted.is_empty() {
         return;
@@ -145,13 +167,14 @@ fn plan_missing(
         });
         return;
     }
-    let items: Vec<(&str, &[String])> = wanted.iter().map(|c| (c.name.as_str(), &c.build_depends[..])).collect();
+    let items: Vec<(&str, &[String])> = wanted.iter().map(|(c, _)| (c.name.as_str(), &c.build_depends[..])).collect();
     let (order, cycle) = dependency_order(&items);
     if !cycle.is_empty() {
         plan.notices.push(Notice::DependencyCycle { kernel: kernel.kver.clone(), modules: cycle });
     }
     let mut index_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for conf in order.into_iter().map(|i| wanted[i]) {
+    let mut builds = false;
+    for (conf, kind) in order.into_iter().map(|i| wanted[i].clone()) {
         let mut after: Vec<usize> =
             conf.build_depends.iter().filter_map(|d| index_of.get(d.as_str()).copied()).collect();
         after.extend(
@@ -164,13 +187,12 @@ fn plan_missing(
         );
         after.sort_unstable();
         index_of.insert(&conf.name, plan.jobs.len());
-        plan.jobs.push(Job {
-            kind: JobKind::Install { kernel: kernel.kver.clone() },
-            module: ModuleId::new(&conf.name, &conf.version),
-            after,
-        });
+        builds |= !matches!(kind, JobKind::Unchanged { .. });
+        plan.jobs.push(Job { kind, module: ModuleId::new(&conf.name, &conf.version), after });
     }
-    depmod.insert(kernel.kver.clone());
+    if builds {
+        depmod.insert(kernel.kver.clone());
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +228,7 @@ mod tests {
                 build_depends: depends.iter().map(|s| s.to_string()).collect(),
             };
             let package = Some(format!("{name}-dkms"));
-            self.inv.sources.insert(dir.clone(), ModuleSource { dir, package, conf: Ok(conf) });
+            self.inv.sources.insert(dir.clone(), ModuleSource { dir, package, conf: Ok(conf), digest: None });
             self
         }
         fn unpackaged(mut self, name: &str, version: &str) -> Self {
@@ -219,6 +241,7 @@ mod tests {
                 (name.into(), version.into()),
                 TreeEntry {
                     source_dir: source.map(str::to_owned),
+                    kept: None,
                     built: built.iter().map(|s| s.to_string()).collect(),
                     installed: installed.iter().map(|s| s.to_string()).collect(),
                 },
@@ -267,17 +290,62 @@ mod tests {
     }
 
     #[test]
-    fn versions_whose_source_is_gone_are_removed_and_unregistered_before_the_new_one() {
+    fn versions_whose_source_is_gone_are_replaced_where_installed_then_retired() {
         let w = two().source("a", "2", &[]).installed("a", "1", &["k1", "old"]);
         let p = w.plan();
-        assert_eq!(
-            jobs(&p),
-            ["remove a/1 from k1", "remove a/1 from old", "unregister a/1", "install a/2 for k1", "install a/2 for k2"]
-        );
-        assert_eq!(p.jobs[2].after, [0, 1]);
-        assert_eq!(p.jobs[3].after, [0, 2]);
-        assert_eq!(p.jobs[4].after, [2]);
+        assert_eq!(jobs(&p), ["remove a/1 from old", "replace a/2 for k1", "install a/2 for k2", "retire a/1"]);
+        assert!(p.jobs[1].after.is_empty(), "k1 keeps a/1 until a/2 is built");
+        assert_eq!(p.jobs[3].kind, JobKind::Retire { replacing: vec![1] });
         assert_eq!(p.depmod, ["k1", "k2"]);
+        // Without another packaged version, the old one is removed everywhere and unregistered.
+        let w = two().installed("a", "1", &["k1", "old"]);
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["remove a/1 from k1", "remove a/1 from old", "unregister a/1"]);
+        assert_eq!(p.jobs[2].after, [0, 1]);
+    }
+
+    #[test]
+    fn a_kernel_without_headers_keeps_the_old_version_it_has() {
+        let w = World::default().kernel("k1", true).kernel("k2", false).source("a", "2", &[]).installed(
+            "a",
+            "1",
+            &["k1", "k2"],
+        );
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["replace a/2 for k1", "retire a/1"]);
+        assert!(matches!(&p.notices[..], [Notice::NoHeaders { kver, .. }] if kver == "k2"));
+    }
+
+    #[test]
+    fn builds_made_from_other_sources_or_kept_are_replaced() {
+        let mut w = two().source("a", "1", &[]).installed("a", "1", &["k1", "k2"]);
+        w.inv.sources.get_mut("a-1").unwrap().digest = Some("new".into());
+        let record = |w: &mut World, k: &str, digest: &str, kept: bool| {
+            let job =
+                Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new("a", "1"), after: vec![] };
+            let outcome = if kept {
+                let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
+                crate::run::Outcome::Kept { old: "1".into(), failure: Box::new(failed) }
+            } else {
+                crate::run::Outcome::Installed
+            };
+            w.state.record(&job, &crate::run::Outcome::Installed, None, 1, Some(digest));
+            w.state.record(&job, &outcome, None, 2, Some(digest));
+        };
+        // Builds made before digests were recorded are trusted; one recorded as made from other
+        // sources, or kept after its replacement failed, is replaced.
+        assert_eq!(w.plan(), Plan::default());
+        record(&mut w, "k1", "old", false);
+        assert_eq!(jobs(&w.plan()), ["replace a/1 for k1"]);
+        record(&mut w, "k1", "new", false);
+        record(&mut w, "k2", "new", true);
+        assert_eq!(jobs(&w.plan()), ["replace a/1 for k2"]);
+        // dkms's link left at kept sources goes back when the build is current.
+        record(&mut w, "k2", "new", false);
+        w.inv.tree.entries.get_mut(&("a".into(), "1".into())).unwrap().kept = Some("new".into());
+        let p = w.plan();
+        assert_eq!(jobs(&p), ["keep a/1 for k1", "keep a/1 for k2"]);
+        assert!(p.depmod.is_empty());
     }
 
     #[test]
@@ -313,6 +381,7 @@ mod tests {
                 dir: "bad".into(),
                 package: Some("bad-dkms".into()),
                 conf: Err("PACKAGE_NAME is empty".into()),
+                digest: None,
             },
         );
         let p = w.plan();
@@ -343,7 +412,7 @@ mod tests {
         w.excludes.modules.push(glob::Pattern::new("nv").unwrap());
         let job =
             Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
-        w.state.record(&job, &crate::run::Outcome::Skipped, None, 1);
+        w.state.record(&job, &crate::run::Outcome::Skipped, None, 1, None);
         assert_eq!(w.plan(), Plan::default());
     }
 
@@ -365,7 +434,7 @@ mod tests {
         let job =
             Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
         let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
-        w.state.record(&job, &failed, None, 1);
+        w.state.record(&job, &failed, None, 1, None);
         assert_eq!(jobs(&w.plan()), ["install a/1 for k1"]);
     }
 }

@@ -132,12 +132,17 @@ fn dkms_hook_itself_removes_only_empty_directories_below_updates() {
             .filter(|d| d.starts_with("removed ") || d.starts_with("changed "))
             .filter(|d| {
                 let p = d.split_once(' ').unwrap().1;
-                // dkms-hook's own files, and empty directories below updates/.
+                // dkms-hook's own files, empty directories below updates/, and dkms's `source`
+                // link of a module version re-pointed (at kept sources, and back), never removed.
                 let own = OWN_FILES.iter().any(|o| p.starts_with(o.trim_end_matches('/')));
                 let tidy = p.starts_with("usr/lib/modules/")
                     && (p.ends_with("/updates/dkms") || p.ends_with("/updates") || p.contains("/updates/dkms/"))
                     && before.get(Path::new(p)) == Some(&Entry::Dir);
-                !own && !tidy
+                let relinked = d.starts_with("changed ")
+                    && p.starts_with("var/lib/dkms/")
+                    && p.ends_with("/source")
+                    && matches!(before.get(Path::new(p)), Some(Entry::Link(_)));
+                !own && !tidy && !relinked
             })
             .collect();
         assert!(removed.is_empty(), "dkms-hook removed or changed by itself:\n  {}\n{run}", removed.join("\n  "));

@@ -17,6 +17,8 @@ use crate::targets::is_valid_name;
 pub struct TreeEntry {
     /// The file name of the `source` link's target (the `usr/src` directory), if any.
     pub source_dir: Option<String>,
+    /// When the `source` link points at a kept copy of the sources (see `kept`): its digest.
+    pub kept: Option<String>,
     /// Kernels it is built for (`M/V/K/*/module` exists).
     pub built: BTreeSet<String>,
     /// Kernels it is installed for (a `M/kernel-K-ARCH` link points at this version).
@@ -31,8 +33,9 @@ pub struct DkmsTree {
 }
 
 impl DkmsTree {
-    /// Reads the tree at `dkms_tree`; a missing tree is empty.
-    pub fn read(dkms_tree: &Path) -> Result<DkmsTree> {
+    /// Reads the tree at `dkms_tree` (kept copies of sources live in `kept_root`); a missing tree
+    /// is empty.
+    pub fn read(dkms_tree: &Path, kept_root: &Path) -> Result<DkmsTree> {
         let mut tree = DkmsTree::default();
         // Names found here become dkms arguments and paths: anything that is not a plain name
         // (dkms never writes one) is left alone, neither read nor acted on.
@@ -69,9 +72,14 @@ impl DkmsTree {
                     continue;
                 }
                 let entry = tree.entries.entry((module.clone(), name.clone())).or_default();
-                entry.source_dir = std::fs::read_link(path.join("source"))
-                    .ok()
-                    .and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()));
+                let target = std::fs::read_link(path.join("source")).ok();
+                entry.source_dir =
+                    target.as_ref().and_then(|t| t.file_name().map(|f| f.to_string_lossy().into_owned()));
+                entry.kept = target
+                    .as_ref()
+                    .filter(|t| t.parent() == Some(kept_root))
+                    .and(entry.source_dir.clone())
+                    .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
                 for k in crate::dirs::subdirs(&path)? {
                     if k == "source" || k == "build" || k == "log" || !valid("kernel", &k) {
                         continue;
@@ -88,12 +96,21 @@ impl DkmsTree {
         Ok(tree)
     }
 
-    /// The registered version whose `source` link points at `usr/src/<dir>`.
+    /// The registered version whose `source` link points at `usr/src/<dir>`, or at a kept copy
+    /// of it (dkms's own convention names that directory `NAME-VERSION`).
     pub fn by_source_dir(&self, dir: &str) -> Option<(&str, &str)> {
         self.entries
             .iter()
-            .find(|(_, e)| e.source_dir.as_deref() == Some(dir))
+            .find(|((m, v), e)| match &e.kept {
+                Some(_) => format!("{m}-{v}") == dir,
+                None => e.source_dir.as_deref() == Some(dir),
+            })
             .map(|((m, v), _)| (m.as_str(), v.as_str()))
+    }
+
+    /// The versions of module `name` registered, with their entries.
+    pub fn versions_of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, &'a TreeEntry)> + 'a {
+        self.entries.iter().filter(move |((m, _), _)| m == name).map(|((_, v), e)| (v.as_str(), e))
     }
 
     /// True when dkms has `name/version` installed for `kver`.

@@ -6,8 +6,10 @@
 //! `pacman::read` (it is not `Send`); everything returned is plain owned data the planner and
 //! the runner can use freely.
 
+pub mod digest;
 pub mod dkms_conf;
 pub mod dkms_tree;
+pub mod incoming;
 pub mod pacman;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +51,8 @@ pub struct ModuleSource {
     pub package: Option<String>,
     /// The values read from dkms.conf, or why they could not be read.
     pub conf: Result<DkmsConf, String>,
+    /// The digest of the directory's contents (see `digest`), when the scope asked for it.
+    pub digest: Option<String>,
 }
 
 /// Everything the planner needs about the system.
@@ -62,24 +66,37 @@ pub struct Inventory {
     pub tree: DkmsTree,
     /// The versions (`pkgver-pkgrel`) of the packages named above, by package name.
     pub package_versions: BTreeMap<String, String>,
+    /// Packages owning the module sources read that the running pacman transaction upgrades
+    /// (when the scope asked; see `incoming`).
+    pub upgrading: BTreeSet<String>,
+}
+
+/// What to read, beyond kernels and the dkms tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// Only these module sources (a removal never looks at the others); `None`: every one.
+    pub only: Option<&'a BTreeSet<String>>,
+    /// The digest of these module sources' contents; `None`: of none. `Some` of every directory
+    /// read with [`Scope::all_digests`].
+    pub digests: Option<&'a BTreeSet<String>>,
+    /// Every module source read gets its digest.
+    pub all_digests: bool,
+    /// Find which of the sources' packages the running transaction upgrades.
+    pub incoming: bool,
 }
 
 impl Inventory {
-    /// Reads the system below `layout`; `evaluate` says who may evaluate the dkms.conf files.
+    /// Reads the system below `layout`: every module source, no digests; `evaluate` says who may
+    /// evaluate the dkms.conf files.
     pub fn read(layout: &Layout, evaluate: Evaluate) -> Result<Inventory> {
-        Inventory::read_sources(layout, None, evaluate)
+        Inventory::read_scope(layout, Scope::default(), evaluate)
     }
 
-    /// Like `read`, with only the module sources in `dirs` (those that exist): what a removal
-    /// needs, which never looks at the other sources.
-    pub fn read_some(layout: &Layout, dirs: &BTreeSet<String>, evaluate: Evaluate) -> Result<Inventory> {
-        Inventory::read_sources(layout, Some(dirs), evaluate)
-    }
-
-    fn read_sources(layout: &Layout, only: Option<&BTreeSet<String>>, evaluate: Evaluate) -> Result<Inventory> {
-        let tree = DkmsTree::read(&layout.dkms_tree)?;
+    /// Reads what `scope` asks for.
+    pub fn read_scope(layout: &Layout, scope: Scope, evaluate: Evaluate) -> Result<Inventory> {
+        let tree = DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout))?;
         let mut dirs = dkms_conf::source_dirs(&layout.source_tree)?;
-        if let Some(only) = only {
+        if let Some(only) = scope.only {
             dirs.retain(|d| only.contains(d));
         }
         let paths: Vec<_> = dirs.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
@@ -91,14 +108,33 @@ impl Inventory {
             (owners, confs)
         });
         let owners = owners?;
-        let sources = dirs
+        let sources: BTreeMap<String, ModuleSource> = dirs
             .into_iter()
             .zip(confs)
             .map(|(dir, conf)| {
                 let package = owners.sources.get(&dir).cloned();
-                (dir.clone(), ModuleSource { dir, package, conf })
+                let wanted = scope.all_digests || scope.digests.is_some_and(|d| d.contains(&dir));
+                let digest = wanted.then(|| digest_of(layout, &dir)).flatten();
+                (dir.clone(), ModuleSource { dir, package, conf, digest })
             })
             .collect();
-        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions })
+        let upgrading = if scope.incoming {
+            let packages: BTreeSet<String> = sources.values().filter_map(|s| s.package.clone()).collect();
+            incoming::upgraded(layout, &packages)
+        } else {
+            BTreeSet::new()
+        };
+        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading })
+    }
+}
+
+/// The digest of `usr/src/DIR`; `None` (and a warning) when it cannot be read.
+pub fn digest_of(layout: &Layout, dir: &str) -> Option<String> {
+    match digest::of_tree(&layout.source_tree.join(dir)) {
+        Ok(digest) => Some(digest),
+        Err(e) => {
+            log::warn!("{e:#}: its modules are rebuilt rather than compared");
+            None
+        }
     }
 }

@@ -52,15 +52,18 @@ pub fn check_database(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Opens libalpm on `layout`'s root and database (the one place that does).
+pub fn open(layout: &Layout) -> Result<Alpm> {
+    check_database(layout)?;
+    Alpm::new(path_bytes(&layout.root), path_bytes(&layout.dbpath)).with_context(|| {
+        format!("failed to open the pacman database {} (root {})", layout.dbpath.display(), layout.root.display())
+    })
+}
+
 /// Reads kernels (from the module directories on disk, confirmed by ownership) and the owners
 /// of the given source directories' dkms.conf.
 pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
-    check_database(layout)?;
-    let root = path_bytes(&layout.root);
-    let dbpath = path_bytes(&layout.dbpath);
-    let handle = Alpm::new(root, dbpath).with_context(|| {
-        format!("failed to open the pacman database {} (root {})", layout.dbpath.display(), layout.root.display())
-    })?;
+    let handle = open(layout)?;
     // libalpm reports damaged entries (a missing `files`, a directory name without a pkgrel)
     // through its log and carries on; so do we, but say so once per problem.
     let complaints: Rc<RefCell<BTreeSet<String>>> = Rc::default();

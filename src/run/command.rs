@@ -113,13 +113,20 @@ impl Signing {
     }
 }
 
-/// The dkms arguments for a job in the real dkms tree.
+/// The dkms arguments for a job's dkms call in the real dkms tree: `install` for installs (a
+/// replacement's last step), `remove -k` for removals, `remove --all` for unregistering. Jobs
+/// without a dkms call of their own (keeping sources, unchanged sources) have none.
 pub fn dkms_args(layout: &Layout, job: &Job) -> Vec<OsString> {
     let m = &job.module;
     let base: Vec<&str> = match &job.kind {
-        JobKind::Install { kernel } => vec!["install", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel],
+        JobKind::Install { kernel } | JobKind::Replace { kernel, .. } => {
+            vec!["install", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel]
+        }
         JobKind::Remove { kernel } => vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "-k", kernel],
-        JobKind::Unregister => vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "--all"],
+        JobKind::Unregister | JobKind::Retire { .. } => {
+            vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "--all"]
+        }
+        JobKind::Unchanged { .. } | JobKind::Preserve { .. } => return Vec::new(),
     };
     let mut args: Vec<OsString> = base.into_iter().map(OsString::from).collect();
     let headers_for = if job.is_install() { job.kernel() } else { None };

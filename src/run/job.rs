@@ -2,13 +2,19 @@
 //! `kernel-K-ARCH` link and the built modules) with every module's vermagic naming the kernel,
 //! and a build for the wrong kernel is removed again through dkms; removals that find nothing to
 //! remove are what removal wants.
+//!
+//! A replacement builds the new version in a private tree first. Only when that build works is
+//! the installed version removed from the kernel (through dkms, which reads its dkms.conf from
+//! the kept copy of the sources it was built from), the new build moved in and installed: the
+//! kernel is without the module only for that swap. When the build fails, the installed version
+//! stays as it is.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::build::PrivateBuild;
+use super::build::{Built, PrivateBuild};
 use super::command::{self, Limits};
 use super::{
     excerpt, exit_meaning, judge_vermagic, modified_since, private_root, JobResult, Outcome, Runner, TAIL_LINES,
@@ -16,6 +22,35 @@ use super::{
 use crate::interrupt::Stop;
 use crate::plan::{Job, JobKind, ModuleId};
 use crate::process::Finished;
+
+/// The locks a job takes: its own module version's, and for a replacement of another version,
+/// that version's too (taken in module version order, so two jobs never wait on each other).
+#[derive(Clone, Copy)]
+pub(super) struct Locks<'a> {
+    pub own: &'a Mutex<()>,
+    pub other: Option<(&'a Mutex<()>, &'a ModuleId)>,
+}
+
+impl<'a> Locks<'a> {
+    fn own(&self) -> MutexGuard<'a, ()> {
+        self.own.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn both(&self, own: &ModuleId) -> (MutexGuard<'a, ()>, Option<MutexGuard<'a, ()>>) {
+        let lock = |m: &'a Mutex<()>| m.lock().unwrap_or_else(|e| e.into_inner());
+        match self.other {
+            Some((other, id)) if id < own => {
+                let first = lock(other);
+                (lock(self.own), Some(first))
+            }
+            Some((other, _)) => {
+                let first = lock(self.own);
+                (first, Some(lock(other)))
+            }
+            None => (lock(self.own), None),
+        }
+    }
+}
 
 /// How a job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,16 +63,32 @@ pub(super) enum Mode {
 
 impl Runner<'_> {
     /// Runs one job and judges its result.
-    pub(super) fn run_job(&self, job: &Job, mode: Mode, lock: &Mutex<()>, make_jobs: usize) -> JobResult {
+    pub(super) fn run_job(&self, job: &Job, mode: Mode, locks: Locks, make_jobs: usize) -> JobResult {
         let started = Instant::now();
         let limits = Limits { timeout: self.timeout, stop: self.stop };
         let mut output = String::new();
-        let outcome = match mode {
-            Mode::Direct => {
-                let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-                self.direct(job, make_jobs, limits, started, &mut output)
+        let out = &mut output;
+        let outcome = match (&job.kind, mode) {
+            (JobKind::Replace { old, old_digest, .. }, _) => {
+                self.replace(job, old, old_digest.as_deref(), locks, make_jobs, limits, out)
             }
-            Mode::Private => self.private(job, lock, make_jobs, limits, &mut output),
+            (JobKind::Install { .. }, Mode::Private) => self.private(job, locks.own, make_jobs, limits, out),
+            (JobKind::Unchanged { .. }, _) => {
+                let _guard = locks.own();
+                self.unchanged(job)
+            }
+            (JobKind::Preserve { digest, .. }, _) => {
+                let _guard = locks.own();
+                self.preserve(job, digest)
+            }
+            (JobKind::Retire { .. }, _) => {
+                let _guard = locks.own();
+                self.retire(job, limits, out)
+            }
+            _ => {
+                let _guard = locks.own();
+                self.direct(job, make_jobs, limits, started, out)
+            }
         };
         JobResult { outcome, duration: started.elapsed(), output }
     }
@@ -55,7 +106,8 @@ impl Runner<'_> {
     /// The job as one dkms call in the real tree.
     fn direct(&self, job: &Job, make_jobs: usize, limits: Limits, started: Instant, output: &mut String) -> Outcome {
         let registered = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version);
-        if job.kind == JobKind::Unregister && registered.symlink_metadata().is_err() {
+        let unregister = matches!(job.kind, JobKind::Unregister | JobKind::Retire { .. });
+        if unregister && registered.symlink_metadata().is_err() {
             // dkms drops a module version from its tree when the last kernel's build is
             // removed: there is nothing left to unregister.
             return Outcome::Unregistered;
@@ -74,9 +126,26 @@ impl Runner<'_> {
     /// Builds in a private dkms tree, then moves the build into the real tree and installs it
     /// there under the module version's lock.
     fn private(&self, job: &Job, lock: &Mutex<()>, make_jobs: usize, limits: Limits, output: &mut String) -> Outcome {
-        let started = Instant::now();
+        let built = match self.build_privately(job, make_jobs, limits, output) {
+            Ok(built) => built,
+            Err(outcome) => return outcome,
+        };
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_built(job, &built, make_jobs, limits, output)
+    }
+
+    /// The job's module version built for its kernel in a private tree from the packaged
+    /// sources. A failed build's private tree stays (its make.log is named in the report and
+    /// copied into dkms-hook's log) until the next run takes the lock.
+    fn build_privately(
+        &self,
+        job: &Job,
+        make_jobs: usize,
+        limits: Limits,
+        output: &mut String,
+    ) -> Result<Built, Outcome> {
         let kernel = job.kernel().unwrap_or_default();
-        let tree = private_root(self.layout).join(format!("{}-{}-{}", job.module.name, job.module.version, kernel));
+        let tree = self.private_tree(job);
         let headers = self.layout.kernel_dir(kernel).join("build");
         let signing = command::Signing::of(self.layout);
         let build = PrivateBuild {
@@ -89,18 +158,171 @@ impl Runner<'_> {
             make_jobs,
             signing: &signing,
         };
-        // A failed build's private tree stays (its make.log is named in the report and copied
-        // into dkms-hook's log) until the next run takes the lock.
-        let built = match build.run(self.tools, limits, output) {
-            Ok(built) => built,
-            Err(outcome) => return outcome,
-        };
-        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        build.run(self.tools, limits, output)
+    }
+
+    /// `OWN/build/NAME-VERSION-KERNEL`: the job's private dkms tree.
+    fn private_tree(&self, job: &Job) -> PathBuf {
+        let kernel = job.kernel().unwrap_or_default();
+        private_root(self.layout).join(format!("{}-{}-{}", job.module.name, job.module.version, kernel))
+    }
+
+    /// Moves a private build into the real tree and installs it (call with the module version's
+    /// lock held); the private tree goes.
+    fn install_built(
+        &self,
+        job: &Job,
+        built: &Built,
+        make_jobs: usize,
+        limits: Limits,
+        output: &mut String,
+    ) -> Outcome {
         let outcome = self
             .move_in(job, &built.dir, limits, output)
-            .unwrap_or_else(|| self.direct(job, make_jobs, limits, started, output));
-        let _ = std::fs::remove_dir_all(&tree);
+            .unwrap_or_else(|| self.direct(job, make_jobs, limits, Instant::now(), output));
+        let _ = std::fs::remove_dir_all(self.private_tree(job));
         outcome
+    }
+
+    /// Replaces version `old` for the job's kernel with a private build of the job's version:
+    /// see the module documentation.
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &self,
+        job: &Job,
+        old: &str,
+        old_digest: Option<&str>,
+        locks: Locks,
+        make_jobs: usize,
+        limits: Limits,
+        output: &mut String,
+    ) -> Outcome {
+        let built = match self.build_privately(job, make_jobs, limits, output) {
+            Ok(built) => built,
+            // The new version excludes this kernel (BUILD_EXCLUSIVE): the old one goes.
+            Err(Outcome::Skipped) => {
+                let _guards = locks.both(&job.module);
+                let removed = self.remove_old(job, old, old_digest, limits, output);
+                self.unkeep_same_version(job, old);
+                return match removed {
+                    Outcome::Removed => Outcome::Skipped,
+                    other => other,
+                };
+            }
+            Err(Outcome::Interrupted) => return Outcome::Interrupted,
+            Err(failure) => return Outcome::Kept { old: old.to_owned(), failure: Box::new(failure) },
+        };
+        let _guards = locks.both(&job.module);
+        // From here until the install, the kernel has no version of the module: the swap.
+        match self.remove_old(job, old, old_digest, limits, output) {
+            Outcome::Removed => {}
+            other => {
+                let _ = std::fs::remove_dir_all(self.private_tree(job));
+                return match other {
+                    Outcome::Interrupted => other,
+                    failure => Outcome::Kept { old: old.to_owned(), failure: Box::new(failure) },
+                };
+            }
+        }
+        self.unkeep_same_version(job, old);
+        match self.install_built(job, &built, make_jobs, limits, output) {
+            Outcome::Installed => Outcome::Replaced { old: old.to_owned() },
+            other => other,
+        }
+    }
+
+    /// After the old build of the job's own version left the kernel: the version, still
+    /// registered for other kernels, reads its dkms.conf from the packaged sources again.
+    fn unkeep_same_version(&self, job: &Job, old: &str) {
+        if old == job.module.version {
+            self.point_source(&job.module, &self.packaged_source(&job.module));
+        }
+    }
+
+    /// Removes version `old` of the job's module from the job's kernel, dkms reading the
+    /// dkms.conf of the sources that build was made from (their kept copy, when there is one).
+    fn remove_old(
+        &self,
+        job: &Job,
+        old: &str,
+        old_digest: Option<&str>,
+        limits: Limits,
+        output: &mut String,
+    ) -> Outcome {
+        let old = ModuleId::new(&job.module.name, old);
+        if let Some(kept) = old_digest.map(|d| crate::kept::path(self.layout, d)).filter(|k| k.is_dir()) {
+            self.point_source(&old, &kept);
+        }
+        let kernel = job.kernel().unwrap_or_default().to_owned();
+        let remove = Job { kind: JobKind::Remove { kernel }, module: old, after: Vec::new() };
+        self.direct(&remove, 1, limits, Instant::now(), output)
+    }
+
+    /// `SOURCETREE/NAME-VERSION`: where a module version's packaged sources are.
+    fn packaged_source(&self, id: &ModuleId) -> PathBuf {
+        self.layout.source_tree.join(format!("{}-{}", id.name, id.version))
+    }
+
+    /// Points dkms's `NAME/VERSION/source` link at `target` (in one rename, so dkms never sees it
+    /// missing), if the version is registered and the link points elsewhere.
+    fn point_source(&self, id: &ModuleId, target: &Path) {
+        let link = self.layout.dkms_tree.join(&id.name).join(&id.version).join("source");
+        match std::fs::read_link(&link) {
+            Ok(current) if current == target => return,
+            Err(_) if link.symlink_metadata().is_err() => return,
+            _ => {}
+        }
+        let tmp = link.with_file_name(".source.dkms-hook.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let pointed = std::os::unix::fs::symlink(target, &tmp).and_then(|()| std::fs::rename(&tmp, &link));
+        if let Err(e) = pointed {
+            let _ = std::fs::remove_file(&tmp);
+            log::warn!("failed to point {} at {}: {e}", link.display(), target.display());
+        }
+    }
+
+    /// Sources unchanged: dkms's link goes back to the packaged sources.
+    fn unchanged(&self, job: &Job) -> Outcome {
+        self.point_source(&job.module, &self.packaged_source(&job.module));
+        Outcome::Unchanged
+    }
+
+    /// Keeps a copy of the module version's sources and points dkms at it.
+    fn preserve(&self, job: &Job, digest: &str) -> Outcome {
+        match crate::kept::keep(self.layout, &self.packaged_source(&job.module), digest) {
+            Ok(kept) => {
+                self.point_source(&job.module, &kept);
+                Outcome::Preserved
+            }
+            Err(e) => Outcome::ExecFailed { error: format!("{e:#}") },
+        }
+    }
+
+    /// Unregisters a replaced version that no kernel has installed any more.
+    fn retire(&self, job: &Job, limits: Limits, output: &mut String) -> Outcome {
+        let kernels = self.installed_kernels(&job.module);
+        if !kernels.is_empty() {
+            return Outcome::StillServing { kernels };
+        }
+        self.direct(job, 1, limits, Instant::now(), output)
+    }
+
+    /// The kernels module version `id` is installed for (`M/kernel-K-ARCH` links to `V/K/ARCH`).
+    fn installed_kernels(&self, id: &ModuleId) -> Vec<String> {
+        let mdir = self.layout.dkms_tree.join(&id.name);
+        let mut kernels: Vec<String> = crate::dirs::names(&mdir)
+            .unwrap_or_default()
+            .iter()
+            .filter(|name| name.starts_with("kernel-"))
+            .filter_map(|name| {
+                let target = std::fs::read_link(mdir.join(name)).ok()?;
+                let mut parts = target.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+                (parts.next()? == id.version).then(|| parts.next()).flatten()
+            })
+            .collect();
+        kernels.sort();
+        kernels.dedup();
+        kernels
     }
 
     /// Registers the module version in the real tree if needed and moves a private build in
@@ -143,12 +365,14 @@ impl Runner<'_> {
             return Outcome::TimedOut { after: started.elapsed() };
         }
         match (done.code(), &job.kind) {
-            (Some(0), JobKind::Install { kernel }) => self.judge_install(job, kernel, done),
+            (Some(0), JobKind::Install { kernel } | JobKind::Replace { kernel, .. }) => {
+                self.judge_install(job, kernel, done)
+            }
             (Some(0), JobKind::Remove { .. }) => Outcome::Removed,
-            (Some(0), JobKind::Unregister) => Outcome::Unregistered,
+            (Some(0), JobKind::Unregister | JobKind::Retire { .. }) => Outcome::Unregistered,
             // 3: "not located in the DKMS tree" — already gone, which is what removal wants.
             (Some(3), JobKind::Remove { .. }) => Outcome::Removed,
-            (Some(3), JobKind::Unregister) => Outcome::Unregistered,
+            (Some(3), JobKind::Unregister | JobKind::Retire { .. }) => Outcome::Unregistered,
             (Some(77), _) => Outcome::Skipped,
             (code, _) => {
                 let log = (log.is_file() && modified_since(log, started)).then(|| log.to_path_buf());

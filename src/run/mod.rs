@@ -33,6 +33,16 @@ pub use command::{Limits, Signing, Tools};
 pub enum Outcome {
     /// Built (if needed) and installed; the built modules name the right kernel.
     Installed,
+    /// Built privately and swapped in for version `old` (the same version when only the sources
+    /// changed), which is gone from the kernel.
+    Replaced { old: String },
+    /// The sources are those the installed build was made from: nothing was built.
+    Unchanged,
+    /// The sources were kept for dkms until the module's replacement is built.
+    Preserved,
+    /// A replaced version still installed for these kernels (their replacement failed, or they
+    /// have no headers to build it): it stays registered.
+    StillServing { kernels: Vec<String> },
     /// Removed from one kernel.
     Removed,
     /// Dropped from the dkms tree.
@@ -53,6 +63,9 @@ pub enum Outcome {
     /// dkms built it, but a built module's vermagic names another kernel (a Makefile that
     /// builds for `uname -r`): built for the wrong kernel.
     WrongVermagic { module: PathBuf, vermagic: String },
+    /// Building the replacement for the kernel failed (`failure` says how): version `old`, the
+    /// one that was installed, stays installed.
+    Kept { old: String, failure: Box<Outcome> },
     /// dkms could not be started at all.
     ExecFailed { error: String },
     /// Not run because a job it depends on did not succeed.
@@ -66,7 +79,17 @@ pub enum Outcome {
 impl Outcome {
     /// True for outcomes that make the run fail.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Outcome::Installed | Outcome::Removed | Outcome::Unregistered | Outcome::Skipped)
+        !matches!(
+            self,
+            Outcome::Installed
+                | Outcome::Replaced { .. }
+                | Outcome::Unchanged
+                | Outcome::Preserved
+                | Outcome::StillServing { .. }
+                | Outcome::Removed
+                | Outcome::Unregistered
+                | Outcome::Skipped
+        )
     }
 }
 
@@ -92,6 +115,8 @@ pub enum Event<'a> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub installed: usize,
+    pub unchanged: usize,
+    pub preserved: usize,
     pub removed: usize,
     pub skipped: usize,
     pub failed: usize,
@@ -104,7 +129,10 @@ impl Stats {
     /// Counts one finished job.
     fn record(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::Installed => self.installed += 1,
+            Outcome::Installed | Outcome::Replaced { .. } => self.installed += 1,
+            Outcome::Unchanged => self.unchanged += 1,
+            Outcome::Preserved => self.preserved += 1,
+            Outcome::StillServing { .. } => {}
             Outcome::Removed | Outcome::Unregistered => self.removed += 1,
             Outcome::Skipped => self.skipped += 1,
             Outcome::Interrupted => self.interrupted += 1,

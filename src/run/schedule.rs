@@ -4,8 +4,10 @@
 //! dkms at once; removals, short shell work without make, may use one slot more). First choice
 //! is a job whose module version no running job uses: it runs directly in the real dkms tree.
 //! Only when there is none does a job of a busy module version start, building in a private tree
-//! (which costs a few extra dkms calls). A job whose dependency failed, or any job not started
-//! when a stop is requested, is settled without running. Until one install has succeeded, one
+//! (which costs a few extra dkms calls). A replacement always builds privately (the version it
+//! replaces stays installed until the build works). A job whose dependency failed, or any job not
+//! started when a stop is requested, is settled without running; a job retiring a replaced
+//! version waits for its replacements to finish, whatever came of them. Until one install has succeeded, one
 //! install runs at a time while dkms's signing key does not exist: dkms creates the key during
 //! its first signing build, and two first builds race on it; after a success the key either
 //! exists or dkms does not sign on this system, so installs run in parallel from then on.
@@ -14,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use super::job::Mode;
+use super::job::{Locks, Mode};
 use super::{Event, JobResult, Outcome, Runner, Stats};
 use crate::plan::{Job, JobKind, ModuleId, Plan};
 
@@ -62,7 +64,12 @@ impl<'r, 'p> Schedule<'r, 'p> {
     /// Runs every job; returns the totals.
     pub(super) fn run(mut self, sink: &mut dyn FnMut(Event)) -> Stats {
         let plan = self.plan;
-        let locks: BTreeMap<&ModuleId, Mutex<()>> = plan.jobs.iter().map(|j| (&j.module, Mutex::new(()))).collect();
+        let mut locks: BTreeMap<ModuleId, Mutex<()>> = BTreeMap::new();
+        for job in &plan.jobs {
+            for id in std::iter::once(job.module.clone()).chain(job.other_version()) {
+                locks.entry(id).or_insert_with(|| Mutex::new(()));
+            }
+        }
         let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
         std::thread::scope(|scope| loop {
             self.settle_blocked(sink);
@@ -70,9 +77,12 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 self.started[i] = true;
                 self.running.insert(i);
                 let make_jobs = self.make_jobs();
-                let (tx, job, lock, runner) = (tx.clone(), &plan.jobs[i], &locks[&plan.jobs[i].module], self.runner);
+                let job = &plan.jobs[i];
+                let other = job.other_version().and_then(|o| locks.get_key_value(&o)).map(|(id, lock)| (lock, id));
+                let job_locks = Locks { own: &locks[&job.module], other };
+                let (tx, runner) = (tx.clone(), self.runner);
                 scope.spawn(move || {
-                    let _ = tx.send((i, runner.run_job(job, mode, lock, make_jobs)));
+                    let _ = tx.send((i, runner.run_job(job, mode, job_locks, make_jobs)));
                 });
             }
             if self.running.is_empty() {
@@ -121,7 +131,10 @@ impl<'r, 'p> Schedule<'r, 'p> {
     /// Records a finished job and reports it.
     fn finish(&mut self, i: usize, result: JobResult, sink: &mut dyn FnMut(Event)) {
         let job = &self.plan.jobs[i];
-        if self.signing_first && job.is_install() && result.outcome == Outcome::Installed {
+        if self.signing_first
+            && job.is_install()
+            && matches!(result.outcome, Outcome::Installed | Outcome::Replaced { .. })
+        {
             self.signing_first = false;
         }
         self.stats.record(&result.outcome);
@@ -139,16 +152,22 @@ impl<'r, 'p> Schedule<'r, 'p> {
             self.running.len() < self.parallel || (!jobs[i].is_install() && self.running.len() <= self.parallel)
         };
         let install_may_start = !self.signing_first || !self.running.iter().any(|&r| jobs[r].is_install());
+        let waited_for = |i: usize| match &jobs[i].kind {
+            JobKind::Retire { replacing } => replacing.iter().all(|&r| self.outcomes[r].is_some()),
+            _ => true,
+        };
         let ready = |i: usize| {
             !self.started[i]
                 && slot_free(i)
                 && (install_may_start || !jobs[i].is_install())
                 && jobs[i].after.iter().all(|&d| self.outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
+                && waited_for(i)
         };
         let busy = |i: usize| self.running.iter().any(|&r| jobs[r].module == jobs[i].module);
+        let replace = |i: usize| matches!(jobs[i].kind, JobKind::Replace { .. });
         (0..jobs.len())
-            .find(|&i| ready(i) && !busy(i))
-            .map(|i| (i, Mode::Direct))
+            .find(|&i| ready(i) && (replace(i) || !busy(i)))
+            .map(|i| (i, if replace(i) { Mode::Private } else { Mode::Direct }))
             .or_else(|| (0..jobs.len()).find(|&i| ready(i) && self.may_build_privately[i]).map(|i| (i, Mode::Private)))
     }
 

@@ -470,6 +470,47 @@ impl TestRoot {
         Run { args: args.iter().map(|s| s.as_ref().to_owned()).collect(), code: status.code(), stdout, stderr, calls }
     }
 
+    /// Package `name` `version` (with pkgrel) in a sync database `test.db` and its file in
+    /// pacman's cache, as pacman has them when it runs the PreTransaction hooks of a
+    /// `pacman -S`/`-Syu` that upgrades it.
+    pub fn offer_upgrade(&self, name: &str, version: &str) -> &Self {
+        let work = self.scratch().join(format!("repo-{name}-{version}"));
+        let filename = format!("{name}-{version}-x86_64.pkg.tar.zst");
+        fs::create_dir_all(work.join("pkg")).unwrap();
+        fs::write(
+            work.join("pkg/.PKGINFO"),
+            format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = x86_64\nsize = 0\n"),
+        )
+        .unwrap();
+        let cache = self.path("var/cache/pacman/pkg");
+        fs::create_dir_all(&cache).unwrap();
+        let bsdtar = |args: &[&std::ffi::OsStr]| {
+            let ok = Command::new("bsdtar").args(args).status().expect("bsdtar (libarchive-tools)").success();
+            assert!(ok, "bsdtar {args:?} failed");
+        };
+        let file = cache.join(&filename);
+        let pkg = work.join("pkg");
+        bsdtar(&[
+            "--zstd".as_ref(),
+            "-cf".as_ref(),
+            file.as_os_str(),
+            "-C".as_ref(),
+            pkg.as_os_str(),
+            ".PKGINFO".as_ref(),
+        ]);
+        let entry = format!("{name}-{version}");
+        fs::create_dir_all(work.join("db").join(&entry)).unwrap();
+        fs::write(
+            work.join("db").join(&entry).join("desc"),
+            format!("%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nx86_64\n\n"),
+        )
+        .unwrap();
+        fs::create_dir_all(self.path("var/lib/pacman/sync")).unwrap();
+        let (db, dir) = (self.path("var/lib/pacman/sync/test.db"), work.join("db"));
+        bsdtar(&["-czf".as_ref(), db.as_os_str(), "-C".as_ref(), dir.as_os_str(), entry.as_ref()]);
+        self
+    }
+
     /// The root's lock, `R/var/lib/dkms-hook/lock`.
     pub fn lock_path(&self) -> PathBuf {
         self.path("var/lib/dkms-hook/lock")

@@ -1,0 +1,319 @@
+//! The packages a running pacman transaction brings in, as a hook can see them.
+//!
+//! A PreTransaction hook gets only the matched paths: `usr/src/foo-1.0/dkms.conf` as a Remove
+//! target looks the same whether `foo-dkms` is being removed or upgraded to `foo-1.1`. What tells
+//! them apart is the transaction itself, which libalpm does not share with hooks, so it is
+//! reconstructed from what pacman leaves visible:
+//!
+//! - the frontend's command line (`/proc/PPID/cmdline`; hooks are children of the process running
+//!   the transaction): `-R` removes only; `-U FILE…` names the incoming package files (paths of
+//!   the host, mapped into the root pacman was given with `--root`, which is where the hook runs);
+//! - for `-S` (and frontends other than pacman): the sync databases give each package's newest
+//!   version and file name, and pacman has downloaded every package of the transaction into its
+//!   cache (`CacheDir` of `ROOT/etc/pacman.conf`, `--cachedir`, default `/var/cache/pacman/pkg/`)
+//!   before any PreTransaction hook runs. A package counts as incoming only when its file is there
+//!   and libalpm confirms it is that package.
+//!
+//! Whatever cannot be found counts as not incoming: dkms-hook then does what it did without this
+//! knowledge (a module whose package leaves is removed before the transaction).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use alpm::{Alpm, SigLevel};
+
+use crate::config::Layout;
+
+/// What pacman operation the frontend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `-S`: packages from the sync databases.
+    Sync,
+    /// `-U`: package files.
+    Upgrade,
+    /// `-R`: removal only; nothing comes in.
+    Remove,
+    /// Not pacman, or nothing recognisable.
+    Unknown,
+}
+
+/// The running transaction's frontend, as far as its command line says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    pub operation: Operation,
+    /// `--root`/`-r`: where the host's paths on the command line lead into the hook's root.
+    pub root: Option<PathBuf>,
+    /// `--cachedir` values (host paths).
+    pub cachedirs: Vec<PathBuf>,
+    /// The targets of `-U` (host paths or URLs), as given.
+    pub files: Vec<String>,
+    /// The frontend's working directory (host path), for relative `-U` targets.
+    pub cwd: Option<PathBuf>,
+}
+
+impl Frontend {
+    /// The frontend that started this process (its parent), read from `/proc`.
+    pub fn of_parent() -> Frontend {
+        let ppid = nix::unistd::getppid();
+        let argv: Vec<String> = std::fs::read(format!("/proc/{ppid}/cmdline"))
+            .map(|bytes| {
+                bytes
+                    .split(|&b| b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut frontend = Frontend::parse(&argv);
+        frontend.cwd = std::fs::read_link(format!("/proc/{ppid}/cwd")).ok();
+        frontend
+    }
+
+    /// Reads a pacman command line (`argv[0]` first).
+    pub fn parse(argv: &[String]) -> Frontend {
+        let mut frontend =
+            Frontend { operation: Operation::Unknown, root: None, cachedirs: Vec::new(), files: Vec::new(), cwd: None };
+        let Some(program) = argv.first() else { return frontend };
+        if Path::new(program).file_name().is_none_or(|n| n != "pacman") {
+            return frontend;
+        }
+        // pacman's options that take a value (long, and the short ones among them).
+        const VALUED: &[&str] = &[
+            "--root",
+            "--dbpath",
+            "--cachedir",
+            "--config",
+            "--logfile",
+            "--gpgdir",
+            "--hookdir",
+            "--arch",
+            "--sysroot",
+            "--color",
+            "--overwrite",
+            "--ignore",
+            "--ignoregroup",
+            "--assume-installed",
+            "--print-format",
+            "--dbonly-for",
+        ];
+        let mut args = argv[1..].iter();
+        let mut only_targets = false;
+        while let Some(arg) = args.next() {
+            if only_targets || !arg.starts_with('-') || arg == "-" {
+                frontend.files.push(arg.clone());
+                continue;
+            }
+            if arg == "--" {
+                only_targets = true;
+                continue;
+            }
+            if let Some(long) = arg.strip_prefix("--") {
+                let (name, inline) = match long.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_owned())),
+                    None => (long, None),
+                };
+                let value = |args: &mut std::slice::Iter<String>| inline.clone().or_else(|| args.next().cloned());
+                match name {
+                    "sync" => frontend.operation = Operation::Sync,
+                    "upgrade" => frontend.operation = Operation::Upgrade,
+                    "remove" => frontend.operation = Operation::Remove,
+                    "root" => frontend.root = value(&mut args).map(PathBuf::from),
+                    "cachedir" => frontend.cachedirs.extend(value(&mut args).map(PathBuf::from)),
+                    _ if VALUED.contains(&arg.split('=').next().unwrap_or_default()) && inline.is_none() => {
+                        args.next();
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            // Short options, possibly combined (`-Syu`, `-Rns`, `-Ur /mnt`); `r` and `b` take a value.
+            let flags: Vec<char> = arg[1..].chars().collect();
+            for (i, flag) in flags.iter().enumerate() {
+                match flag {
+                    'S' => frontend.operation = Operation::Sync,
+                    'U' => frontend.operation = Operation::Upgrade,
+                    'R' => frontend.operation = Operation::Remove,
+                    'D' | 'Q' | 'F' | 'T' | 'V' => frontend.operation = Operation::Unknown,
+                    'r' | 'b' => {
+                        let rest: String = flags[i + 1..].iter().collect();
+                        let value = if rest.is_empty() { args.next().cloned() } else { Some(rest) };
+                        if *flag == 'r' {
+                            frontend.root = value.map(PathBuf::from);
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if frontend.operation != Operation::Upgrade {
+            frontend.files.clear();
+        }
+        frontend
+    }
+
+    /// A host path from the command line as seen from the hook (inside `--root`); `None` when
+    /// it is outside the root and so out of the hook's reach.
+    fn in_root(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
+        let absolute = match (path.is_absolute(), &self.cwd) {
+            (true, _) => path.to_path_buf(),
+            (false, Some(cwd)) => cwd.join(path),
+            (false, None) => return None,
+        };
+        let inside = match &self.root {
+            Some(root) if root != Path::new("/") => absolute.strip_prefix(root).ok()?.to_path_buf(),
+            _ => absolute.strip_prefix("/").ok()?.to_path_buf(),
+        };
+        Some(layout.root.join(inside))
+    }
+}
+
+/// The packages among `packages` that the running transaction upgrades (brings another version
+/// of): see the module documentation.
+pub fn upgraded(layout: &Layout, packages: &BTreeSet<String>) -> BTreeSet<String> {
+    if packages.is_empty() {
+        return BTreeSet::new();
+    }
+    let frontend = Frontend::of_parent();
+    log::debug!("the running transaction's frontend: {frontend:?}");
+    let handle = match super::pacman::open(layout) {
+        Ok(handle) => handle,
+        Err(e) => {
+            log::debug!("cannot look for incoming packages: {e:#}");
+            return BTreeSet::new();
+        }
+    };
+    match frontend.operation {
+        Operation::Remove => BTreeSet::new(),
+        Operation::Upgrade => {
+            let mut found = BTreeSet::new();
+            for file in &frontend.files {
+                let Some(path) = frontend.in_root(layout, Path::new(file)) else {
+                    log::info!("package file {file} is outside the root: cannot tell what it upgrades");
+                    continue;
+                };
+                if let Some(name) = package_name(&handle, &path) {
+                    if packages.contains(&name) {
+                        found.insert(name);
+                    }
+                }
+            }
+            found
+        }
+        Operation::Sync | Operation::Unknown => from_sync_databases(layout, &handle, &frontend, packages),
+    }
+}
+
+/// The packages among `packages` whose other version the sync databases name and pacman's cache
+/// holds.
+fn from_sync_databases(
+    layout: &Layout,
+    handle: &Alpm,
+    frontend: &Frontend,
+    packages: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    for db in crate::dirs::names(&layout.dbpath.join("sync")).unwrap_or_default() {
+        if let Some(name) = db.strip_suffix(".db") {
+            if let Err(e) = handle.register_syncdb(name, SigLevel::NONE) {
+                log::debug!("cannot read the sync database {db}: {e}");
+            }
+        }
+    }
+    let cachedirs = cache_dirs(layout, frontend);
+    let mut found = BTreeSet::new();
+    for name in packages {
+        let installed = handle.localdb().pkg(name.as_str()).ok().map(|p| p.version().to_string());
+        for db in handle.syncdbs() {
+            let Ok(pkg) = db.pkg(name.as_str()) else { continue };
+            if installed.as_deref() == Some(pkg.version().as_str()) {
+                continue;
+            }
+            let Some(filename) = pkg.filename() else { continue };
+            let cached = cachedirs.iter().map(|d| d.join(filename)).find(|p| p.is_file());
+            if cached.and_then(|p| package_name(handle, &p)).as_deref() == Some(name.as_str()) {
+                found.insert(name.clone());
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// pacman's package caches as the hook sees them: `--cachedir` of the command line, else
+/// `CacheDir` of `ROOT/etc/pacman.conf`, else the default.
+pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
+    let from_command_line: Vec<PathBuf> =
+        frontend.cachedirs.iter().filter_map(|d| frontend.in_root(layout, d)).collect();
+    if !from_command_line.is_empty() {
+        return from_command_line;
+    }
+    let conf = std::fs::read_to_string(layout.root.join("etc/pacman.conf")).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = conf
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == "CacheDir").then(|| layout.on_root(Path::new(value.trim())))
+        })
+        .collect();
+    if dirs.is_empty() {
+        dirs.push(layout.root.join("var/cache/pacman/pkg"));
+    }
+    dirs
+}
+
+/// The name of the package in file `path`, read by libalpm (metadata only).
+fn package_name(handle: &Alpm, path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    match handle.pkg_load(path.as_os_str().as_bytes().to_vec(), false, SigLevel::NONE) {
+        Ok(pkg) => Some(pkg.name().to_owned()),
+        Err(e) => {
+            log::debug!("cannot read the package {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Frontend {
+        Frontend::parse(&line.split(' ').map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn reads_pacman_command_lines() {
+        assert_eq!(parse("pacman -Syu").operation, Operation::Sync);
+        assert_eq!(parse("/usr/bin/pacman --sync --refresh foo-dkms").operation, Operation::Sync);
+        assert_eq!(parse("pacman -Rns foo-dkms").operation, Operation::Remove);
+        assert_eq!(parse("pacman --remove foo-dkms").operation, Operation::Remove);
+        assert_eq!(parse("paru -Syu").operation, Operation::Unknown);
+        assert_eq!(parse("pacman -Qi foo").operation, Operation::Unknown);
+        let f = parse(
+            "pacman --root /mnt/r --dbpath /mnt/r/var/lib/pacman --cachedir /c -U /p/a.pkg.tar.zst b.pkg.tar.zst",
+        );
+        assert_eq!(f.operation, Operation::Upgrade);
+        assert_eq!(f.root.as_deref(), Some(Path::new("/mnt/r")));
+        assert_eq!(f.cachedirs, [PathBuf::from("/c")]);
+        assert_eq!(f.files, ["/p/a.pkg.tar.zst", "b.pkg.tar.zst"]);
+        let f = parse("pacman -Ur /mnt --noconfirm --overwrite * x.pkg");
+        assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["x.pkg".to_owned()][..]));
+        let f = parse("pacman -U --root=/mnt -- -odd.pkg");
+        assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["-odd.pkg".to_owned()][..]));
+        // Targets of other operations are package names, not files.
+        assert!(parse("pacman -S foo").files.is_empty());
+    }
+
+    #[test]
+    fn command_line_paths_lead_into_the_root() {
+        let layout = Layout::new(Path::new("/"), None);
+        let mut f = parse("pacman --root /tmp/r -U x");
+        f.cwd = Some(PathBuf::from("/tmp/r/var/cache"));
+        assert_eq!(f.in_root(&layout, Path::new("/tmp/r/var/cache/a.pkg")), Some(PathBuf::from("/var/cache/a.pkg")));
+        assert_eq!(f.in_root(&layout, Path::new("b.pkg")), Some(PathBuf::from("/var/cache/b.pkg")));
+        assert_eq!(f.in_root(&layout, Path::new("/elsewhere/c.pkg")), None);
+        let f = parse("pacman -U /var/cache/a.pkg");
+        let relocated = Layout::new(Path::new("/srv/r"), None);
+        assert_eq!(f.in_root(&relocated, Path::new("/var/cache/a.pkg")), Some(PathBuf::from("/srv/r/var/cache/a.pkg")));
+    }
+}
