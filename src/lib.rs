@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod exclude;
+pub mod generate;
 pub mod interrupt;
 pub mod inventory;
 pub mod lock;

@@ -59,6 +59,7 @@ fn run(opts: cli::Opts) -> Result<ExitCode> {
         Action::Status { json } => status(&config, json),
         Action::Sync => sync(&config),
         Action::Hook(operation) => hook(&config, operation),
+        Action::Generate(ref output) => dkms_hook::generate::run(output),
     }
 }
 
