@@ -9,20 +9,10 @@ mod real;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PKGBUILD: &str = "packaging/arch/PKGBUILD";
+use real::{pkgbuild_var, PKGBUILD};
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(real::REPO).join(rel)
-}
-
-/// A variable assigned at the start of a line of the PKGBUILD (`pkgver=0.1.0`).
-fn pkgbuild_var(name: &str) -> String {
-    let text = std::fs::read_to_string(repo(PKGBUILD)).unwrap();
-    let prefix = format!("{name}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("{PKGBUILD} assigns no {name}"))
-        .to_owned()
 }
 
 #[test]

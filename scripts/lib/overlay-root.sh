@@ -54,8 +54,9 @@ ovr_destroy() {
 
 # ovr_prepare ROOT HOOKS_DIR HOOK_BIN [DKMS]: an Arch-style starting point inside the overlay root.
 # The Debian kernel layout goes (the kernel and headers packages will own usr/lib/modules/K), the
-# pacman DB starts empty, the dkms tree starts empty, hooks and the hook binary are installed, and,
-# when DKMS is given, that dkms script replaces /usr/sbin/dkms inside the root.
+# pacman DB starts empty, the dkms tree starts empty, the hooks of HOOKS_DIR and the hook binary
+# HOOK_BIN are installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is
+# given, that dkms script replaces /usr/sbin/dkms inside the root.
 ovr_prepare() {
     local root=$1 hooks=$2 bin=$3 dkms=${4:-}
     rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" || return 1
@@ -67,8 +68,12 @@ Architecture = auto
 SigLevel = Never
 LocalFileSigLevel = Never
 CONF
-    cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
-    install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
+    if [[ -n $hooks ]]; then
+        cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
+    fi
+    if [[ -n $bin ]]; then
+        install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
+    fi
     if [[ -n $dkms ]]; then
         install -m 0755 "$dkms" "$root/usr/sbin/dkms" || return 1
     fi
