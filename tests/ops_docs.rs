@@ -121,7 +121,11 @@ fn the_main_page_has_every_subcommand_option_and_section() {
         section(page, name);
     }
     assert!(section(page, "EXIT STATUS").contains(".BR 130 \", \" 143"), "{page}");
-    assert!(section(page, "FILES").contains(".I /run/dkms\\-hook.lock"), "{page}");
+    let layout = dkms_hook::config::Layout::new(Path::new("/"), None);
+    for file in [layout.lock_file(), layout.state_file()] {
+        let entry = format!(".I {}\n", roff(file.to_str().unwrap()));
+        assert!(section(page, "FILES").contains(&entry), "FILES lacks {}:\n{page}", file.display());
+    }
     assert!(!page.contains("generate"), "the hidden subcommand is documented:\n{page}");
 }
 
