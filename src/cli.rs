@@ -1,12 +1,10 @@
 //! The command line, as clap types. Nothing outside `config.rs` sees these: they are resolved
-//! into a `Config` in one place.
-//!
-//! This file is also compiled by `build.rs` (man pages and shell completions are generated from
-//! these definitions), so it uses nothing but `std` and `clap`.
+//! into a `Config` in one place. The manual pages and shell completions are generated from these
+//! definitions (`generate.rs`), so they never disagree with `--help`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build, install and remove DKMS modules for every installed kernel, from pacman hooks.
 ///
@@ -113,4 +111,32 @@ pub enum Command {
     /// source is gone; then runs depmod for the kernels it changed. The repair after a failed or
     /// interrupted run, or after manual changes. With --dry-run, prints the plan only.
     Sync,
+    /// Write the manual pages or print a shell completion script (for packagers)
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+/// What `dkms-hook generate` writes.
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Write dkms-hook.8, one page per subcommand and dkms-hook.toml.5 into DIR
+    Man {
+        /// The directory to write the pages to (created if missing)
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: Shell,
+    },
+}
+
+/// The shells `dkms-hook generate completions` writes scripts for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }

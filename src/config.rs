@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::cli::{Command, GlobalOpts, Opts};
+use crate::cli::{self, Command, GlobalOpts, Opts};
+use crate::generate;
 
 /// What pacman asked us to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub enum Operation {
 }
 
 /// The subcommand, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A hook: targets on stdin.
     Hook(Operation),
@@ -30,6 +31,8 @@ pub enum Action {
     Status { json: bool },
     /// Bring dkms in line with the installed packages.
     Sync,
+    /// Write the manual pages or a shell completion script (reads no configuration file).
+    Generate(generate::Output),
 }
 
 /// How much to print.
@@ -159,6 +162,10 @@ pub struct Config {
     pub lock_timeout: Duration,
 }
 
+/// The configuration file, below the root.
+pub const CONFIG_FILE: &str = "/etc/dkms-hook.toml";
+/// Where job logs go when the file does not say, below the root.
+pub const DEFAULT_LOG_DIR: &str = "/var/log/dkms-hook";
 /// Job logs kept when the file does not say.
 pub const DEFAULT_KEEP_LOGS: usize = 50;
 /// Seconds to wait for the lock when the file does not say.
@@ -293,19 +300,23 @@ impl Config {
         }
         let root = std::fs::canonicalize(&root)
             .with_context(|| format!("failed to resolve root directory {}", root.display()))?;
-        let file = match config {
-            // A file named on the command line must exist; the default one may be absent.
-            Some(path) if !path.exists() => {
-                anyhow::bail!("configuration file {} does not exist: check the --config path", path.display())
-            }
-            Some(path) => FileConfig::load(&path)?,
-            None => FileConfig::load(&root.join("etc/dkms-hook.toml"))?,
-        };
+        let layout = Layout::new(&root, dbpath.as_deref());
         let action = match command {
             Command::Install => Action::Hook(Operation::Install),
             Command::Remove { no_depmod } => Action::Hook(Operation::Remove { rebuild: no_depmod }),
             Command::Status { json } => Action::Status { json },
             Command::Sync => Action::Sync,
+            Command::Generate(what) => Action::Generate(generate_output(what)),
+        };
+        let file = match config {
+            // Generating documentation must not depend on the build host's configuration.
+            _ if matches!(action, Action::Generate(_)) => FileConfig::default(),
+            // A file named on the command line must exist; the default one may be absent.
+            Some(path) if !path.exists() => {
+                anyhow::bail!("configuration file {} does not exist: check the --config path", path.display())
+            }
+            Some(path) => FileConfig::load(&path)?,
+            None => FileConfig::load(&layout.on_root(Path::new(CONFIG_FILE)))?,
         };
         let verbosity = if quiet {
             Verbosity::Quiet
@@ -314,12 +325,11 @@ impl Config {
         } else {
             Verbosity::Normal
         };
-        let layout = Layout::new(&root, dbpath.as_deref());
         let patterns = |list: Option<Vec<String>>| -> Vec<glob::Pattern> {
             // Already validated by `FileConfig::parse`.
             list.unwrap_or_default().iter().filter_map(|p| glob::Pattern::new(p).ok()).collect()
         };
-        let log_dir = layout.on_root(file.log_dir.as_deref().unwrap_or(Path::new("/var/log/dkms-hook")));
+        let log_dir = layout.on_root(file.log_dir.as_deref().unwrap_or(Path::new(DEFAULT_LOG_DIR)));
         Ok(Config {
             action,
             dkms: dkms.or(file.dkms).unwrap_or_else(|| PathBuf::from("dkms")),
@@ -334,6 +344,18 @@ impl Config {
             lock_timeout: Duration::from_secs(file.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT)),
             layout,
         })
+    }
+}
+
+/// The generator's request, without clap's types.
+fn generate_output(what: cli::Generate) -> generate::Output {
+    match what {
+        cli::Generate::Man { dir } => generate::Output::ManPages(dir),
+        cli::Generate::Completions { shell } => generate::Output::Completions(match shell {
+            cli::Shell::Bash => generate::Shell::Bash,
+            cli::Shell::Zsh => generate::Shell::Zsh,
+            cli::Shell::Fish => generate::Shell::Fish,
+        }),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dirs;
 pub mod exclude;
+pub mod generate;
 pub mod hook;
 pub mod interrupt;
 pub mod inventory;

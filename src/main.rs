@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Parser;
 
 use dkms_hook::config::{Action, Config};
-use dkms_hook::{cli, hook, status, sync};
+use dkms_hook::{cli, generate, hook, status, sync};
 
 fn main() -> ExitCode {
     // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
@@ -46,5 +46,6 @@ fn run(opts: cli::Opts) -> Result<ExitCode> {
         Action::Hook(operation) => hook::run(&config, operation),
         Action::Status { json } => status::run(&config, json),
         Action::Sync => sync::run(&config),
+        Action::Generate(ref output) => generate::run(output),
     }
 }

@@ -54,8 +54,9 @@ ovr_destroy() {
 
 # ovr_prepare ROOT HOOKS_DIR HOOK_BIN [DKMS]: an Arch-style starting point inside the overlay root.
 # The Debian kernel layout goes (the kernel and headers packages will own usr/lib/modules/K), the
-# pacman DB starts empty, the dkms tree starts empty, hooks and the hook binary are installed, and,
-# when DKMS is given, that dkms script replaces /usr/sbin/dkms inside the root.
+# pacman DB starts empty, the dkms tree starts empty, the hooks of HOOKS_DIR and the hook binary
+# HOOK_BIN are installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is
+# given, that dkms script replaces /usr/sbin/dkms inside the root.
 ovr_prepare() {
     local root=$1 hooks=$2 bin=$3 dkms=${4:-}
     rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" || return 1
@@ -67,8 +68,12 @@ Architecture = auto
 SigLevel = Never
 LocalFileSigLevel = Never
 CONF
-    cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
-    install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
+    if [[ -n $hooks ]]; then
+        cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
+    fi
+    if [[ -n $bin ]]; then
+        install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
+    fi
     if [[ -n $dkms ]]; then
         install -m 0755 "$dkms" "$root/usr/sbin/dkms" || return 1
     fi
@@ -179,19 +184,150 @@ pkg_dkms() {
     rm -rf "$stage"
 }
 
-# pkg_makepkg OUT DIR: builds the PKGBUILD in DIR with the real makepkg, as the unprivileged user
-# `nobody` (makepkg refuses root) in a copy of DIR below OUT; prints the package path. Dependencies
-# are not checked (-d): they are the target root's business, not the build host's.
-pkg_makepkg() {
-    local out=$1 dir=$2 build conf file
-    build=$(realpath -m "$out")/makepkg.$(basename "$dir")
-    rm -rf "$build" && mkdir -p "$build" && cp -r "$dir"/. "$build"/ && chown -R nobody "$build" || return 1
+# _pkg_enterable DIR: whether other users may enter DIR (its mode has o+x).
+_pkg_enterable() {
+    [[ $(stat -c %A "$1") == *[xt] ]]
+}
+
+# _pkg_reachable PATH: whether other users can reach PATH: it and every directory above it let them in.
+_pkg_reachable() {
+    local p
+    p=$(realpath -m "$1")
+    while [[ $p != / ]]; do
+        _pkg_enterable "$p" || return 1
+        p=$(dirname "$p")
+    done
+}
+
+# _pkg_expose PATH...: inside a private mount namespace, makes each PATH reachable by other users at
+# its own path (e.g. the Rust toolchain below root's 0700 home): the outermost directory on the way
+# that they cannot enter is covered with an empty tmpfs of mode 0755, and PATH is mounted back below
+# it. Nothing else below the covered directory is visible; nothing changes outside the namespace.
+_pkg_expose() {
+    local stash path dir part i=0 hidden=() parts
+    stash=$(mktemp -d) || return 1
+    for path; do
+        path=$(realpath "$path") || return 1
+        _pkg_reachable "$path" && continue
+        mkdir "$stash/$i" && mount --bind "$path" "$stash/$i" || return 1
+        hidden+=("$path")
+        i=$((i + 1))
+    done
+    i=0
+    for path in "${hidden[@]}"; do
+        dir=
+        IFS=/ read -ra parts <<<"${path#/}"
+        for part in "${parts[@]}"; do
+            dir+=/$part
+            [[ -d $dir ]] || break
+            if ! _pkg_enterable "$dir"; then
+                mount -t tmpfs -o mode=0755 tmpfs "$dir" || return 1
+                break
+            fi
+        done
+        mkdir -p "$path" && mount --move "$stash/$i" "$path" || return 1
+        i=$((i + 1))
+    done
+    rmdir "$stash"/* "$stash" 2>/dev/null
+    return 0
+}
+
+# The makepkg.conf of the project's pacman build (Debian), else the system's (Arch).
+_pkg_makepkg_conf() {
+    local conf
     conf=$(dirname "${BASH_SOURCE[0]}")/../../.deps/pacman-build/makepkg.conf
     [[ -f $conf ]] || conf=/etc/makepkg.conf
-    (cd "$build" && runuser -u nobody -- env PATH="$PATH" LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" \
-        MAKEPKG_CONF="$(realpath "$conf")" PKGEXT=.pkg.tar.zst makepkg -d --noconfirm >&2) || return 1
+    realpath "$conf"
+}
+
+# pkg_builder DIR CARGO_HOME COMMAND...: runs COMMAND (makepkg) in DIR as the unprivileged user
+# nobody (makepkg refuses root), in a private mount namespace where nobody can reach DIR, makepkg,
+# the Rust toolchain (cargo, rustup's home), the directories of LD_LIBRARY_PATH and PKG_CONFIG_PATH
+# (the project's libalpm), and CARGO_HOME (default DIR/.cargo), which keeps the crates cargo fetches.
+# DIR must be readable by nobody, and writable when COMMAND writes. Run by another user than root,
+# COMMAND simply runs as that user.
+pkg_builder() {
+    local dir=$1 cargo_home=${2:-$1/.cargo} makepkg conf cargo rustup_home entry entries paths
+    shift 2
+    dir=$(realpath "$dir") || return 1
+    makepkg=$(command -v makepkg) || { ovr_die "makepkg not found: run scripts/setup"; return 1; }
+    conf=$(_pkg_makepkg_conf) || { ovr_die "no makepkg.conf: run scripts/setup"; return 1; }
+    rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+    if ((EUID != 0)); then
+        (cd "$dir" && MAKEPKG_CONF=$conf PKGEXT=.pkg.tar.zst "$@")
+        return
+    fi
+    mkdir -p "$cargo_home" && chown nobody "$cargo_home" || return 1
+    cargo_home=$(realpath "$cargo_home")
+    paths=("$dir" "$cargo_home" "$(dirname "$(realpath "$makepkg")")" "$(dirname "$conf")")
+    if cargo=$(command -v cargo); then
+        paths+=("$(dirname "$cargo")")
+        [[ -d $rustup_home ]] && paths+=("$rustup_home")
+    fi
+    IFS=: read -ra entries <<<"${LD_LIBRARY_PATH:-}:${PKG_CONFIG_PATH:-}"
+    for entry in "${entries[@]}"; do
+        [[ -d $entry ]] && paths+=("$entry")
+    done
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    PKG_DIR=$dir PKG_RUSTUP_HOME=$rustup_home PKG_CARGO_HOME=$cargo_home PKG_MAKEPKG_CONF=$conf \
+        unshare --mount --propagation private bash -c '
+            . "$0" && _pkg_expose "${@:2:$1}" || exit 1
+            shift "$(($1 + 1))"
+            cd "$PKG_DIR" && exec runuser -u nobody -- env HOME="$PKG_DIR" PATH="$PATH" \
+                LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" PKG_CONFIG_PATH="${PKG_CONFIG_PATH:-}" \
+                RUSTUP_HOME="$PKG_RUSTUP_HOME" CARGO_HOME="$PKG_CARGO_HOME" MAKEPKG_CONF="$PKG_MAKEPKG_CONF" \
+                PKGEXT=.pkg.tar.zst "$@"' "${BASH_SOURCE[0]}" "${#paths[@]}" "${paths[@]}" "$@"
+}
+
+# pkg_run_makepkg DIR [CARGO_HOME]: builds the PKGBUILD in DIR (owned by nobody) with pkg_builder.
+# Dependencies are not checked (-d): they are the target root's business, not the build host's.
+pkg_run_makepkg() {
+    pkg_builder "$1" "${2:-}" makepkg -d --noconfirm
+}
+
+# pkg_srcinfo PKGBUILD: what `makepkg --printsrcinfo` prints for PKGBUILD (run in a copy of it).
+pkg_srcinfo() {
+    local dir rc
+    dir=$(mktemp -d) && chmod 0755 "$dir" && cp "$1" "$dir/PKGBUILD" || return 1
+    ((EUID != 0)) || chown -R nobody "$dir" || return 1
+    pkg_builder "$dir" "" makepkg --printsrcinfo
+    rc=$?
+    rm -rf "$dir"
+    return "$rc"
+}
+
+# pkg_makepkg OUT DIR: builds the PKGBUILD in DIR with the real makepkg as nobody (pkg_run_makepkg),
+# in a copy of DIR below OUT; prints the path of each package.
+pkg_makepkg() {
+    local out=$1 dir=$2 build file
+    out=$(realpath -m "$out")
+    build=$out/makepkg.$(basename "$dir")
+    rm -rf "$build" && mkdir -p "$build" && cp -r "$dir"/. "$build"/ && chown -R nobody "$build" || return 1
+    pkg_run_makepkg "$build" >&2 || return 1
     for file in "$build"/*.pkg.tar.zst; do
-        mv "$file" "$(realpath "$out")/" && printf '%s/%s\n' "$(realpath "$out")" "$(basename "$file")"
+        mv "$file" "$out/" && printf '%s/%s\n' "$out" "$(basename "$file")"
+    done
+    rm -rf "$build"
+}
+
+# pkg_dkms_hook OUT REPO [CARGO_HOME]: the dkms-hook package, built as its README says from a clean
+# clone of REPO's HEAD (git clone, scripts/dist, makepkg in packaging/arch as nobody); prints the
+# package's path. CARGO_HOME keeps the crates makepkg fetches for the next build.
+pkg_dkms_hook() {
+    local out=$1 repo=$2 cargo_home=${3:-} build clone file
+    out=$(realpath -m "$out")
+    build=$out/makepkg.dkms-hook
+    clone=$build/dkms-hook
+    rm -rf "$build" && mkdir -p "$build" || return 1
+    # --no-hardlinks: the clone is handed to nobody, and hard links would hand over REPO's objects.
+    git clone --quiet --no-hardlinks "$repo" "$clone" >&2 || return 1
+    echo "building dkms-hook $(git -C "$clone" log -1 --format='%h (%s)') from a clean clone" >&2
+    (cd "$clone" && bash scripts/dist >/dev/null) || return 1
+    chown -R nobody "$build" || return 1
+    pkg_run_makepkg "$clone/packaging/arch" "${cargo_home:-$build/cargo-home}" >&2 || return 1
+    for file in "$clone"/packaging/arch/dkms-hook-[0-9]*.pkg.tar.zst; do
+        [[ -f $file ]] || { ovr_die "makepkg wrote no dkms-hook package"; return 1; }
+        mv "$file" "$out/" && printf '%s/%s\n' "$out" "$(basename "$file")"
     done
     rm -rf "$build"
 }

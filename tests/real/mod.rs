@@ -193,6 +193,28 @@ impl Transaction {
         self.assert_lacks(HOOK_FAILED)
     }
 
+    /// The lines in which pacman's hook parser complains about a hook file: what libalpm's hook.c
+    /// says about a bad one (`error: hook FILE line N: invalid value V`, `Missing … in hook: FILE`, …).
+    pub fn hook_file_errors(&self) -> Vec<&str> {
+        self.output
+            .lines()
+            .filter(|l| {
+                l.starts_with("error: hook ")
+                    || l.starts_with("warning: hook ")
+                    || l.contains(" in hook: ")
+                    || l.contains("unable to run hook")
+                    || l.contains("error while reading hook")
+            })
+            .collect()
+    }
+
+    /// pacman's hook parser accepted every hook file.
+    pub fn assert_hook_files_accepted(&self) -> &Self {
+        let bad = self.hook_file_errors();
+        assert!(bad.is_empty(), "pacman rejects a hook file: {bad:?}\n{}", self.output);
+        self
+    }
+
     /// The line index of the first line containing every one of NEEDLES.
     pub fn line_of(&self, needles: &[&str]) -> Option<usize> {
         self.output.lines().position(|l| needles.iter().all(|n| l.contains(n)))
@@ -220,6 +242,16 @@ impl Root {
     /// A prepared root (Arch layout, empty pacman DB with only `dkms`, empty dkms tree, the hooks and
     /// the binary installed, DKMS as `/usr/sbin/dkms`), or `None` when the tier cannot run here.
     pub fn new(dkms: Dkms) -> Option<Root> {
+        Root::create(dkms, true)
+    }
+
+    /// Like [`Root::new`], but with neither the project's hooks nor its binary: they come with the
+    /// dkms-hook package ([`Pkg::DkmsHook`]).
+    pub fn new_without_hooks(dkms: Dkms) -> Option<Root> {
+        Root::create(dkms, false)
+    }
+
+    fn create(dkms: Dkms, with_hooks: bool) -> Option<Root> {
         if !skip::can_run("the real-transaction tier", unavailable(dkms)) {
             return None;
         }
@@ -235,8 +267,10 @@ impl Root {
         let root = Root { root: dir.join("root"), dir, dkms, started: Instant::now(), _serial: serial };
         let ran = shell("ovr_mount", &[root.dir.to_str().unwrap()]);
         assert!(ran.status.success(), "cannot mount the overlay root:\n{}", ran.output);
-        let hooks = Path::new(REPO).join("hooks");
-        let bin = hook_bin();
+        let (hooks, bin) = match with_hooks {
+            true => (Path::new(REPO).join("hooks"), hook_bin()),
+            false => (PathBuf::new(), PathBuf::new()),
+        };
         let script = dkms.script().map(|s| s.to_str().unwrap().to_owned()).unwrap_or_default();
         let ran = shell(
             "ovr_prepare",

@@ -1,10 +1,12 @@
 //! The packages the real tier installs: Arch-style kernel and headers packages made from Debian's
-//! kernel headers, `*-dkms` packages made from the sources in `tests/real/modules/`, and a file-less
-//! `dkms` package (the hooks say `Depends = dkms`; the root has the real dkms from the host).
+//! kernel headers, `*-dkms` packages made from the sources in `tests/real/modules/`, file-less
+//! stand-ins such as `dkms` (the hooks say `Depends = dkms`; the root has the real dkms from the
+//! host), and dkms-hook itself as its PKGBUILD builds it.
 //!
 //! Packages are assembled by `scripts/lib/overlay-root.sh` (shared with `scripts/demo`), once per
 //! test process, into `target/tmp/real-packages-<pid>/`; the first use in a process deletes the
-//! directories of test processes that are gone.
+//! directories of test processes that are gone. The crates the dkms-hook package build fetches stay
+//! in `target/tmp/makepkg-cargo-home/` for the next process.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +109,10 @@ pub enum Pkg {
     Module(Module),
     /// The file-less `dkms` package for this dkms.
     DkmsStub(Dkms),
+    /// A file-less package NAME VERSION, standing in for what the root has from the host.
+    Stub(&'static str, &'static str),
+    /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
+    DkmsHook,
 }
 
 impl Pkg {
@@ -133,6 +139,14 @@ impl Pkg {
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
+            Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
+            Pkg::DkmsHook => {
+                let started = std::time::Instant::now();
+                let cargo_home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("makepkg-cargo-home");
+                let ran = shell("pkg_dkms_hook", &[out, REPO, cargo_home.to_str().unwrap()]);
+                println!("makepkg built the dkms-hook package in {:.0}s", started.elapsed().as_secs_f64());
+                ran
+            }
         };
         assert!(output.status.success(), "cannot build package {key}:\n{}", output.text());
         let file = PathBuf::from(output.text().lines().last().unwrap_or_default().trim());
@@ -140,6 +154,16 @@ impl Pkg {
         built.insert(key, file.clone());
         file
     }
+}
+
+/// dkms-hook's PKGBUILD, relative to the repository.
+pub const PKGBUILD: &str = "packaging/arch/PKGBUILD";
+
+/// A variable the PKGBUILD assigns at the start of a line (`pkgver=0.1.0`).
+pub fn pkgbuild_var(name: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(REPO).join(PKGBUILD)).unwrap();
+    let prefix = format!("{name}=");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{PKGBUILD} has no {name}")).to_owned()
 }
 
 fn out_dir() -> PathBuf {
