@@ -84,8 +84,19 @@ pub struct GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build and install modules (the PostTransaction hook); targets on stdin
+    ///
+    /// A new or upgraded module is built for every kernel with headers, and every packaged module
+    /// is built for a new kernel. Where a kernel has another version of the module installed (or
+    /// the same version built from other sources), the new build is made privately first and
+    /// swapped in only when it works: a build that fails keeps the version that was installed.
+    /// Sources byte-identical to those of the installed build are not built again (unchanged).
     Install,
     /// Remove modules of sources and kernels that leave (the PreTransaction hooks); targets on stdin
+    ///
+    /// A module whose package stays (a new release in the same directory, or a package the running
+    /// transaction upgrades) is not removed: its sources are kept for dkms until the install hook
+    /// has swapped in its replacement. A module whose package leaves is removed from every kernel
+    /// and unregistered; a kernel that leaves loses its modules; headers leaving alone keep them.
     Remove {
         /// Do not run depmod: the removal is for a rebuild the install hook does after the transaction
         #[arg(long)]
@@ -95,9 +106,10 @@ pub enum Command {
     ///
     /// Lists each module source with the package that owns it, each installed kernel with its
     /// package and headers, and for every (module, kernel) pair one state: installed, built (not
-    /// installed), missing, skipped (BUILD_EXCLUSIVE), failed (with its log), wrong-vermagic or
-    /// excluded. Then what is out of place: dkms builds for kernels that are gone, registrations
-    /// whose source is gone, and module files under updates/dkms that dkms does not know.
+    /// installed), missing, skipped (BUILD_EXCLUSIVE), failed (with its log), wrong-vermagic, kept
+    /// (its upgrade failed or is pending: the version that was installed still is) or excluded.
+    /// Then what is out of place: dkms builds for kernels that are gone, registrations whose
+    /// source is gone, and module files under updates/dkms that dkms does not know.
     /// Exits 0 when everything is as it should be, 1 otherwise. Reads only; takes no lock.
     Status {
         /// Print JSON (a stable, documented format) instead of text

@@ -74,9 +74,13 @@ impl Reporter {
             return;
         }
         let n = count(plan.jobs.len(), "job");
+        let all = |kind: fn(&crate::plan::JobKind) -> bool| plan.jobs.iter().all(|j| kind(&j.kind));
         let text = match heading {
+            Heading::Install if all(|k| matches!(k, crate::plan::JobKind::Unchanged { .. })) => {
+                format!("==> Nothing to build: the DKMS module sources are unchanged ({n})\n")
+            }
             Heading::Install => format!("==> Installing DKMS modules: {n}\n"),
-            Heading::Remove if plan.jobs.iter().all(|j| matches!(j.kind, crate::plan::JobKind::Preserve { .. })) => {
+            Heading::Remove if all(|k| matches!(k, crate::plan::JobKind::Preserve { .. })) => {
                 format!("==> Keeping DKMS modules installed until their upgrades are built: {n}\n")
             }
             Heading::Remove => format!("==> Removing DKMS modules: {n}\n"),

@@ -50,13 +50,26 @@ const JOB_TIMEOUT_S: u64 = 1;
 enum Scenario {
     /// Both kernels and their headers arrive: 6 × 2 installs.
     NewKernels,
-    /// Three modules go from 0.1 to their new version: 3 × (2 removes + unregister), 3 × 2 installs.
+    /// Three modules go from 0.1 to their new version, with nothing to say the packages come back
+    /// (a package replaced by another): 3 × (2 removes + unregister), 3 × 2 installs.
     ModuleUpgrade,
+    /// The same upgrade from the sync database and pacman's cache (`pacman -Syu`): nothing is
+    /// removed before; 3 × 2 private builds swapped in after, each replaced version retired.
+    ModuleUpgradeKept,
+    /// Three modules get a package release with changed sources (same directory): kept before,
+    /// 3 × 2 rebuilds swapped in after.
+    PkgrelRebuild,
     /// linux-lts moves from K2 to K3: 6 removes, 6 installs.
     KernelUpgrade,
 }
 
-const SCENARIOS: [Scenario; 3] = [Scenario::NewKernels, Scenario::ModuleUpgrade, Scenario::KernelUpgrade];
+const SCENARIOS: [Scenario; 5] = [
+    Scenario::NewKernels,
+    Scenario::ModuleUpgrade,
+    Scenario::ModuleUpgradeKept,
+    Scenario::PkgrelRebuild,
+    Scenario::KernelUpgrade,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fault {
@@ -135,17 +148,26 @@ fn build(scenario: Scenario, t: &TestRoot) {
     for (m, v) in MODULES {
         match scenario {
             Scenario::NewKernels => add_module(t, m, v),
-            Scenario::ModuleUpgrade => {
-                let v = if UPGRADED.contains(&m) { OLD_VERSION } else { v };
+            Scenario::ModuleUpgrade | Scenario::ModuleUpgradeKept => {
+                let upgraded = UPGRADED.contains(&m);
+                let v = if upgraded { OLD_VERSION } else { v };
                 add_module(t, m, v);
                 t.dkms_installed(m, v, K1).dkms_installed(m, v, K2);
+                if upgraded && scenario == Scenario::ModuleUpgradeKept {
+                    t.offer_upgrade(&pkg(m), "2.0-1");
+                }
             }
-            Scenario::KernelUpgrade => {
+            Scenario::PkgrelRebuild | Scenario::KernelUpgrade => {
                 add_module(t, m, v);
                 t.dkms_installed(m, v, K1).dkms_installed(m, v, K2);
             }
         }
     }
+}
+
+/// The targets naming the upgraded modules' sources at their final versions.
+fn upgraded_sources() -> String {
+    MODULES.iter().filter(|(m, _)| UPGRADED.contains(m)).map(|(m, v)| format!("usr/src/{m}-{v}/dkms.conf\n")).collect()
 }
 
 /// The scenario's hook runs, each with what pacman does after it.
@@ -156,13 +178,9 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
         Scenario::NewKernels => {
             vec![Phase { args: &["install"], stdin: format!("{}{}", targets(K1), targets(K2)), then: |_| {} }]
         }
-        Scenario::ModuleUpgrade => {
+        Scenario::ModuleUpgrade | Scenario::ModuleUpgradeKept => {
             let old: String = UPGRADED.iter().map(|m| format!("usr/src/{m}-{OLD_VERSION}/dkms.conf\n")).collect();
-            let new: String = MODULES
-                .iter()
-                .filter(|(m, _)| UPGRADED.contains(m))
-                .map(|(m, v)| format!("usr/src/{m}-{v}/dkms.conf\n"))
-                .collect();
+            let new = upgraded_sources();
             vec![
                 // The old dkms.conf is a Remove target (71-dkms-remove.hook), the new an Install.
                 Phase {
@@ -176,6 +194,26 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
                     },
                 },
                 Phase { args: &["install"], stdin: new, then: |_| {} },
+            ]
+        }
+        // Same directories: 70-dkms-upgrade.hook before, 70-dkms-install.hook after.
+        Scenario::PkgrelRebuild => {
+            let dirs = upgraded_sources();
+            vec![
+                Phase {
+                    args: &["remove", "--no-depmod"],
+                    stdin: dirs.clone(),
+                    then: |t| {
+                        for (m, v) in MODULES.iter().filter(|(m, _)| UPGRADED.contains(m)) {
+                            t.remove_package(&pkg(m));
+                            let dir = format!("{m}-{v}");
+                            t.module_pkg_version(&pkg(m), "1.0-2", &dir, &dkms_conf(m, v));
+                            fs::write(t.path(&format!("usr/src/{dir}/Makefile")), "obj-m += fake.o\n# 1.0-2\n")
+                                .unwrap();
+                        }
+                    },
+                },
+                Phase { args: &["install"], stdin: dirs, then: |_| {} },
             ]
         }
         Scenario::KernelUpgrade => vec![
@@ -440,9 +478,15 @@ fn calibration(scenario: Scenario) -> u64 {
     }
     let (t, phases) = setup(scenario);
     let flaky = Flaky::new(&t);
-    for phase in &phases {
+    for (i, phase) in phases.iter().enumerate() {
         let run = run_hook(&t, &flaky, &t.fake_dkms(), None, phase.args, &phase.stdin, false);
         assert_eq!(run.code, Some(0), "{scenario:?}: a clean {:?} failed:\n{}", phase.args, run.output);
+        // Where the modules stay packaged, nothing of them is touched before the transaction:
+        // their sources are kept instead.
+        if i == 0 && matches!(scenario, Scenario::ModuleUpgradeKept | Scenario::PkgrelRebuild) {
+            assert_eq!(flaky.calls(), 0, "{scenario:?}: dkms ran before the transaction:\n{}", run.output);
+            assert!(t.path("var/lib/dkms-hook/kept").is_dir(), "{scenario:?}: no sources kept:\n{}", run.output);
+        }
         (phase.then)(&t);
     }
     let n = flaky.calls();

@@ -41,6 +41,40 @@ for_each_dkms! {
     wrong_kernel => s09_wrong_kernel_dkms_3_0, s09_wrong_kernel_dkms_3_2;
     upgrade_kernel_and_module => s10_upgrade_kernel_and_module_dkms_3_0,
         s10_upgrade_kernel_and_module_dkms_3_2;
+    upgrade_to_a_version_that_fails => s11_upgrade_to_a_version_that_fails_dkms_3_0,
+        s11_upgrade_to_a_version_that_fails_dkms_3_2;
+    release_that_fails => s12_release_that_fails_dkms_3_0, s12_release_that_fails_dkms_3_2;
+    release_with_identical_sources => s13_release_with_identical_sources_dkms_3_0,
+        s13_release_with_identical_sources_dkms_3_2;
+}
+
+/// hello's installed modules: for each kernel, its `version` and `pkgrel` (modinfo) and vermagic.
+fn installed_hello(root: &Root) -> Vec<(String, String, String)> {
+    BOTH.iter()
+        .map(|k| {
+            let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
+            (root.modinfo(&ko, "version"), root.modinfo(&ko, "pkgrel"), root.modinfo(&ko, "vermagic"))
+        })
+        .collect()
+}
+
+/// `dkms status` in the root says hello `version` is installed for both kernels.
+fn dkms_status_says_installed(root: &Root, version: &str) {
+    let status = root.chroot(&["dkms", "status"]);
+    for k in BOTH {
+        let line =
+            status.text().lines().find(|l| l.starts_with(&format!("hello/{version}, {}", k.kver))).map(str::to_owned);
+        assert!(line.as_deref().is_some_and(|l| l.ends_with("installed")), "dkms status:\n{}", status.text());
+    }
+}
+
+/// Nothing of an earlier version: the dkms tree has only `version`, and dkms-hook keeps no
+/// sources.
+fn only_version_left(root: &Root, version: &str) {
+    let versions: Vec<String> =
+        list(&root.path("var/lib/dkms/hello")).into_iter().filter(|n| !n.starts_with("kernel-")).collect();
+    assert_eq!(versions, [version], "hello versions in the dkms tree");
+    assert!(!root.path("var/lib/dkms-hook/kept").exists(), "dkms-hook still keeps sources");
 }
 
 /// Installing a module with two kernels present builds and installs it for both.
@@ -217,4 +251,120 @@ fn upgrade_kernel_and_module(dkms: Dkms) {
     root.assert_modules(&[(HELLO_1_1, &[LINUX_NEXT, LINUX_CLOUD])]);
     assert!(!root.path("var/lib/dkms/hello/1.0").exists(), "hello/1.0 is still in the dkms tree");
     root.assert_kernel_dir_clean(LINUX.kver);
+}
+
+/// Upgrading a module installed for two kernels to a version that does not compile keeps the old
+/// one installed and working for both; the next good version replaces it everywhere; removing the
+/// package leaves nothing.
+fn upgrade_to_a_version_that_fails(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+    let before = installed_hello(&root);
+
+    let t = root.upgrade(&[HELLO_1_1_BROKEN.pkg()]);
+    t.assert_contains(HOOK_FAILED);
+    for k in BOTH {
+        let line = t.assert_line(&["hello/1.1 for", k.kver, "failed"]);
+        let text = t.output.lines().nth(line).unwrap();
+        assert!(text.contains("kept hello/1.0 (the version that was installed)"), "{text}");
+    }
+    assert!(t.line_of(&["hello.c", "error:"]).is_some(), "no compiler error shown:\n{}", t.output);
+    assert_eq!(installed_hello(&root), before, "the installed modules changed");
+    for (k, (version, _, vermagic)) in BOTH.iter().zip(&before) {
+        assert_eq!((version.as_str(), vermagic.split(' ').next().unwrap()), ("1.0", k.kver));
+    }
+    dkms_status_says_installed(&root, "1.0");
+    let status = root.chroot(&["dkms-hook", "status"]);
+    for k in BOTH {
+        assert!(
+            status.text().contains(&format!("hello/1.1 for {}: kept: hello/1.0 is still installed", k.kver)),
+            "{}",
+            status.text()
+        );
+    }
+
+    root.upgrade(&[HELLO_1_2.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_2, BOTH)]);
+    only_version_left(&root, "1.2");
+    for (version, _, _) in installed_hello(&root) {
+        assert_eq!(version, "1.2");
+    }
+
+    root.remove(&[HELLO_1_2.package]).assert_hooks_ok();
+    root.assert_modules(&[]);
+    assert!(!root.path("var/lib/dkms/hello").exists(), "hello is still in the dkms tree");
+    assert!(!root.path("var/lib/dkms-hook/kept").exists());
+}
+
+/// A package release of the same version (same directory) whose changed sources do not compile:
+/// the build from the previous release stays installed; the next release rebuilds.
+fn release_that_fails(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+    let before = installed_hello(&root);
+
+    let t = root.upgrade(&[HELLO_1_0_REL2_BROKEN.pkg()]);
+    t.assert_contains(HOOK_FAILED);
+    for k in BOTH {
+        let line = t.assert_line(&["hello/1.0 for", k.kver, "failed"]);
+        assert!(t.output.lines().nth(line).unwrap().contains("kept the build from before the upgrade"), "{}", t.output);
+    }
+    assert_eq!(installed_hello(&root), before, "the installed modules changed");
+    assert_eq!(before[0].1, "1", "built from release 1");
+    dkms_status_says_installed(&root, "1.0");
+
+    root.upgrade(&[HELLO_1_0_REL3.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0_REL3, BOTH)]);
+    for (version, pkgrel, _) in installed_hello(&root) {
+        assert_eq!((version.as_str(), pkgrel.as_str()), ("1.0", "3"));
+    }
+    only_version_left(&root, "1.0");
+
+    root.remove(&[HELLO_1_0_REL3.package]).assert_hooks_ok();
+    root.assert_modules(&[]);
+    assert!(!root.path("var/lib/dkms/hello").exists(), "hello is still in the dkms tree");
+}
+
+/// A package release with byte-identical sources runs no dkms: the installed module files are
+/// the same files; one with changed sources rebuilds.
+fn release_with_identical_sources(dkms: Dkms) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(BOTH);
+    root.install(&[HELLO_SAME_REL1.pkg()]).assert_hooks_ok();
+    let identity = |root: &Root| -> Vec<(u64, i64, i64)> {
+        BOTH.iter()
+            .map(|k| {
+                let m =
+                    std::fs::metadata(root.path(&format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver))).unwrap();
+                (m.ino(), m.mtime(), m.mtime_nsec())
+            })
+            .collect()
+    };
+    let before = identity(&root);
+
+    let t = root.upgrade(&[HELLO_SAME_REL2.pkg()]);
+    t.assert_hooks_ok();
+    for k in BOTH {
+        t.assert_line(&["hello/1.0 for", k.kver, "unchanged"]);
+    }
+    t.assert_contains("Nothing to build: the DKMS module sources are unchanged").assert_lacks("depmod");
+    assert_eq!(identity(&root), before, "the installed module files were replaced");
+    root.assert_modules(&[(HELLO_SAME_REL2, BOTH)]);
+    only_version_left(&root, "1.0");
+
+    // Changed sources (release 3 carries its release number): rebuilt.
+    let changed = Module { version: "1.0-3", source: "hello", ..HELLO_SAME_REL1 };
+    let t = root.upgrade(&[changed.pkg()]);
+    t.assert_hooks_ok();
+    for k in BOTH {
+        t.assert_line(&["hello/1.0 for", k.kver, "rebuilt from the new sources"]);
+    }
+    assert_ne!(identity(&root), before);
+    for (_, pkgrel, _) in installed_hello(&root) {
+        assert_eq!(pkgrel, "3");
+    }
+    only_version_left(&root, "1.0");
 }

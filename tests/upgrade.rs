@@ -82,6 +82,7 @@ fn a_release_with_identical_sources_builds_nothing() {
     for k in [K1, K2] {
         post.expect_line(&["hello/1.0 for", k, "unchanged"]);
     }
+    post.expect_line(&["==> Nothing to build: the DKMS module sources are unchanged"]);
     post.expect_line(&["==> DKMS modules: 2 unchanged"]);
     assert_eq!([installed_ko(&t, K1), installed_ko(&t, K2)], before);
     assert_eq!(source_link(&t, "hello", "1.0"), t.path("usr/src/hello-1.0").display().to_string());

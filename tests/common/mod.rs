@@ -470,26 +470,25 @@ impl TestRoot {
         Run { args: args.iter().map(|s| s.as_ref().to_owned()).collect(), code: status.code(), stdout, stderr, calls }
     }
 
-    /// Package `name` `version` (with pkgrel) in a sync database `test.db` and its file in
-    /// pacman's cache, as pacman has them when it runs the PreTransaction hooks of a
-    /// `pacman -S`/`-Syu` that upgrades it.
+    /// Package `name` `version` (with pkgrel) in a sync database `test.db` (with the packages
+    /// offered before) and its file in pacman's cache, as pacman has them when it runs the
+    /// PreTransaction hooks of a `pacman -S`/`-Syu` that upgrades it.
     pub fn offer_upgrade(&self, name: &str, version: &str) -> &Self {
-        let work = self.scratch().join(format!("repo-{name}-{version}"));
+        let bsdtar = |args: &[&std::ffi::OsStr]| {
+            let ok = Command::new("bsdtar").args(args).status().expect("bsdtar (libarchive-tools)").success();
+            assert!(ok, "bsdtar {args:?} failed");
+        };
         let filename = format!("{name}-{version}-x86_64.pkg.tar.zst");
-        fs::create_dir_all(work.join("pkg")).unwrap();
+        let pkg = self.scratch().join(format!("offered/{name}-{version}"));
+        fs::create_dir_all(&pkg).unwrap();
         fs::write(
-            work.join("pkg/.PKGINFO"),
+            pkg.join(".PKGINFO"),
             format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = x86_64\nsize = 0\n"),
         )
         .unwrap();
         let cache = self.path("var/cache/pacman/pkg");
         fs::create_dir_all(&cache).unwrap();
-        let bsdtar = |args: &[&std::ffi::OsStr]| {
-            let ok = Command::new("bsdtar").args(args).status().expect("bsdtar (libarchive-tools)").success();
-            assert!(ok, "bsdtar {args:?} failed");
-        };
         let file = cache.join(&filename);
-        let pkg = work.join("pkg");
         bsdtar(&[
             "--zstd".as_ref(),
             "-cf".as_ref(),
@@ -498,16 +497,22 @@ impl TestRoot {
             pkg.as_os_str(),
             ".PKGINFO".as_ref(),
         ]);
-        let entry = format!("{name}-{version}");
-        fs::create_dir_all(work.join("db").join(&entry)).unwrap();
+        // The database holds every package offered so far: one `NAME-VERSION/desc` each.
+        let db = self.scratch().join("offered-db");
+        let entry = db.join(format!("{name}-{version}"));
+        fs::create_dir_all(&entry).unwrap();
         fs::write(
-            work.join("db").join(&entry).join("desc"),
+            entry.join("desc"),
             format!("%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nx86_64\n\n"),
         )
         .unwrap();
         fs::create_dir_all(self.path("var/lib/pacman/sync")).unwrap();
-        let (db, dir) = (self.path("var/lib/pacman/sync/test.db"), work.join("db"));
-        bsdtar(&["-czf".as_ref(), db.as_os_str(), "-C".as_ref(), dir.as_os_str(), entry.as_ref()]);
+        let file = self.path("var/lib/pacman/sync/test.db");
+        let mut entries: Vec<std::ffi::OsString> = fs::read_dir(&db).unwrap().map(|e| e.unwrap().file_name()).collect();
+        entries.sort();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["-czf".as_ref(), file.as_os_str(), "-C".as_ref(), db.as_os_str()];
+        args.extend(entries.iter().map(|e| e.as_os_str()));
+        bsdtar(&args);
         self
     }
 

@@ -331,6 +331,27 @@ impl Root {
         t
     }
 
+    /// `pacman -U PKGS` with the package files in the root's package cache, as pacman has them
+    /// after downloading an upgrade: dkms-hook's hooks, run inside the root, can read them (which
+    /// tells an upgraded module from a removed one). Must succeed (hooks may still fail).
+    pub fn upgrade(&self, pkgs: &[Pkg]) -> Transaction {
+        let cache = self.path("var/cache/pacman/pkg");
+        let files: Vec<String> = pkgs
+            .iter()
+            .map(|p| {
+                let file = p.file();
+                let cached = cache.join(file.file_name().unwrap());
+                fs::copy(&file, &cached).expect("cannot copy a package into the root's cache");
+                cached.to_str().unwrap().to_owned()
+            })
+            .collect();
+        let mut args = vec!["-U"];
+        args.extend(files.iter().map(String::as_str));
+        let t = self.pacman(&args);
+        assert_eq!(t.code, Some(0), "pacman -U failed:\n{}", t.output);
+        t
+    }
+
     /// `pacman -R NAMES`, which must succeed (hooks may still fail).
     pub fn remove(&self, names: &[&str]) -> Transaction {
         let mut args = vec!["-R"];

@@ -82,6 +82,34 @@ pub const HELLO_1_0: Module = dkms_module!("hello", "1.0", "1.0-1", "hello");
 pub const HELLO_1_1: Module = dkms_module!("hello", "1.1", "1.1-1", "hello");
 /// A pkgrel bump of 1.1: the same directory, new source (`modinfo -F pkgrel` says 2).
 pub const HELLO_1_1_REL2: Module = dkms_module!("hello", "1.1", "1.1-2", "hello");
+/// A new version of hello that does not compile.
+pub const HELLO_1_1_BROKEN: Module = Module {
+    package: "hello-dkms",
+    version: "1.1-1",
+    source: "hello-broken",
+    name: "hello",
+    modver: "1.1",
+    ko: "hello",
+};
+/// The version after that, which compiles.
+pub const HELLO_1_2: Module = dkms_module!("hello", "1.2", "1.2-1", "hello");
+/// A package release of hello 1.0 (same directory) whose changed sources do not compile.
+pub const HELLO_1_0_REL2_BROKEN: Module = Module {
+    package: "hello-dkms",
+    version: "1.0-2",
+    source: "hello-broken",
+    name: "hello",
+    modver: "1.0",
+    ko: "hello",
+};
+/// The release after that, which compiles (`modinfo -F pkgrel` says 3).
+pub const HELLO_1_0_REL3: Module = dkms_module!("hello", "1.0", "1.0-3", "hello");
+/// hello 1.0 from sources without the package release in them: its releases 1 and 2 are
+/// byte-identical.
+pub const HELLO_SAME_REL1: Module =
+    Module { package: "hello-dkms", version: "1.0-1", source: "hello-same", name: "hello", modver: "1.0", ko: "hello" };
+/// See [`HELLO_SAME_REL1`].
+pub const HELLO_SAME_REL2: Module = Module { version: "1.0-2", ..HELLO_SAME_REL1 };
 /// Hyphens in both name and version (the stock hook splits `NAME-VERSION` at the last one).
 pub const XPAD: Module = dkms_module!("xpad-neo-x", "0.9-r12-g3a1b", "0.9.r12.g3a1b-1", "xpadneox");
 /// BUILD_DEPENDS on ZETA: its build fails unless zeta-base was built for the kernel first.
