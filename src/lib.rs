@@ -11,6 +11,7 @@ pub mod interrupt;
 pub mod inventory;
 pub mod lock;
 pub mod logs;
+pub mod package;
 pub mod plan;
 pub mod process;
 pub mod report;
