@@ -22,7 +22,7 @@ pub enum Operation {
 }
 
 /// The subcommand, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A hook: targets on stdin.
     Hook(Operation),
@@ -30,6 +30,8 @@ pub enum Action {
     Status { json: bool },
     /// Bring dkms in line with the installed packages.
     Sync,
+    /// Check package files (`build`: also build their modules privately; `json`: machine-readable).
+    Lint { paths: Vec<PathBuf>, build: bool, json: bool },
 }
 
 /// How much to print.
@@ -306,6 +308,7 @@ impl Config {
             Command::Remove { no_depmod } => Action::Hook(Operation::Remove { rebuild: no_depmod }),
             Command::Status { json } => Action::Status { json },
             Command::Sync => Action::Sync,
+            Command::Lint { build, json, paths } => Action::Lint { paths, build, json },
         };
         let verbosity = if quiet {
             Verbosity::Quiet

@@ -9,6 +9,7 @@ pub mod exclude;
 pub mod hook;
 pub mod interrupt;
 pub mod inventory;
+pub mod lint;
 pub mod lock;
 pub mod logs;
 pub mod package;
