@@ -1,6 +1,7 @@
 //! Generates the manual pages and shell completions from the clap definitions in `src/cli.rs`,
 //! so they can never disagree with `--help`. Everything goes to `$OUT_DIR/assets/`:
-//! `dkms-hook.8`, `dkms-hook-{install,remove,status,sync}.8`, `dkms-hook.toml.5` (hand-written:
+//! `dkms-hook.8`, `dkms-hook-{install,remove,status,sync,lint}.8` (a subcommand's long
+//! help epilogue becomes sections of its page: `lint`'s FINDINGS), `dkms-hook.toml.5` (hand-written:
 //! clap cannot describe a file format), `dkms-hook.bash`, `_dkms-hook` (zsh), `dkms-hook.fish`.
 //! The PKGBUILD installs them from there.
 
@@ -48,16 +49,23 @@ and
 .B 0
 Every job succeeded or was skipped (BUILD_EXCLUSIVE);
 .BR status :
-everything is as it should be.
+everything is as it should be;
+.BR lint :
+no package has an error.
 .TP
 .B 1
 A job or depmod failed, or a dkms.conf could not be read;
 .BR status :
-a module is missing, failed or built for the wrong kernel, or something is out of place.
+a module is missing, failed or built for the wrong kernel, or something is out of place;
+.BR lint :
+a package has an error.
 .TP
 .B 2
 Usage, configuration or environment error (not root, dkms missing, unreadable pacman database,
-timed out waiting for the lock). Nothing was changed.
+timed out waiting for the lock;
+.BR lint :
+a path that is not a package file or a PKGBUILD directory with a built package). Nothing was
+changed.
 .TP
 .BR 130 ", " 143
 Stopped by SIGINT or SIGTERM: running dkms processes were terminated, no new job started.
@@ -110,9 +118,10 @@ fn main() -> std::io::Result<()> {
             .manual("System Administration")
             .source(source)
     };
-    write_page(&out, page(cmd.clone()), Some(EXTRA_SECTIONS))?;
+    write_page(&out, page(cmd.clone()), true, Some(EXTRA_SECTIONS))?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        write_page(&out, page(sub.clone()), None)?;
+        let extra = sub.get_after_long_help().map(|text| sections(&text.to_string()));
+        write_page(&out, page(sub.clone()), false, extra.as_deref())?;
     }
     std::fs::copy("man/dkms-hook.toml.5", out.join("dkms-hook.toml.5"))?;
 
@@ -129,15 +138,16 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Renders a page with clap's sections, then `extra` (roff) before VERSION.
-fn write_page(out: &Path, man: clap_mangen::Man, extra: Option<&str>) -> std::io::Result<()> {
+/// Renders a page with clap's sections (and the list of subcommands), then `extra` (roff) before
+/// VERSION.
+fn write_page(out: &Path, man: clap_mangen::Man, subcommands: bool, extra: Option<&str>) -> std::io::Result<()> {
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
     man.render_synopsis_section(&mut page)?;
     man.render_description_section(&mut page)?;
     man.render_options_section(&mut page)?;
-    if extra.is_some() {
+    if subcommands {
         man.render_subcommands_section(&mut page)?;
     }
     if let Some(extra) = extra {
@@ -145,4 +155,33 @@ fn write_page(out: &Path, man: clap_mangen::Man, extra: Option<&str>) -> std::io
     }
     man.render_version_section(&mut page)?;
     std::fs::write(out.join(man.get_filename()), page)
+}
+
+/// A subcommand's `after_long_help` as man page sections: an unindented line ending in `:` is a
+/// section heading, another unindented line `WORD TERM` starts an entry (TERM in bold, WORD after
+/// it in parentheses: `lint`'s `error no-dkms-conf`), and indented lines are the entry's text.
+fn sections(text: &str) -> String {
+    let mut roff = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with(' ') {
+            roff.push_str(&escape(line.trim()));
+        } else if let Some(title) = line.strip_suffix(':') {
+            roff.push_str(&format!(".SH {}", title.to_uppercase()));
+        } else {
+            let (word, term) = line.split_once(' ').unwrap_or(("", line));
+            roff.push_str(&format!(".TP\n\\fB{}\\fR ({})", escape(term.trim()), escape(word)));
+        }
+        roff.push('\n');
+    }
+    roff
+}
+
+/// `text` as a roff text line.
+fn escape(text: &str) -> String {
+    let text = text.replace('\\', "\\e").replace('-', "\\-");
+    if text.starts_with(['.', '\'']) {
+        format!("\\&{text}")
+    } else {
+        text
+    }
 }
