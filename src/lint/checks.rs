@@ -246,11 +246,13 @@ pub fn running_kernel(source: &Source) -> Vec<Finding> {
             "use $kernelver or ${kernel_source_dir}, which dkms sets to the kernel it builds for",
         ));
     }
-    let make = source.conf.as_ref().map(|c| c.make.clone()).unwrap_or_default();
+    // Without MAKE (an unreadable dkms.conf, reported already) a Makefile's fallback cannot be
+    // told from what the build uses.
+    let Ok(conf) = &source.conf else { return findings };
     for (path, text) in &source.build_files {
         for place in portability::in_makefile(text) {
             let fix = match &place.variable {
-                Some(var) if portability::set_by_build(var, &make) => continue,
+                Some(var) if portability::set_by_build(var, &conf.make) => continue,
                 Some(var) => format!(
                     "pass {var} on make's command line in MAKE[0] (e.g. {var}=${{kernel_source_dir}} or \
                      {var}=$kernelver), or use $(KERNELRELEASE), which dkms sets"
@@ -469,6 +471,11 @@ mod tests {
         );
         assert!(found.iter().all(|f| f.tag == Tag::BuildsForRunningKernel));
         assert!(found[1].fix.contains("pass KV on make's command line"), "{}", found[1].fix);
+        // Without MAKE, a Makefile's fallback cannot be told from what the build uses.
+        src.conf = Err("dkms.conf: syntax error".into());
+        let found = running_kernel(&src);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].message.starts_with("usr/src/a-1.0/dkms.conf line 2"), "{found:?}");
     }
 
     #[test]
