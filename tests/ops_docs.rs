@@ -1,6 +1,6 @@
 //! The manual pages and shell completions build.rs generates from the clap definitions, and the
-//! hand-written dkms-hook.toml(5): every subcommand and option is in them, `--version` and
-//! `--help` read well.
+//! hand-written dkms-hook.toml(5): every subcommand and option is in them, every finding of
+//! `lint` is in dkms-hook-lint(8), `--version` and `--help` read well.
 
 use std::process::Command;
 
@@ -20,7 +20,7 @@ fn roff(s: &str) -> String {
     s.replace('-', "\\-")
 }
 
-const SUBCOMMANDS: [&str; 4] = ["install", "remove", "status", "sync"];
+const SUBCOMMANDS: [&str; 5] = ["install", "remove", "status", "sync", "lint"];
 const OPTIONS: [&str; 9] = ["root", "dbpath", "config", "dkms", "depmod", "jobs", "dry-run", "verbose", "quiet"];
 
 #[test]
@@ -42,6 +42,12 @@ fn the_man_page_has_every_subcommand_option_and_section() {
         );
     }
     assert!(asset("dkms-hook-status.8").contains("\\-\\-json"));
+    let lint = asset("dkms-hook-lint.8");
+    assert!(lint.contains("\\-\\-build") && lint.contains(".SH FINDINGS"), "dkms-hook-lint.8");
+    for tag in dkms_hook::lint::Tag::ALL {
+        let entry = format!("\\fB{}\\fR ({})", roff(tag.name()), tag.level().word());
+        assert!(lint.contains(&entry), "dkms-hook-lint.8 does not document {tag}");
+    }
     assert!(asset("dkms-hook-remove.8").contains("\\-\\-no\\-depmod"));
     assert_eq!(asset("dkms-hook.toml.5"), include_str!("../man/dkms-hook.toml.5"));
 }
@@ -88,6 +94,10 @@ fn version_and_help() {
         assert!(out.contains(want), "--help lacks {want:?}:\n{out}");
     }
     assert!(out.lines().all(|l| l.chars().count() <= 100), "--help has lines over 100 columns:\n{out}");
+    let (code, out) = dkms_hook(&["lint", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Findings:") && out.contains("error no-dkms-conf"), "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 100), "lint --help has lines over 100 columns:\n{out}");
     let (code, out) = dkms_hook(&["status", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--json") && out.contains("Exits 0 when everything is as it should be"), "{out}");
