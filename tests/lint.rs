@@ -208,7 +208,7 @@ fn a_package_with_several_defects_reports_each_in_text() {
         ("warning", "builds-for-running-kernel", "usr/src/hello-1.0/Makefile line 2"),
         ("error", "dkms-missing-dependency", "add dkms to depends"),
         ("warning", "hard-headers-dependency", "drop linux-headers from depends"),
-        ("error", "scriptlet-runs-module-tools", "runs dkms (line 2, 6)"),
+        ("error", "scriptlet-runs-module-tools", "runs dkms (lines 2, 6)"),
         ("error", "scriptlet-runs-module-tools", "runs modprobe (line 3)"),
     ] {
         run.expect_line(&[&format!("{level}: hello-dkms [{tag}]: "), words]);

@@ -253,10 +253,12 @@ pub fn running_kernel(source: &Source) -> Vec<Finding> {
         for place in portability::in_makefile(text) {
             let fix = match &place.variable {
                 Some(var) if portability::set_by_build(var, &conf.make) => continue,
-                Some(var) => format!(
-                    "pass {var} on make's command line in MAKE[0] (e.g. {var}=${{kernel_source_dir}} or \
-                     {var}=$kernelver), or use $(KERNELRELEASE), which dkms sets"
-                ),
+                Some(var) => {
+                    // A directory gets the headers, anything else the kernel's version.
+                    let directory = ["DIR", "SRC", "PATH", "BUILD"].iter().any(|w| var.to_uppercase().contains(w));
+                    let value = if directory { "${kernel_source_dir}" } else { "$kernelver" };
+                    format!("pass {var}={value} on make's command line in MAKE[0], or use $(KERNELRELEASE), which dkms sets")
+                }
                 None => "use a variable that MAKE[0] sets (KDIR=${kernel_source_dir}), or $(KERNELRELEASE), which \
                          dkms sets"
                     .to_owned(),
@@ -321,7 +323,11 @@ pub fn install_scriptlet(text: &str) -> Vec<Finding> {
         };
         findings.push(Finding::new(
             Tag::ScriptletRunsModuleTools,
-            format!("the .install scriptlet runs {program} (line {}): {why}", lines.join(", ")),
+            format!(
+                "the .install scriptlet runs {program} ({} {}): {why}",
+                plural(lines.len(), "line"),
+                lines.join(", ")
+            ),
             format!("remove the {program} calls from the .install file (and the file, if nothing else is left)"),
         ));
     }
@@ -340,6 +346,15 @@ pub fn install_scriptlet(text: &str) -> Vec<Finding> {
         ));
     }
     findings
+}
+
+/// `line` or `lines`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        noun.to_owned()
+    } else {
+        format!("{noun}s")
+    }
 }
 
 #[cfg(test)]
@@ -470,7 +485,11 @@ mod tests {
             ["usr/src/a-1.0/dkms.conf line 2", "usr/src/a-1.0/Kbuild line 1", "usr/src/a-1.0/x.mk line 2"]
         );
         assert!(found.iter().all(|f| f.tag == Tag::BuildsForRunningKernel));
-        assert!(found[1].fix.contains("pass KV on make's command line"), "{}", found[1].fix);
+        assert!(found[1].fix.starts_with("pass KV=$kernelver on make's command line"), "{}", found[1].fix);
+        // A directory variable MAKE does not pass gets the headers.
+        src.conf = Ok(DkmsConf { make: vec!["make all".into()], ..conf("a", "1.0") });
+        let found = running_kernel(&src);
+        assert!(found[1].fix.starts_with("pass KDIR=${kernel_source_dir} on make's command line"), "{found:?}");
         // Without MAKE, a Makefile's fallback cannot be told from what the build uses.
         src.conf = Err("dkms.conf: syntax error".into());
         let found = running_kernel(&src);
@@ -532,6 +551,8 @@ mod tests {
         }
         let found = install_scriptlet("post_install() {\n  dkms add a/1\n  dkms build a/1\n}\n");
         assert_eq!(found.len(), 1);
-        assert!(found[0].message.contains("runs dkms (line 2, 3)"), "{}", found[0].message);
+        assert!(found[0].message.contains("runs dkms (lines 2, 3)"), "{}", found[0].message);
+        let found = install_scriptlet("post_install() {\n  modprobe a\n}\n");
+        assert!(found[0].message.contains("runs modprobe (line 2)"), "{}", found[0].message);
     }
 }
