@@ -142,3 +142,47 @@ fn a_module_that_does_not_compile_shows_the_compiler_error_for_each_kernel() {
     )]);
     run.expect_line(&["==> broken-dkms 1.0-1: 2 errors, 1 warning"]);
 }
+
+#[test]
+fn a_stopping_signal_ends_the_build_and_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    if !common::skip::can_run("lint --build", common::skip::real_dkms_missing(&[K1, K_CLOUD])) {
+        return;
+    }
+    let t = root();
+    let hello = package(&t, "hello");
+    let tmp = t.scratch().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dkms-hook"))
+        .args(["--root", t.root().to_str().unwrap(), "--dkms", "dkms", "lint", "--build"])
+        .arg(&hello)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first build is running once its heading is out.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("==> Building hello/1.0") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{seen:#?}");
+    let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "lint left {left:?} in its temporary directory: {seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("==> Stopped by SIGTERM: not every package or build was checked")),
+        "{seen:#?}"
+    );
+    assert!(!seen.iter().any(|l| l.contains("built in")), "{seen:#?}");
+    assert!(fs::read_dir(t.path("var/lib/dkms")).unwrap().next().is_none());
+}

@@ -93,7 +93,6 @@ impl Builder {
                 config.layout.root.display()
             );
         }
-        interrupt::install()?;
         let scratch = Scratch::new("dkms-hook-lint-build.")?;
         let signing = Signing { key: scratch.path().join("mok.key"), cert: scratch.path().join("mok.pub") };
         let make_jobs = if config.jobs == 0 { Runner::cores() } else { config.jobs };

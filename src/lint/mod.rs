@@ -41,6 +41,9 @@ const TEXT_CAP: u64 = 1 << 20;
 /// Lints the packages at `paths`; with `build`, builds their modules too; with `json`, prints one
 /// JSON document instead of text.
 pub fn run(config: &Config, paths: &[PathBuf], build: bool, json: bool) -> Result<ExitCode> {
+    // A stopping signal ends the run after the package at hand, so that its temporary directory
+    // is removed (and a running build is stopped).
+    crate::interrupt::install()?;
     let packages = targets(paths)?;
     let builder = if build { Some(Builder::prepare(config)?) } else { None };
     let verbosity = if json { Verbosity::Quiet } else { config.verbosity };
@@ -85,6 +88,7 @@ pub fn run(config: &Config, paths: &[PathBuf], build: bool, json: bool) -> Resul
         reporter.print(&format!("{text}\n"));
     }
     if let Some(signal) = crate::interrupt::received() {
+        print(&render::stopped(signal));
         return Ok(ExitCode::from(crate::interrupt::exit_status(signal)));
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })

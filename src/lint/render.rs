@@ -118,6 +118,11 @@ pub fn summary(report: &PackageReport) -> String {
     format!("==> {} {}: {counts}\n", report.name, report.version)
 }
 
+/// The run was stopped by `signal` before it was done.
+pub fn stopped(signal: nix::sys::signal::Signal) -> String {
+    format!("==> Stopped by {signal}: not every package or build was checked; nothing was installed or left behind\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
