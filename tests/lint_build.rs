@@ -29,26 +29,46 @@ fn root() -> TestRoot {
     t
 }
 
-/// `dkms-hook --root R lint --build ARGS…` with the real dkms and TMPDIR in the test's directory;
-/// checks that nothing was left behind.
-fn lint_build(t: &TestRoot, args: &[&str]) -> Run {
+/// Whether the real dkms and the headers are here (the common skip rule).
+fn require() -> bool {
+    common::skip::can_run("lint --build", common::skip::real_dkms_missing(&[K1, K_CLOUD]))
+}
+
+/// The TMPDIR lint runs with: in the test's directory, readable by nobody.
+fn tmp_dir(t: &TestRoot) -> PathBuf {
     let tmp = t.scratch().join("tmp");
     fs::create_dir_all(&tmp).unwrap();
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
-    let host_key = Path::new("/var/lib/dkms/mok.key");
-    let host_key_before = host_key.exists();
-    let mut argv = vec!["--root", t.root().to_str().unwrap(), "--dkms", "dkms", "lint", "--build"];
-    argv.extend(args);
-    let run = t.run_raw(&argv, "", &[("TMPDIR", tmp.to_str().unwrap())]);
-    let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    tmp
+}
+
+/// Nothing of a lint run is left: its temporary directory is empty, the root's dkms tree and
+/// module directories and the host's signing key are as they were.
+#[track_caller]
+fn assert_nothing_left(t: &TestRoot, host_key_before: bool, run: &str) {
+    let left: Vec<_> = fs::read_dir(tmp_dir(t)).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "lint left {left:?} in its temporary directory\n{run}");
-    assert_eq!(host_key.exists(), host_key_before, "lint must not make the host's signing key\n{run}");
+    assert_eq!(Path::new(HOST_KEY).exists(), host_key_before, "lint must not make the host's signing key\n{run}");
     let tree: Vec<_> = fs::read_dir(t.path("var/lib/dkms")).unwrap().collect();
     assert!(tree.is_empty(), "lint changed the root's dkms tree\n{run}");
     for k in [K1, K_CLOUD] {
         assert!(!t.path(&format!("usr/lib/modules/{k}/updates")).exists(), "lint installed something\n{run}");
     }
     assert!(!t.path("var/lib/dkms-hook").exists(), "{run}");
+}
+
+/// The signing key dkms makes on the host when nothing tells it another.
+const HOST_KEY: &str = "/var/lib/dkms/mok.key";
+
+/// `dkms-hook --root R lint --build ARGS…` with the real dkms and TMPDIR in the test's directory;
+/// checks that nothing was left behind.
+fn lint_build(t: &TestRoot, args: &[&str]) -> Run {
+    let tmp = tmp_dir(t);
+    let host_key_before = Path::new(HOST_KEY).exists();
+    let mut argv = vec!["--root", t.root().to_str().unwrap(), "--dkms", "dkms", "lint", "--build"];
+    argv.extend(args);
+    let run = t.run_raw(&argv, "", &[("TMPDIR", tmp.to_str().unwrap())]);
+    assert_nothing_left(t, host_key_before, &run.to_string());
     run
 }
 
@@ -58,7 +78,7 @@ fn package(t: &TestRoot, name: &str) -> PathBuf {
 
 #[test]
 fn builds_each_module_for_every_kernel_with_headers_and_judges_the_result() {
-    if !common::skip::can_run("lint --build", common::skip::real_dkms_missing(&[K1, K_CLOUD])) {
+    if !require() {
         return;
     }
     let t = root();
@@ -119,7 +139,7 @@ fn builds_each_module_for_every_kernel_with_headers_and_judges_the_result() {
 
 #[test]
 fn a_module_that_does_not_compile_shows_the_compiler_error_for_each_kernel() {
-    if !common::skip::can_run("lint --build", common::skip::real_dkms_missing(&[K1, K_CLOUD])) {
+    if !require() {
         return;
     }
     let t = root();
@@ -147,14 +167,13 @@ fn a_module_that_does_not_compile_shows_the_compiler_error_for_each_kernel() {
 fn a_stopping_signal_ends_the_build_and_leaves_nothing_behind() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    if !common::skip::can_run("lint --build", common::skip::real_dkms_missing(&[K1, K_CLOUD])) {
+    if !require() {
         return;
     }
     let t = root();
     let hello = package(&t, "hello");
-    let tmp = t.scratch().join("tmp");
-    fs::create_dir_all(&tmp).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = tmp_dir(&t);
+    let host_key_before = Path::new(HOST_KEY).exists();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dkms-hook"))
         .args(["--root", t.root().to_str().unwrap(), "--dkms", "dkms", "lint", "--build"])
         .arg(&hello)
@@ -177,12 +196,10 @@ fn a_stopping_signal_ends_the_build_and_leaves_nothing_behind() {
     seen.extend(lines.map(|l| l.unwrap()));
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143), "{seen:#?}");
-    let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "lint left {left:?} in its temporary directory: {seen:#?}");
+    assert_nothing_left(&t, host_key_before, &seen.join("\n"));
     assert!(
         seen.iter().any(|l| l.starts_with("==> Stopped by SIGTERM: not every package or build was checked")),
         "{seen:#?}"
     );
     assert!(!seen.iter().any(|l| l.contains("built in")), "{seen:#?}");
-    assert!(fs::read_dir(t.path("var/lib/dkms")).unwrap().next().is_none());
 }
