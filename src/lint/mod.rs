@@ -55,29 +55,7 @@ pub fn run(config: &Config, paths: &[PathBuf], build: bool, json: bool) -> Resul
     };
     let mut reports = Vec::new();
     for package in packages {
-        if verbosity > Verbosity::Quiet {
-            print(&render::heading(&package));
-        }
-        let scratch = Scratch::new("dkms-hook-lint.")?;
-        let subject = gather(package, scratch.path())?;
-        let findings = checks::check(&subject);
-        let name = subject.package.name.clone();
-        let text: String = findings.iter().map(|f| render::finding(&name, f)).collect();
-        print(&text);
-        let mut report = PackageReport {
-            path: subject.package.path.clone(),
-            name,
-            version: subject.package.version.clone(),
-            findings,
-            builds: Vec::new(),
-        };
-        if let Some(builder) = &builder {
-            build_sources(builder, &subject, scratch.path(), &mut report, verbosity, &print);
-        }
-        if verbosity > Verbosity::Quiet {
-            print(&render::summary(&report));
-        }
-        reports.push(report);
+        reports.push(lint_package(package, builder.as_ref(), verbosity, &print)?);
         if crate::interrupt::STOP.is_set() {
             break;
         }
@@ -92,6 +70,38 @@ pub fn run(config: &Config, paths: &[PathBuf], build: bool, json: bool) -> Resul
         return Ok(ExitCode::from(crate::interrupt::exit_status(signal)));
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Checks one package (and builds its modules with `builder`), printing as it goes.
+fn lint_package(
+    package: Package,
+    builder: Option<&Builder>,
+    verbosity: Verbosity,
+    print: &dyn Fn(&str),
+) -> Result<PackageReport> {
+    if verbosity > Verbosity::Quiet {
+        print(&render::heading(&package));
+    }
+    let scratch = Scratch::new("dkms-hook-lint.")?;
+    let subject = gather(package, scratch.path())?;
+    let findings = checks::check(&subject);
+    let name = subject.package.name.clone();
+    let text: String = findings.iter().map(|f| render::finding(&name, f)).collect();
+    print(&text);
+    let mut report = PackageReport {
+        path: subject.package.path.clone(),
+        name,
+        version: subject.package.version.clone(),
+        findings,
+        builds: Vec::new(),
+    };
+    if let Some(builder) = builder {
+        build_sources(builder, &subject, scratch.path(), &mut report, verbosity, print);
+    }
+    if verbosity > Verbosity::Quiet {
+        print(&render::summary(&report));
+    }
+    Ok(report)
 }
 
 /// Builds every buildable module source of `subject`, adding each result (and the finding of a
