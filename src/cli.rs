@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// kernel, and exits non-zero when anything failed.
 ///
 /// `dkms-hook status` shows which package each module comes from and its state for every
-/// installed kernel; `dkms-hook sync` repairs whatever is missing or left over.
+/// installed kernel; `dkms-hook sync` repairs whatever is missing or left over; `dkms-hook lint`
+/// checks *-dkms packages for packagers.
 #[derive(Debug, Parser)]
 #[command(
     name = "dkms-hook",
@@ -123,6 +124,36 @@ pub enum Command {
     /// source is gone; then runs depmod for the kernels it changed. The repair after a failed or
     /// interrupted run, or after manual changes. With --dry-run, prints the plan only.
     Sync,
+    /// Check *-dkms package files for what dkms-hook and dkms expect (namcap for DKMS packages)
+    ///
+    /// Each PATH is a package file (*.pkg.tar.*) or a directory with a PKGBUILD, where the newest
+    /// package makepkg built is taken (a split package's parts without a dkms.conf and -debug
+    /// packages are left out). For each package, one line per finding: `LEVEL: PACKAGE [TAG]: what is
+    /// wrong: how to fix it`. The dkms.conf is read as every dkms-hook command reads it: by bash, as
+    /// nobody when run as root. Nothing is installed and nothing is left behind: the package is
+    /// extracted into a temporary directory that is removed.
+    ///
+    /// With --build, each module is also built for every installed kernel with headers (of this
+    /// system, or of --root) with the real dkms, in a private dkms tree with its own signing key in
+    /// that temporary directory, and every built module's vermagic must name the kernel. A build that
+    /// BUILD_EXCLUSIVE excludes (dkms exit 77) is reported as skipped, not as an error. --build needs
+    /// root (dkms builds as root) and runs the module's build as root, as installing it would.
+    ///
+    /// Exits 0 when no package has an error (warnings allowed), 1 when one has, 2 when a PATH is not
+    /// a package or a PKGBUILD directory with a built package, or the builds cannot run. --json prints
+    /// one document for all packages (docs/lint-json.md).
+    #[command(after_long_help = LINT_FINDINGS)]
+    Lint {
+        /// Also build each module for every installed kernel with headers, in a private dkms tree
+        #[arg(long)]
+        build: bool,
+        /// Print JSON (a stable, documented format) instead of text
+        #[arg(long)]
+        json: bool,
+        /// Package files (*.pkg.tar.*) or directories with a PKGBUILD and the package built there
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Write the manual pages or print a shell completion script (for packagers)
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -152,3 +183,64 @@ pub enum Shell {
     Zsh,
     Fish,
 }
+
+/// The findings of `lint`, each with its level, tag, meaning and fix: the end of `lint --help` and
+/// the FINDINGS section of dkms-hook-lint(8). A `LEVEL TAG` line starts an entry; its indented lines
+/// explain it. A unit test checks that this lists exactly the tags the code emits.
+pub const LINT_FINDINGS: &str = "\
+Findings:
+
+error no-dkms-conf
+    The package has no usr/src/NAME-VERSION/dkms.conf: it is not a DKMS package and no hook builds
+    anything for it. Fix: install the module sources with a dkms.conf into usr/src/NAME-VERSION/.
+error dkms-conf-misplaced
+    A dkms.conf is somewhere dkms never looks (it reads only usr/src/NAME-VERSION/dkms.conf).
+    Fix: move the sources with their dkms.conf into usr/src/NAME-VERSION/.
+error dkms-conf-unreadable
+    bash cannot source the dkms.conf, or it sets no valid PACKAGE_NAME or PACKAGE_VERSION.
+    Fix: make it a bash file that sets both, as dkms sources it.
+error dkms-conf-wrong-directory
+    PACKAGE_NAME-PACKAGE_VERSION is not the name of the dkms.conf's directory, so dkms looks for
+    the sources elsewhere. Fix: name the directory after them, e.g. write pkgver into dkms.conf in
+    package() with sed \"s/@PKGVER@/$pkgver/\".
+warning package-version-differs
+    PACKAGE_VERSION is not the package's pkgver: dkms and pacman name different versions.
+    Fix: take PACKAGE_VERSION and the directory name from pkgver.
+error no-built-module-name
+    dkms.conf sets no BUILT_MODULE_NAME (dkms then builds and installs nothing), or a module record
+    lacks one. Fix: set BUILT_MODULE_NAME[N] to each .ko file's name without .ko.
+warning implicit-built-module-name
+    The only module record leaves BUILT_MODULE_NAME to dkms, which assumes PACKAGE_NAME.ko.
+    Fix: set BUILT_MODULE_NAME[0].
+error built-module-name-suffix
+    BUILT_MODULE_NAME ends in .ko or .o, which dkms refuses. Fix: drop the suffix.
+error bad-dest-module-location
+    DEST_MODULE_LOCATION is unset or does not start with /kernel, /updates or /extra: dkms refuses
+    the module. Fix: set DEST_MODULE_LOCATION[N]=\"/updates/dkms\".
+warning deprecated-dkms-conf-option
+    dkms.conf sets an option dkms 3 reports as deprecated on every build: REMAKE_INITRD and
+    MODULES_CONF* (ignored), CLEAN other than true (dkms 3.1.8 and later never run it),
+    OBSOLETE_BY. Fix: drop the line; for OBSOLETE_BY, use BUILD_EXCLUSIVE_KERNEL_MAX.
+error dkms-missing-dependency
+    dkms is not in depends: without it pacman runs no DKMS hook. Fix: add dkms to depends=().
+warning hard-headers-dependency
+    depends names a kernel headers package (linux-headers, any *-headers): headers belong to one
+    kernel, and dkms-hook names the missing headers package of each kernel.
+    Fix: drop it from depends (at most list it in optdepends).
+error scriptlet-runs-module-tools
+    The .install scriptlet runs dkms, depmod, modprobe, insmod or rmmod. The hooks build, install
+    and remove the module for every kernel and run depmod, so it happens twice, or a module is
+    loaded in the middle of the transaction. Fix: remove those calls.
+warning scriptlet-unneeded
+    The .install scriptlet is empty or only prints messages. Fix: drop it and the install= line.
+warning builds-for-running-kernel
+    dkms.conf, a Makefile or a Kbuild file uses `uname -r`: the running kernel, not the one dkms
+    builds for (a Makefile's fallback that MAKE overrides on make's command line, or that is only
+    used without KERNELRELEASE, is fine). Fix: use $kernelver or ${kernel_source_dir} in dkms.conf,
+    pass KDIR=${kernel_source_dir} in MAKE, or use $(KERNELRELEASE) in the Makefile.
+error build-failed
+    --build: the module did not build for a kernel; the first compiler error and the end of the
+    log are shown. Fix: fix the build.
+error build-wrong-kernel
+    --build: a built module's vermagic names another kernel than the one it was built for.
+    Fix: build against ${kernel_source_dir} and $kernelver, never `uname -r`.";

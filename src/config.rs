@@ -33,6 +33,8 @@ pub enum Action {
     Sync,
     /// Write the manual pages or a shell completion script (reads no configuration file).
     Generate(generate::Output),
+    /// Check package files (`build`: also build their modules privately; `json`: machine-readable).
+    Lint { paths: Vec<PathBuf>, build: bool, json: bool },
 }
 
 /// How much to print.
@@ -307,6 +309,7 @@ impl Config {
             Command::Status { json } => Action::Status { json },
             Command::Sync => Action::Sync,
             Command::Generate(what) => Action::Generate(generate_output(what)),
+            Command::Lint { build, json, paths } => Action::Lint { paths, build, json },
         };
         let file = match config {
             // Generating documentation must not depend on the build host's configuration.

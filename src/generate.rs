@@ -111,17 +111,19 @@ pub fn man_pages() -> Vec<(String, String)> {
             .manual("System Administration")
             .source(format!("{BIN} {}", env!("CARGO_PKG_VERSION")))
     };
-    let mut pages = vec![render_page(man(cmd.clone()), Some(&extra_sections()))];
+    let mut pages = vec![render_page(man(cmd.clone()), true, Some(&extra_sections()))];
     for sub in cmd.get_subcommands() {
-        pages.push(render_page(man(sub.clone()), None));
+        // A subcommand's long-help epilogue becomes sections of its page (`lint`'s FINDINGS).
+        let extra = sub.get_after_long_help().map(|text| sections(&text.to_string()));
+        pages.push(render_page(man(sub.clone()), false, extra.as_deref()));
     }
     pages.push((CONFIG_PAGE.0.to_owned(), CONFIG_PAGE.1.to_owned()));
     pages
 }
 
-/// A page with clap's sections; for the main page its subcommands and `extra` (roff), before
-/// VERSION.
-fn render_page(man: clap_mangen::Man, extra: Option<&str>) -> (String, String) {
+/// A page with clap's sections (with the list of subcommands, for the main page), then `extra`
+/// (roff), before VERSION.
+fn render_page(man: clap_mangen::Man, subcommands: bool, extra: Option<&str>) -> (String, String) {
     let mut page = Vec::new();
     let rendered: std::io::Result<()> = (|| {
         man.render_title(&mut page)?;
@@ -129,14 +131,45 @@ fn render_page(man: clap_mangen::Man, extra: Option<&str>) -> (String, String) {
         man.render_synopsis_section(&mut page)?;
         man.render_description_section(&mut page)?;
         man.render_options_section(&mut page)?;
-        if let Some(extra) = extra {
+        if subcommands {
             man.render_subcommands_section(&mut page)?;
+        }
+        if let Some(extra) = extra {
             page.write_all(extra.as_bytes())?;
         }
         man.render_version_section(&mut page)
     })();
     rendered.expect("writing to a Vec cannot fail");
     (man.get_filename(), String::from_utf8(page).expect("clap_mangen writes UTF-8"))
+}
+
+/// A subcommand's `after_long_help` as man page sections: an unindented line ending in `:` is a
+/// section heading, another unindented line `WORD TERM` starts an entry (TERM in bold, WORD after
+/// it in parentheses: `lint`'s `error no-dkms-conf`), and indented lines are the entry's text.
+fn sections(text: &str) -> String {
+    let mut roff = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with(' ') {
+            roff.push_str(&escape(line.trim()));
+        } else if let Some(title) = line.strip_suffix(':') {
+            roff.push_str(&format!(".SH {}", title.to_uppercase()));
+        } else {
+            let (word, term) = line.split_once(' ').unwrap_or(("", line));
+            roff.push_str(&format!(".TP\n\\fB{}\\fR ({})", escape(term.trim()), escape(word)));
+        }
+        roff.push('\n');
+    }
+    roff
+}
+
+/// `text` as a roff text line.
+fn escape(text: &str) -> String {
+    let text = text.replace('\\', "\\e").replace('-', "\\-");
+    if text.starts_with(['.', '\'']) {
+        format!("\\&{text}")
+    } else {
+        text
+    }
 }
 
 /// The completion script for `shell`.
@@ -294,16 +327,23 @@ fn extra_sections() -> String {
 .B 0
 Every job succeeded or was skipped (BUILD_EXCLUSIVE);
 .BR status :
-everything is as it should be.
+everything is as it should be;
+.BR lint :
+no package has an error.
 .TP
 .B 1
 A job or depmod failed, or a dkms.conf could not be read;
 .BR status :
-a module is missing, failed or built for the wrong kernel, or something is out of place.
+a module is missing, failed or built for the wrong kernel, or something is out of place;
+.BR lint :
+a package has an error.
 .TP
 .B 2
 Usage, configuration or environment error (not root, dkms missing, unreadable pacman database,
-timed out waiting for the lock). Nothing was changed.
+timed out waiting for the lock;
+.BR lint :
+a path that is not a package file or a PKGBUILD directory with a built package). Nothing was
+changed.
 .TP
 .BR {sighup} ", " {sigint} ", " {sigterm}
 Stopped by SIGHUP, SIGINT or SIGTERM: running dkms processes were terminated, no new job started.

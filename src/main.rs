@@ -1,7 +1,7 @@
 //! dkms-hook: pacman's hooks call it with the transaction's paths on stdin; it works out which
 //! (module, version, kernel) jobs to run, runs the real dkms for each, depmod once per kernel,
 //! and reports like a pacman tool. `status` shows the state of every module for every kernel;
-//! `sync` repairs what is missing or left over.
+//! `sync` repairs what is missing or left over; `lint` checks *-dkms packages for packagers.
 //!
 //! This file only sets up logging, resolves the configuration and dispatches to the library's
 //! command for the subcommand. Only `main` prints a fatal error; exit status 0 ok, 1 a job failed
@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Parser;
 
 use dkms_hook::config::{Action, Config};
-use dkms_hook::{cli, generate, hook, status, sync};
+use dkms_hook::{cli, generate, hook, lint, status, sync};
 
 fn main() -> ExitCode {
     // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
@@ -42,10 +42,11 @@ fn main() -> ExitCode {
 fn run(opts: cli::Opts) -> Result<ExitCode> {
     let config = Config::resolve(opts)?;
     log::debug!("{config:?}");
-    match config.action {
-        Action::Hook(operation) => hook::run(&config, operation),
-        Action::Status { json } => status::run(&config, json),
+    match &config.action {
+        Action::Hook(operation) => hook::run(&config, *operation),
+        Action::Status { json } => status::run(&config, *json),
         Action::Sync => sync::run(&config),
-        Action::Generate(ref output) => generate::run(output),
+        Action::Generate(output) => generate::run(output),
+        Action::Lint { paths, build, json } => lint::run(&config, paths, *build, *json),
     }
 }

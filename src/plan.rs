@@ -653,6 +653,7 @@ mod tests {
                 name: name.into(),
                 version: version.into(),
                 build_depends: depends.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             };
             self.inv.sources.insert(
                 dir.into(),

@@ -590,7 +590,7 @@ mod tests {
             ModuleSource {
                 dir: "a-1".into(),
                 package: Some("a-dkms".into()),
-                conf: Ok(DkmsConf { name: "a".into(), version: "1".into(), build_depends: vec![] }),
+                conf: Ok(DkmsConf { name: "a".into(), version: "1".into(), ..Default::default() }),
                 digest: None,
             },
         );

@@ -226,6 +226,7 @@ mod tests {
                 name: name.into(),
                 version: version.into(),
                 build_depends: depends.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             };
             let package = Some(format!("{name}-dkms"));
             self.inv.sources.insert(dir.clone(), ModuleSource { dir, package, conf: Ok(conf), digest: None });

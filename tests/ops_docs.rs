@@ -1,7 +1,8 @@
 //! The manual pages and shell completions the binary writes (`dkms-hook generate man DIR`,
 //! `dkms-hook generate completions SHELL`), as the PKGBUILD installs them: every subcommand of
-//! `--help` and its own options are in them, the pacman hooks of `hooks/` are described, the
-//! hidden `generate` is in none of them, bash really completes; and `--version`/`--help` read well.
+//! `--help` and its own options are in them, the pacman hooks of `hooks/` are described, every
+//! finding of `lint` is in dkms-hook-lint(8), the hidden `generate` is in none of them, bash
+//! really completes; and `--version`/`--help` read well.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -35,7 +36,7 @@ fn help_list(heading: &str) -> Vec<String> {
 /// The subcommands `--help` lists.
 fn subcommands() -> Vec<String> {
     let subs = help_list("Commands");
-    assert_eq!(subs, ["install", "remove", "status", "sync", "help"], "the subcommands in --help changed");
+    assert_eq!(subs, ["install", "remove", "status", "sync", "lint", "help"], "the subcommands in --help changed");
     subs.into_iter().filter(|s| s != "help").collect()
 }
 
@@ -167,6 +168,17 @@ fn subcommand_pages_have_their_own_options() {
     assert!(option("status", "\\fB--json\\fR") && !option("remove", "\\fB--json\\fR"));
     assert!(option("remove", "\\fB--no-depmod\\fR") && !option("status", "\\fB--no-depmod\\fR"));
     assert!(section(&pages["dkms-hook-status.8"], "DESCRIPTION").contains("Exits 0 when everything is as it should be"));
+    assert!(option("lint", "\\fB--build\\fR") && !option("status", "\\fB--build\\fR"));
+}
+
+#[test]
+fn the_lint_page_documents_every_finding() {
+    let pages = man_pages();
+    let findings = section(&pages["dkms-hook-lint.8"], "FINDINGS");
+    for tag in dkms_hook::lint::Tag::ALL {
+        let entry = format!("\\fB{}\\fR ({})", roff(tag.name()), tag.level().word());
+        assert!(findings.contains(&entry), "dkms-hook-lint.8 does not document {tag}:\n{findings}");
+    }
 }
 
 /// A completion script as the binary prints it.
@@ -292,4 +304,8 @@ fn version_and_help() {
     let (code, out, _) = dkms_hook(&["status", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--json") && out.contains("Exits 0 when everything is as it should be"), "{out}");
+    let (code, out, _) = dkms_hook(&["lint", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Findings:") && out.contains("error no-dkms-conf"), "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 100), "lint --help has lines over 100 columns:\n{out}");
 }

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use common::{TestRoot, K1};
 
-const K2_REAL: &str = "6.1.0-47-cloud-amd64";
+const K2_REAL: &str = common::K_CLOUD;
 
 const HELLO_C: &str = r#"#include <linux/module.h>
 static int __init hello_init(void) { return 0; }
@@ -25,44 +25,8 @@ module_exit(hello_exit);
 MODULE_LICENSE("GPL");
 "#;
 
-/// Why this tier cannot run here, if it cannot.
-fn unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (dkms builds as root)".into());
-    }
-    if Command::new("dkms").arg("--version").output().is_err() {
-        return Some("dkms is not installed: run scripts/setup".into());
-    }
-    for k in [K1, K2_REAL] {
-        if !Path::new(&format!("/usr/src/linux-headers-{k}/Makefile")).exists() {
-            return Some(format!("no headers for {k}: run scripts/setup"));
-        }
-    }
-    None
-}
-
 fn require() -> bool {
-    common::skip::can_run("the real dkms tier", unavailable())
-}
-
-/// Replaces the fixture's fake headers of `kver` with a copy of Debian's real ones, with the
-/// relative links that leave the tree (scripts, tools) made absolute.
-fn real_headers(t: &TestRoot, kver: &str) {
-    let build = t.path(&format!("usr/lib/modules/{kver}/build"));
-    fs::remove_dir_all(&build).unwrap();
-    let status =
-        Command::new("cp").arg("-a").arg(format!("/usr/src/linux-headers-{kver}")).arg(&build).status().unwrap();
-    assert!(status.success());
-    for name in ["scripts", "tools"] {
-        let link = build.join(name);
-        if let Ok(target) = fs::read_link(&link) {
-            if target.is_relative() {
-                let abs = fs::canonicalize(Path::new(&format!("/usr/src/linux-headers-{kver}")).join(&target)).unwrap();
-                fs::remove_file(&link).unwrap();
-                symlink(abs, &link).unwrap();
-            }
-        }
-    }
+    common::skip::can_run("the real dkms tier", common::skip::real_dkms_missing(&[K1, K2_REAL]))
 }
 
 fn hello_package(t: &TestRoot, version: &str) {
@@ -98,8 +62,7 @@ fn real_dkms_builds_installs_and_removes_a_module_for_two_real_kernels_under_roo
     let t = TestRoot::new();
     t.kernel("linux", K1).headers("linux-headers", K1);
     t.kernel("linux-cloud", K2_REAL).headers("linux-cloud-headers", K2_REAL);
-    real_headers(&t, K1);
-    real_headers(&t, K2_REAL);
+    t.real_headers(K1).real_headers(K2_REAL);
     // An Arch root has /lib -> usr/lib; depmod -b looks for ROOT/lib/modules.
     symlink("usr/lib", t.path("lib")).unwrap();
     hello_package(&t, "1.0");

@@ -90,7 +90,8 @@ ovr_pacman() {
         --noconfirm --color never "$@"
 }
 
-# pkg_write OUT STAGE NAME PKGBASE VERSION [DEPENDS...]: writes STAGE/.PKGINFO and packs STAGE into
+# pkg_write OUT STAGE NAME PKGBASE VERSION [DEPENDS...]: writes STAGE/.PKGINFO and packs STAGE (its
+# usr/ tree, and STAGE/.INSTALL as the install scriptlet if there is one) into
 # OUT/NAME-VERSION-x86_64.pkg.tar.zst; prints the package path.
 pkg_write() {
     local out=$1 stage=$2 name=$3 base=$4 version=$5 d file
@@ -105,6 +106,7 @@ pkg_write() {
     mkdir -p "$out" || return 1
     file="$(realpath "$out")/$name-$version-x86_64.pkg.tar.zst"
     local entries=(.PKGINFO)
+    [[ -f $stage/.INSTALL ]] && entries+=(.INSTALL)
     [[ -d $stage/usr ]] && entries+=(usr)
     (cd "$stage" && bsdtar --zstd --uid 0 --gid 0 --uname root --gname root -cf "$file" "${entries[@]}") || return 1
     printf '%s\n' "$file"

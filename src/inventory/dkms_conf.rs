@@ -1,5 +1,6 @@
 //! The values dkms-hook needs from a module's dkms.conf: PACKAGE_NAME, PACKAGE_VERSION and
-//! BUILD_DEPENDS.
+//! BUILD_DEPENDS for every command; the module records, MAKE and the deprecated options it sets
+//! for `lint`.
 //!
 //! dkms.conf is a bash script that dkms sources, so it is read by bash, never with regexes: in a
 //! clean environment, with stdin closed, its own output discarded, in its own process group
@@ -44,7 +45,7 @@ pub enum Evaluate {
 }
 
 /// The dkms.conf values dkms-hook uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DkmsConf {
     /// PACKAGE_NAME.
     pub name: String,
@@ -52,17 +53,71 @@ pub struct DkmsConf {
     pub version: String,
     /// BUILD_DEPENDS: module names that must be installed for a kernel before this one builds.
     pub build_depends: Vec<String>,
+    /// BUILT_MODULE_NAME of each module record, as dkms counts records (one more than the highest
+    /// index set in BUILT_MODULE_NAME, BUILT_MODULE_LOCATION, DEST_MODULE_NAME or
+    /// DEST_MODULE_LOCATION); empty where the record leaves it unset.
+    pub built_module_names: Vec<String>,
+    /// DEST_MODULE_LOCATION of each module record; empty where unset.
+    pub dest_module_locations: Vec<String>,
+    /// MAKE, every index that is set, in index order.
+    pub make: Vec<String>,
+    /// The options the file sets that dkms 3 reports as deprecated and ignores or maps to
+    /// something else (`REMAKE_INITRD`, `MODULES_CONF…`, `OBSOLETE_BY`, and `CLEAN` unless it is
+    /// `true`), in dkms's order.
+    pub deprecated: Vec<String>,
 }
 
-/// Sources the file and prints the values; `$1` is the file. dkms's own variables are set so a
-/// dkms.conf that uses them (or `set -u`) reads as it would under dkms.
-const READER: &str = r#"
+impl DkmsConf {
+    /// The directory dkms looks for this module version's source in: `NAME-VERSION`.
+    pub fn source_dir(&self) -> String {
+        format!("{}-{}", self.name, self.version)
+    }
+}
+
+/// dkms's own variables, set before a dkms.conf is sourced so that one that uses them (or
+/// `set -u`) reads as it would under dkms.
+macro_rules! reader_prelude {
+    () => {
+        r#"
 kernelver=""; arch="$(uname -m 2>/dev/null)"; dkms_tree=/var/lib/dkms; source_tree=/usr/src
 kernel_source_dir=""; install_tree=/usr/lib/modules
-source -- "$1" >/dev/null </dev/null
+"#
+    };
+}
+
+/// Prints the values of the dkms.conf just sourced as NUL-terminated `KEY=value` records, the
+/// same for both readers. The module records are counted as dkms counts them; the deprecated
+/// options are the ones dkms 3.4 warns about when it reads the file (`safe_source` in dkms.in).
+/// The file's own `set -eu` ends here: it must not stop the printing.
+macro_rules! reader_print {
+    () => {
+        r#"
+set +eu
 printf 'PACKAGE_NAME=%s\0PACKAGE_VERSION=%s\0' "$PACKAGE_NAME" "$PACKAGE_VERSION"
 printf 'BUILD_DEPENDS=%s\0' "${BUILD_DEPENDS[*]}"
-"#;
+__dkms_hook_n=0
+for __dkms_hook_i in "${!BUILT_MODULE_NAME[@]}" "${!BUILT_MODULE_LOCATION[@]}" "${!DEST_MODULE_NAME[@]}" \
+    "${!DEST_MODULE_LOCATION[@]}"; do
+    (( __dkms_hook_i >= __dkms_hook_n )) && __dkms_hook_n=$(( __dkms_hook_i + 1 ))
+done
+for (( __dkms_hook_i = 0; __dkms_hook_i < __dkms_hook_n; __dkms_hook_i++ )); do
+    printf 'BUILT_MODULE_NAME=%s\0DEST_MODULE_LOCATION=%s\0' "${BUILT_MODULE_NAME[__dkms_hook_i]}" \
+        "${DEST_MODULE_LOCATION[__dkms_hook_i]}"
+done
+for __dkms_hook_i in "${!MAKE[@]}"; do printf 'MAKE=%s\0' "${MAKE[__dkms_hook_i]}"; done
+for __dkms_hook_v in REMAKE_INITRD MODULES_CONF MODULES_CONF_OBSOLETES MODULES_CONF_ALIAS_TYPE \
+    MODULES_CONF_OBSOLETE_ONLY OBSOLETE_BY; do
+    eval "(( \${#$__dkms_hook_v[@]} ))" && printf 'DEPRECATED=%s\0' "$__dkms_hook_v"
+done
+if (( ${#CLEAN[@]} )); then
+    case $CLEAN in true|/bin/true|/usr/bin/true) ;; *) printf 'DEPRECATED=CLEAN\0' ;; esac
+fi
+"#
+    };
+}
+
+/// Sources the file and prints the values; `$1` is the file.
+const READER: &str = concat!(reader_prelude!(), r#"source -- "$1" >/dev/null </dev/null"#, reader_print!());
 
 /// Directory names under `source_tree` that hold a dkms.conf (a missing tree means none).
 pub fn source_dirs(source_tree: &Path) -> Result<Vec<String>> {
@@ -76,6 +131,14 @@ pub fn source_dirs(source_tree: &Path) -> Result<Vec<String>> {
 
 /// Reads one dkms.conf; the error is a complete sentence naming the file and the fix.
 pub fn read(path: &Path, evaluate: Evaluate) -> Result<DkmsConf, String> {
+    let conf = read_values(path, evaluate)?;
+    check_directory(path, &conf)?;
+    Ok(conf)
+}
+
+/// Like [`read`], without checking that the file's directory is `NAME-VERSION`: for a caller
+/// that reports that itself.
+pub fn read_values(path: &Path, evaluate: Evaluate) -> Result<DkmsConf, String> {
     let (output, errors) = source(path, evaluate).map_err(|e| format!("{}: {e:#}", path.display()))?;
     let bash = String::from_utf8_lossy(&errors);
     // bash names the file and line; keep the line, the file is named once already.
@@ -92,7 +155,6 @@ pub fn read(path: &Path, evaluate: Evaluate) -> Result<DkmsConf, String> {
         Some(first) => format!("{}: {e} ({}): fix the file", path.display(), complaint(first)),
         None => format!("{}: {e}: fix the PACKAGE_NAME/PACKAGE_VERSION lines", path.display()),
     })?;
-    check_directory(path, &conf)?;
     Ok(conf)
 }
 
@@ -102,7 +164,7 @@ fn check_directory(path: &Path, conf: &DkmsConf) -> Result<(), String> {
     let Some(dir) = path.parent().and_then(Path::file_name).and_then(|d| d.to_str()) else {
         return Ok(());
     };
-    let expected = format!("{}-{}", conf.name, conf.version);
+    let expected = conf.source_dir();
     if dir == expected {
         return Ok(());
     }
@@ -250,20 +312,22 @@ pub fn read_many(paths: &[PathBuf], evaluate: Evaluate) -> Vec<Result<DkmsConf, 
 
 /// Sources each file in a subshell and prints its values followed by a record separator; before
 /// each file a marker goes to stderr, so complaints can be told apart per file.
-const BATCH_READER: &str = r#"
-kernelver=""; arch="$(uname -m 2>/dev/null)"; dkms_tree=/var/lib/dkms; source_tree=/usr/src
-kernel_source_dir=""; install_tree=/usr/lib/modules
+const BATCH_READER: &str = concat!(
+    reader_prelude!(),
+    r#"
 for f; do
     printf '\036\n' >&2
     (
         cd -- "${f%/*}" 2>/dev/null || exit
         source -- "$f" >/dev/null </dev/null
-        printf 'PACKAGE_NAME=%s\0PACKAGE_VERSION=%s\0' "$PACKAGE_NAME" "$PACKAGE_VERSION"
-        printf 'BUILD_DEPENDS=%s\0' "${BUILD_DEPENDS[*]}"
+"#,
+    reader_print!(),
+    r#"
     )
     printf '\036\0'
 done
-"#;
+"#
+);
 
 /// The batch, run as `user`: `Some` with each file's clean result (or `None` where it must be
 /// read alone); `None` when the batch itself could not run (then every file is read alone).
@@ -303,26 +367,27 @@ fn split_on<'a>(bytes: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
 
 /// Parses the reader's NUL-separated `KEY=value` records and validates them.
 pub fn parse_output(output: &[u8]) -> Result<DkmsConf, String> {
-    let mut name = None;
-    let mut version = None;
-    let mut depends = Vec::new();
+    let mut conf = DkmsConf::default();
     for record in output.split(|&b| b == 0) {
         let record = std::str::from_utf8(record).map_err(|_| "a value is not valid UTF-8".to_owned())?;
-        match record.split_once('=') {
-            Some(("PACKAGE_NAME", v)) => name = Some(v.to_owned()),
-            Some(("PACKAGE_VERSION", v)) => version = Some(v.to_owned()),
-            Some(("BUILD_DEPENDS", v)) => depends = v.split_whitespace().map(str::to_owned).collect(),
+        let Some((key, v)) = record.split_once('=') else { continue };
+        match key {
+            "PACKAGE_NAME" => conf.name = v.to_owned(),
+            "PACKAGE_VERSION" => conf.version = v.to_owned(),
+            "BUILD_DEPENDS" => conf.build_depends = v.split_whitespace().map(str::to_owned).collect(),
+            "BUILT_MODULE_NAME" => conf.built_module_names.push(v.to_owned()),
+            "DEST_MODULE_LOCATION" => conf.dest_module_locations.push(v.to_owned()),
+            "MAKE" => conf.make.push(v.to_owned()),
+            "DEPRECATED" => conf.deprecated.push(v.to_owned()),
             _ => {}
         }
     }
-    let name = name.unwrap_or_default();
-    let version = version.unwrap_or_default();
-    check_value("PACKAGE_NAME", &name)?;
-    check_value("PACKAGE_VERSION", &version)?;
-    for dep in &depends {
+    check_value("PACKAGE_NAME", &conf.name)?;
+    check_value("PACKAGE_VERSION", &conf.version)?;
+    for dep in &conf.build_depends {
         check_value("BUILD_DEPENDS", dep)?;
     }
-    Ok(DkmsConf { name, version, build_depends: depends })
+    Ok(conf)
 }
 
 /// A name or version must be usable as one path component and one argument.
@@ -352,6 +417,90 @@ mod tests {
     }
 
     #[test]
+    fn parses_module_records_make_and_deprecated_options() {
+        let c = parse_output(
+            b"PACKAGE_NAME=a\0PACKAGE_VERSION=1\0BUILD_DEPENDS=\0BUILT_MODULE_NAME=a\0DEST_MODULE_LOCATION=/updates\0\
+              BUILT_MODULE_NAME=\0DEST_MODULE_LOCATION=/extra\0MAKE=make KVER=\0MAKE=make -C x=y\0\
+              DEPRECATED=REMAKE_INITRD\0DEPRECATED=CLEAN\0",
+        )
+        .unwrap();
+        assert_eq!(c.built_module_names, ["a", ""]);
+        assert_eq!(c.dest_module_locations, ["/updates", "/extra"]);
+        assert_eq!(c.make, ["make KVER=", "make -C x=y"]);
+        assert_eq!(c.deprecated, ["REMAKE_INITRD", "CLEAN"]);
+        assert_eq!(c.source_dir(), "a-1");
+    }
+
+    /// Writes `text` as `DIR/NAME/dkms.conf` below `dir` (made readable by everyone, so that as
+    /// root the reader runs as nobody, as it would in /usr/src).
+    fn conf_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("dkms.conf"), text).unwrap();
+        d.join("dkms.conf")
+    }
+
+    #[test]
+    fn reads_records_as_dkms_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, names, locations, make, deprecated) in [
+            // Sparse arrays: records up to the highest index of any of the four arrays.
+            (
+                "BUILT_MODULE_NAME[0]=a\nDEST_MODULE_LOCATION[0]=/updates/dkms\nDEST_MODULE_NAME[2]=c\n\
+                 MAKE[0]=\"make KVER=$kernelver\"\nMAKE_MATCH[1]=x\nMAKE[1]='make -C /lib/modules/$(uname -r)/build'\n",
+                &["a", "", ""][..],
+                &["/updates/dkms", "", ""][..],
+                &["make KVER=", "make -C /lib/modules/$(uname -r)/build"][..],
+                &[][..],
+            ),
+            // A scalar is element 0; no records at all is none.
+            ("BUILT_MODULE_NAME=a\n", &["a"], &[""], &[], &[]),
+            ("MAKE=make\n", &[], &[], &["make"], &[]),
+            // What dkms 3.4 warns about; CLEAN only when it runs something.
+            (
+                "REMAKE_INITRD=yes\nMODULES_CONF[0]=x\nMODULES_CONF_OBSOLETES[0]=y\nMODULES_CONF_ALIAS_TYPE[0]=z\n\
+                 MODULES_CONF_OBSOLETE_ONLY=no\nOBSOLETE_BY=6.1\nCLEAN=\"make clean\"\n",
+                &[],
+                &[],
+                &[],
+                &[
+                    "REMAKE_INITRD",
+                    "MODULES_CONF",
+                    "MODULES_CONF_OBSOLETES",
+                    "MODULES_CONF_ALIAS_TYPE",
+                    "MODULES_CONF_OBSOLETE_ONLY",
+                    "OBSOLETE_BY",
+                    "CLEAN",
+                ][..],
+            ),
+            ("CLEAN=true\n", &[], &[], &[], &[]),
+            ("CLEAN=/bin/true\nREMAKE_INITRD=\n", &[], &[], &[], &["REMAKE_INITRD"]),
+            // `set -eu` in the file does not stop the printing of what it left unset.
+            ("set -eu\nBUILT_MODULE_NAME[1]=b\n", &["", "b"], &["", ""], &[], &[]),
+        ] {
+            let text = format!("PACKAGE_NAME=m\nPACKAGE_VERSION=1\n{text}");
+            let name = format!("m-1.{}", dir.path().read_dir().unwrap().count());
+            let path = conf_file(dir.path(), &name, &text);
+            let c = read_values(&path, Evaluate::Unprivileged).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(c.built_module_names, names, "{text}");
+            assert_eq!(c.dest_module_locations, locations, "{text}");
+            assert_eq!(c.make, make, "{text}");
+            assert_eq!(c.deprecated, deprecated, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_directory_is_checked_by_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = conf_file(dir.path(), "m-1.0", "PACKAGE_NAME=m\nPACKAGE_VERSION=1.1\n");
+        assert_eq!(read_values(&path, Evaluate::Unprivileged).unwrap().source_dir(), "m-1.1");
+        let err = read(&path, Evaluate::Unprivileged).unwrap_err();
+        assert!(err.contains("dkms looks for that source in m-1.1, not m-1.0"), "{err}");
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for (input, want) in [
             (&b"PACKAGE_NAME=\0PACKAGE_VERSION=1\0"[..], "PACKAGE_NAME is empty"),
@@ -368,22 +517,20 @@ mod tests {
     }
     #[test]
     fn reading_many_at_once_gives_what_reading_each_gives() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        // Readable by everyone, so that as root the batch runs as nobody as it would in /usr/src.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut paths = Vec::new();
         for (name, text) in [
-            ("good-1.0", "PACKAGE_NAME=good\nPACKAGE_VERSION=1.0\nBUILD_DEPENDS=(base)\necho noise\n"),
+            (
+                "good-1.0",
+                "PACKAGE_NAME=good\nPACKAGE_VERSION=1.0\nBUILD_DEPENDS=(base)\necho noise\nBUILT_MODULE_NAME[1]=g\n\
+                 DEST_MODULE_LOCATION[0]=/extra\nMAKE[0]=make\nREMAKE_INITRD=no\nCLEAN='make clean'\n",
+            ),
             ("syntax-1.0", "PACKAGE_NAME=syntax\nPACKAGE_VERSION=1.0\nif then fi\n"),
             ("quits-1.0", "exit 3\nPACKAGE_NAME=quits\n"),
             ("wrongdir-1.0", "PACKAGE_NAME=other\nPACKAGE_VERSION=2\n"),
             ("also-2", "PACKAGE_NAME=also\nPACKAGE_VERSION=2\necho oops >&2\n"),
         ] {
-            let d = dir.path().join(name);
-            std::fs::create_dir(&d).unwrap();
-            std::fs::write(d.join("dkms.conf"), text).unwrap();
-            paths.push(d.join("dkms.conf"));
+            paths.push(conf_file(dir.path(), name, text));
         }
         // The batch itself ran and took only the clean results.
         let files: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
@@ -395,7 +542,12 @@ mod tests {
         let many = read_many(&paths, Evaluate::AsDkmsWould);
         let each: Vec<_> = paths.iter().map(|p| read(p, Evaluate::AsDkmsWould)).collect();
         assert_eq!(many, each);
-        assert_eq!(many[0].as_ref().unwrap().build_depends, ["base"]);
+        let good = many[0].as_ref().unwrap();
+        assert_eq!(good.build_depends, ["base"]);
+        assert_eq!(good.built_module_names, ["", "g"]);
+        assert_eq!(good.dest_module_locations, ["/extra", ""]);
+        assert_eq!(good.make, ["make"]);
+        assert_eq!(good.deprecated, ["REMAKE_INITRD", "CLEAN"]);
         assert!(many[1].is_err() && many[2].is_err() && many[3].is_err());
         assert_eq!(many[4].as_ref().unwrap().name, "also");
     }

@@ -249,7 +249,8 @@ fn kernel_dirs(module_dir: &Path) -> Result<Vec<String>> {
     Ok(kvers)
 }
 
-fn path_bytes(path: &Path) -> Vec<u8> {
+/// A directory as libalpm takes it: bytes, ending in `/`.
+pub(crate) fn path_bytes(path: &Path) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let mut bytes = path.as_os_str().as_bytes().to_vec();
     if !bytes.ends_with(b"/") {

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod packages;
 pub mod skip;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +37,8 @@ pub const ARCH: &str = "x86_64";
 pub const K1: &str = "6.1.0-47-amd64";
 /// An Arch-style kernel version, owned by `linux-lts` in most fixtures.
 pub const K2: &str = "6.6.30-1-lts";
+/// The second Debian kernel with real headers on the test machine (scripts/setup installs them).
+pub const K_CLOUD: &str = "6.1.0-47-cloud-amd64";
 
 const FAKE_DKMS: &str = include_str!("fake-dkms");
 const FAKE_DEPMOD: &str = include_str!("fake-depmod");
@@ -281,6 +284,28 @@ impl TestRoot {
                 (&format!("{s}/Makefile"), "obj-m += fake.o\n"),
             ],
         )
+    }
+
+    /// Replaces the fake headers of `kver` (see [`TestRoot::headers`]) with a copy of Debian's real
+    /// ones (`/usr/src/linux-headers-KVER`), with the relative links that leave the tree (scripts,
+    /// tools) made absolute.
+    pub fn real_headers(&self, kver: &str) -> &Self {
+        let build = self.path(&format!("usr/lib/modules/{kver}/build"));
+        let debian = PathBuf::from(format!("/usr/src/linux-headers-{kver}"));
+        fs::remove_dir_all(&build).unwrap();
+        let status = Command::new("cp").arg("-a").arg(&debian).arg(&build).status().unwrap();
+        assert!(status.success(), "cannot copy {}", debian.display());
+        for name in ["scripts", "tools"] {
+            let link = build.join(name);
+            if let Ok(target) = fs::read_link(&link) {
+                if target.is_relative() {
+                    let abs = fs::canonicalize(debian.join(&target)).unwrap();
+                    fs::remove_file(&link).unwrap();
+                    std::os::unix::fs::symlink(abs, &link).unwrap();
+                }
+            }
+        }
+        self
     }
 
     /// A `usr/lib/modules/KVER` directory that no package owns (left over by an old kernel, with

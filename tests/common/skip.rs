@@ -22,3 +22,18 @@ pub fn can_run(tier: &str, missing: Option<String>) -> bool {
 pub fn root_missing() -> Option<String> {
     (!nix::unistd::geteuid().is_root()).then(|| "it needs root".to_owned())
 }
+
+/// Why a test that runs the real dkms against the real headers of `kernels` cannot run, if it
+/// cannot: it needs root (dkms builds as root), dkms, and Debian's headers (scripts/setup).
+pub fn real_dkms_missing(kernels: &[&str]) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (dkms builds as root)".into());
+    }
+    if std::process::Command::new("dkms").arg("--version").output().is_err() {
+        return Some("dkms is not installed: run scripts/setup".into());
+    }
+    kernels
+        .iter()
+        .find(|k| !std::path::Path::new(&format!("/usr/src/linux-headers-{k}/Makefile")).exists())
+        .map(|k| format!("no headers for {k}: run scripts/setup"))
+}
