@@ -12,11 +12,16 @@
 //!   SIGKILL after [`KILL_GRACE`];
 //! - optionally holding the run's lock: the lock's file descriptor stays open in the program (and
 //!   everything it starts), so even if dkms-hook dies by SIGKILL, no later run takes the lock while
-//!   a dkms or make it started may still write to the dkms tree.
+//!   a dkms or make it started may still write to the dkms tree;
+//! - optionally in a private mount namespace with one directory mounted where the program expects
+//!   it ([`PrivateMount`]): the guard's builds see an incoming kernel's headers at
+//!   `/lib/modules/K/build` before pacman has installed them, and nobody else sees anything.
 
+use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,12 +60,75 @@ pub struct Options<'a> {
     pub stop: &'a Stop,
     /// A file descriptor the program inherits (the run's lock); everything else is close-on-exec.
     pub keep_open: Option<RawFd>,
+    /// Run the program in a private mount namespace with this mount.
+    pub mount: Option<&'a PrivateMount>,
 }
 
 impl<'a> Options<'a> {
     /// Merged output, no cap beyond 64 MiB, no time limit, stopping with `stop`.
     pub fn new(stop: &'a Stop) -> Self {
-        Options { output: Output::Merged, cap: 64 << 20, timeout: None, stop, keep_open: None }
+        Options { output: Output::Merged, cap: 64 << 20, timeout: None, stop, keep_open: None, mount: None }
+    }
+}
+
+/// A directory shown at another path to one program only: in a mount namespace of its own, a
+/// fresh tmpfs covers `cover`, the directories down to `target` are made in it, and `source` is
+/// bound at `target`. Nothing of it is visible outside the program, and it all goes when the
+/// program (and whatever it started) exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateMount {
+    source: CString,
+    cover: CString,
+    /// The directories to make below `cover`, parents first; the last is the target.
+    dirs: Vec<CString>,
+}
+
+impl PrivateMount {
+    /// `target` must be below `cover`.
+    pub fn new(source: &Path, cover: &Path, target: &Path) -> std::io::Result<PrivateMount> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other(format!("{p:?} holds a NUL")))
+        };
+        let below = target
+            .strip_prefix(cover)
+            .map_err(|_| std::io::Error::other(format!("{} is not below {}", target.display(), cover.display())))?;
+        let mut dirs = Vec::new();
+        let mut at = cover.to_path_buf();
+        for part in below.components() {
+            at.push(part);
+            dirs.push(c(&at)?);
+        }
+        if dirs.is_empty() {
+            return Err(std::io::Error::other(format!("{} is {}", target.display(), cover.display())));
+        }
+        Ok(PrivateMount { source: c(source)?, cover: c(cover)?, dirs })
+    }
+
+    /// Sets the mount up in the calling process. Runs between fork and exec: only system calls,
+    /// no allocation.
+    fn enter(&self) -> std::io::Result<()> {
+        use nix::libc;
+        let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: plain system calls on NUL-terminated strings this struct owns.
+        unsafe {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Nothing mounted here propagates back to the system's namespace.
+            check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                self.cover.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=0755".as_ptr().cast(),
+            ))?;
+            for dir in &self.dirs {
+                check(libc::mkdir(dir.as_ptr(), 0o755))?;
+            }
+            let target = self.dirs.last().map_or(self.cover.as_ptr(), |d| d.as_ptr());
+            check(libc::mount(self.source.as_ptr(), target, none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))
+        }
     }
 }
 
@@ -118,6 +186,11 @@ pub fn run(mut cmd: Command, opts: &Options) -> std::io::Result<Finished> {
                 Ok(())
             })
         };
+    }
+    if let Some(mount) = opts.mount {
+        let mount = mount.clone();
+        // SAFETY: `enter` makes only system calls between fork and exec (see there).
+        unsafe { cmd.pre_exec(move || mount.enter()) };
     }
     let mut child = cmd.spawn()?;
     // The parent's copies of the write ends go with `cmd`: reading ends when the group exits.

@@ -6,7 +6,9 @@
 //! 3. dkms.conf is evaluated with a clean environment, a time limit, in its own process group,
 //!    and as `nobody` where the file allows it;
 //! 4. names and versions from dkms.conf, the dkms tree and the module directories are validated
-//!    before they become paths or arguments.
+//!    before they become paths or arguments;
+//! 5. what the guard mounts for a build (incoming headers at `/lib/modules/K/build`) is seen by
+//!    that build alone and is gone when it ends.
 
 mod common;
 #[path = "faults/support.rs"]
@@ -421,4 +423,34 @@ fn dkms_conf_leaves_no_process_behind() {
     run.expect_line(&["install bg/1.0 for", K1]);
     let line = one_line(&run.output(), &["esc-1.0/dkms.conf"], &run);
     assert_error_line(&line, &["left its process group", "fix the file"]);
+}
+
+#[test]
+fn a_private_mount_is_seen_by_the_program_alone() {
+    use dkms_hook::interrupt::Stop;
+    use dkms_hook::process::{self, Options, PrivateMount};
+    if !common::skip::can_run("private mounts", common::skip::root_missing()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, modules) = (dir.path().join("headers"), dir.path().join("modules"));
+    fs::create_dir_all(&headers).unwrap();
+    fs::create_dir_all(modules.join("6.1-old/build")).unwrap();
+    fs::write(headers.join("Makefile"), "incoming headers\n").unwrap();
+    let target = modules.join("6.2-new/build");
+    let mount = PrivateMount::new(&headers, &modules, &target).unwrap();
+    let stop = Stop::new();
+    let opts = Options { mount: Some(&mount), ..Options::new(&stop) };
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!("cat {}/Makefile; ls {}", target.display(), modules.display()));
+    let done = process::run(cmd, &opts).unwrap();
+    // The program sees the headers at the target and nothing else of the covered directory.
+    assert_eq!((done.code(), done.text().as_str()), (Some(0), "incoming headers\n6.2-new\n"));
+    // Outside: nothing made, nothing mounted, the covered directory as it was.
+    let names: Vec<String> =
+        fs::read_dir(&modules).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["6.1-old"]);
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
+    assert!(PrivateMount::new(&headers, &modules, &dir.path().join("elsewhere")).is_err());
 }
