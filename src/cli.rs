@@ -103,6 +103,18 @@ pub enum Command {
         #[arg(long)]
         no_depmod: bool,
     },
+    /// Test-build modules for the incoming packages before the transaction (the first PreTransaction hook); targets on stdin
+    ///
+    /// Before pacman changes anything, builds what the install hook will build after the
+    /// transaction: every module for an incoming kernel's headers, and an incoming module version
+    /// for every kernel with headers. The headers and sources come from the incoming package files
+    /// (pacman's cache, or the files given to `pacman -U`); each build runs with the real dkms in a
+    /// private tree, and nothing is installed. A module marked critical (`critical` in
+    /// dkms-hook.toml) that fails makes the guard exit 1, and pacman aborts the transaction; any
+    /// other failure is a warning. The install hook of the same transaction installs the builds
+    /// that worked instead of building again. Off with `guard = false` in the configuration, or for
+    /// one run with DKMS_HOOK_GUARD=off in pacman's environment.
+    Guard,
     /// Show module sources, kernels and the state of every module for every kernel
     ///
     /// Lists each module source with the package that owns it, each installed kernel with its

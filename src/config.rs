@@ -31,6 +31,8 @@ pub enum Action {
     Status { json: bool },
     /// Bring dkms in line with the installed packages.
     Sync,
+    /// The pre-transaction guard: test-build for the incoming packages; targets on stdin.
+    Guard,
     /// Write the manual pages or a shell completion script (reads no configuration file).
     Generate(generate::Output),
     /// Check package files (`build`: also build their modules privately; `json`: machine-readable).
@@ -162,6 +164,11 @@ pub struct Config {
     pub job_timeout: Option<Duration>,
     /// How long to wait for another run's lock before giving up.
     pub lock_timeout: Duration,
+    /// Glob patterns of module names whose failure to build for an incoming kernel, or whose own
+    /// upgrade failing to build, stops the transaction (`guard`); empty: none.
+    pub critical: Vec<glob::Pattern>,
+    /// Whether the pre-transaction guard test-builds at all (`guard = false` turns it off).
+    pub guard: bool,
 }
 
 /// The configuration file, below the root.
@@ -195,6 +202,10 @@ pub struct FileConfig {
     pub job_timeout: Option<u64>,
     /// Seconds to wait for another run to finish.
     pub lock_timeout: Option<u64>,
+    /// Glob patterns of module names that must build for a kernel before it is installed.
+    pub critical: Option<Vec<String>>,
+    /// Whether the pre-transaction guard test-builds (default true).
+    pub guard: Option<bool>,
 }
 
 /// The keys `FileConfig` accepts, for documentation checks.
@@ -208,6 +219,8 @@ pub const FILE_KEYS: &[&str] = &[
     "keep_logs",
     "job_timeout",
     "lock_timeout",
+    "critical",
+    "guard",
 ];
 
 /// A configuration file that cannot be used, located as precisely as the parser allows.
@@ -247,8 +260,11 @@ impl FileConfig {
             key: Some(key.to_owned()),
             message,
         };
-        for (key, patterns) in [("exclude_kernels", &self.exclude_kernels), ("exclude_modules", &self.exclude_modules)]
-        {
+        for (key, patterns) in [
+            ("exclude_kernels", &self.exclude_kernels),
+            ("exclude_modules", &self.exclude_modules),
+            ("critical", &self.critical),
+        ] {
             for p in patterns.iter().flatten() {
                 if let Err(e) = glob::Pattern::new(p) {
                     return Err(error(key, format!("invalid glob pattern {p:?}: {}", e.msg)));
@@ -308,6 +324,7 @@ impl Config {
             Command::Remove { no_depmod } => Action::Hook(Operation::Remove { rebuild: no_depmod }),
             Command::Status { json } => Action::Status { json },
             Command::Sync => Action::Sync,
+            Command::Guard => Action::Guard,
             Command::Generate(what) => Action::Generate(generate_output(what)),
             Command::Lint { build, json, paths } => Action::Lint { paths, build, json },
         };
@@ -345,6 +362,8 @@ impl Config {
             keep_logs: file.keep_logs.unwrap_or(DEFAULT_KEEP_LOGS),
             job_timeout: file.job_timeout.filter(|&s| s > 0).map(Duration::from_secs),
             lock_timeout: Duration::from_secs(file.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT)),
+            critical: patterns(file.critical),
+            guard: file.guard.unwrap_or(true),
             layout,
         })
     }
@@ -393,11 +412,13 @@ mod tests {
     fn every_key_parses() {
         let text = "jobs = 3\ndkms = \"/d\"\ndepmod = \"/m\"\nexclude_kernels = [\"*-rt-*\"]\n\
                     exclude_modules = [\"nvidia\", \"zfs/2.*\"]\nlog_dir = \"/var/log/x\"\nkeep_logs = 5\n\
-                    job_timeout = 900\nlock_timeout = 60\n";
+                    job_timeout = 900\nlock_timeout = 60\ncritical = [\"zfs\", \"nvidia*\"]\nguard = false\n";
         let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(f.jobs, Some(3));
         assert_eq!(f.exclude_modules.as_deref().unwrap(), ["nvidia", "zfs/2.*"]);
         assert_eq!(f.job_timeout, Some(900));
+        assert_eq!(f.critical.as_deref().unwrap(), ["zfs", "nvidia*"]);
+        assert_eq!(f.guard, Some(false));
         for key in FILE_KEYS {
             assert!(text.contains(&format!("{key} =")), "{key} is not in the test");
         }

@@ -14,12 +14,13 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
     if excludes.is_empty() {
         return (plan, Vec::new());
     }
-    let Plan { jobs, depmod, mut notices, build_depends, gone_kernels } = plan;
+    let Plan { jobs, depmod, mut notices, build_depends, gone_kernels, prebuilt } = plan;
     notices.retain(|n| !matches!(n, Notice::NoHeaders { kver, .. } if excludes.kernel(kver)));
     let excluded = |job: &Job| match &job.kind {
-        JobKind::Install { kernel } | JobKind::Replace { kernel, .. } | JobKind::Unchanged { kernel } => {
-            excludes.pair(&job.module.name, &job.module.version, kernel)
-        }
+        JobKind::Install { kernel }
+        | JobKind::Replace { kernel, .. }
+        | JobKind::Unchanged { kernel }
+        | JobKind::Test { kernel, .. } => excludes.pair(&job.module.name, &job.module.version, kernel),
         _ => false,
     };
     // Old index -> new index, for the jobs that stay.
@@ -46,7 +47,7 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
     let touched: BTreeSet<&str> = kept.iter().filter_map(Job::kernel).collect();
     let emptied: BTreeSet<&str> = dropped.iter().filter_map(Job::kernel).collect();
     let depmod = depmod.into_iter().filter(|k| touched.contains(k.as_str()) || !emptied.contains(k.as_str())).collect();
-    (Plan { jobs: kept, depmod, notices, build_depends, gone_kernels }, dropped)
+    (Plan { jobs: kept, depmod, notices, build_depends, gone_kernels, prebuilt }, dropped)
 }
 
 #[cfg(test)]

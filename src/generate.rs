@@ -44,6 +44,7 @@ const CONFIG_PAGE: (&str, &str) = ("dkms-hook.toml.5", include_str!("../man/dkms
 /// The hook files the package installs into `/etc/pacman.d/hooks/`: every file of `hooks/` (a
 /// unit test keeps this list complete), by name.
 const HOOK_FILES: &[(&str, &str)] = &[
+    ("10-dkms-guard.hook", include_str!("../hooks/10-dkms-guard.hook")),
     ("70-dkms-install.hook", include_str!("../hooks/70-dkms-install.hook")),
     ("70-dkms-upgrade.hook", include_str!("../hooks/70-dkms-upgrade.hook")),
     ("71-dkms-remove.hook", include_str!("../hooks/71-dkms-remove.hook")),
@@ -329,14 +330,19 @@ Every job succeeded or was skipped (BUILD_EXCLUSIVE);
 .BR status :
 everything is as it should be;
 .BR lint :
-no package has an error.
+no package has an error;
+.BR guard :
+no critical module fails (other failures are warnings).
 .TP
 .B 1
 A job or depmod failed, or a dkms.conf could not be read;
 .BR status :
 a module is missing, failed or built for the wrong kernel, or something is out of place;
 .BR lint :
-a package has an error.
+a package has an error;
+.BR guard :
+a critical module does not build for a kernel the transaction installs, and pacman aborts the
+transaction before it changes anything.
 .TP
 .B 2
 Usage, configuration or environment error (not root, dkms missing, unreadable pacman database,
@@ -365,6 +371,10 @@ finishes the work.
             "The last outcome of every (module, version, kernel) install job, used by\n.BR status .".to_owned(),
         ),
         (
+            format!("{}/", crate::prebuilt::root(&layout).display()),
+            "What\n.B guard\nbuilt, until the install hook of the same transaction installs it.".to_owned(),
+        ),
+        (
             format!("{DEFAULT_LOG_DIR}/"),
             "The full dkms output of each job (unless\n.B log_dir\nsays otherwise).".to_owned(),
         ),
@@ -379,6 +389,12 @@ finishes the work.
     }
     s.push_str(
         r#".SH ENVIRONMENT
+.TP
+.B DKMS_HOOK_GUARD
+.B off
+(in pacman's environment:
+.BR "DKMS_HOOK_GUARD=off pacman \-Syu" )
+turns the guard off for that transaction.
 .TP
 .B RUST_LOG
 Debug logging to stderr, e.g.

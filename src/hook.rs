@@ -31,7 +31,8 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     // nothing). A removal looks only at the module sources among its targets, and at whether the
     // transaction upgrades their packages (then they stay).
     let scope = match operation {
-        Operation::Install => Scope { digests: Some(&targets.module_dirs), ..Scope::default() },
+        // What the guard built before the transaction is installed instead of built again.
+        Operation::Install => Scope { digests: Some(&targets.module_dirs), prebuilt: true, ..Scope::default() },
         Operation::Remove { rebuild } => Scope {
             only: Some(&targets.module_dirs),
             digests: Some(&targets.module_dirs),
@@ -46,11 +47,16 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         Operation::Install => Heading::Install,
         Operation::Remove { .. } => Heading::Remove,
     };
-    session.run(heading, &inventory, state, plan)
+    let code = session.run(heading, &inventory, state, plan)?;
+    if operation == Operation::Install && !config.dry_run {
+        // The install hook is the guard's builds' only user: what it did not take goes.
+        crate::prebuilt::clear(&config.layout);
+    }
+    Ok(code)
 }
 
 /// Reads and parses stdin; a terminal there means a person ran the hook command by hand.
-fn read_targets() -> Result<Targets> {
+pub(crate) fn read_targets() -> Result<Targets> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         anyhow::bail!(

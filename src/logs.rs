@@ -92,10 +92,11 @@ const HEADER: &str = "dkms-hook: ";
 fn is_own_log(path: &Path) -> bool {
     use std::io::Read;
     let regular = path.symlink_metadata().is_ok_and(|m| m.is_file());
-    let named = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| [".install.log", ".remove.log", ".unregister.log"].iter().any(|suffix| n.ends_with(suffix)));
+    let named = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        [".install.log", ".remove.log", ".unregister.log", ".preserve.log", ".guard.log"]
+            .iter()
+            .any(|suffix| n.ends_with(suffix))
+    });
     let mut start = [0u8; HEADER.len()];
     regular
         && named
@@ -114,6 +115,7 @@ pub fn file_name(job: &Job) -> String {
         JobKind::Remove { kernel } => format!("{}_{}_{kernel}.remove.log", m.name, m.version),
         JobKind::Unregister | JobKind::Retire { .. } => format!("{}_{}.unregister.log", m.name, m.version),
         JobKind::Preserve { .. } => format!("{}_{}.preserve.log", m.name, m.version),
+        JobKind::Test { kernel, .. } => format!("{}_{}_{kernel}.guard.log", m.name, m.version),
     }
 }
 
@@ -176,6 +178,7 @@ mod tests {
             },
             duration: Duration::from_millis(1500),
             output: "Building module...\nError! Bad return status".into(),
+            prebuilt: false,
         };
         let path = logs.write(&job(JobKind::Install { kernel: "k1".into() }), &failed).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -183,7 +186,12 @@ mod tests {
         assert!(text.contains("Error! Bad return status\n") && text.contains("cc: error: boom"), "{text}");
 
         for (i, k) in ["k2", "k3"].iter().enumerate() {
-            let ok = JobResult { outcome: Outcome::Installed, duration: Duration::ZERO, output: String::new() };
+            let ok = JobResult {
+                outcome: Outcome::Installed,
+                duration: Duration::ZERO,
+                output: String::new(),
+                prebuilt: false,
+            };
             let p = logs.write(&job(JobKind::Install { kernel: (*k).into() }), &ok).unwrap();
             let t = SystemTime::now() + Duration::from_secs(10 * (i as u64 + 1));
             std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
@@ -203,7 +211,8 @@ mod tests {
     fn keep_zero_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let logs = Logs::new(dir.path(), 0);
-        let ok = JobResult { outcome: Outcome::Installed, duration: Duration::ZERO, output: "x".into() };
+        let ok =
+            JobResult { outcome: Outcome::Installed, duration: Duration::ZERO, output: "x".into(), prebuilt: false };
         assert!(logs.write(&job(JobKind::Unregister), &ok).is_none());
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Parser;
 
 use dkms_hook::config::{Action, Config};
-use dkms_hook::{cli, generate, hook, lint, status, sync};
+use dkms_hook::{cli, generate, guard, hook, lint, status, sync};
 
 fn main() -> ExitCode {
     // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
@@ -40,12 +40,23 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: cli::Opts) -> Result<ExitCode> {
-    let config = Config::resolve(opts)?;
+    // The guard stops pacman when it fails: its bypass works whatever else is wrong.
+    let is_guard = matches!(opts.command, cli::Command::Guard);
+    if is_guard {
+        if let Some(code) = guard::bypassed() {
+            return Ok(code);
+        }
+    }
+    let config = match Config::resolve(opts) {
+        Err(e) if is_guard => return Err(e.context(guard::STOPPED)),
+        other => other?,
+    };
     log::debug!("{config:?}");
     match &config.action {
         Action::Hook(operation) => hook::run(&config, *operation),
         Action::Status { json } => status::run(&config, *json),
         Action::Sync => sync::run(&config),
+        Action::Guard => guard::run(&config),
         Action::Generate(output) => generate::run(output),
         Action::Lint { paths, build, json } => lint::run(&config, paths, *build, *json),
     }

@@ -66,34 +66,27 @@ impl Package {
     /// Loads `path` with libalpm (the whole archive is read, so the file list is complete even
     /// without a `.MTREE`).
     pub fn read(path: &Path) -> Result<Package, PackageError> {
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => PackageError::Missing(path.to_path_buf()),
-            _ => PackageError::Unreadable { path: path.to_path_buf(), why: e.to_string() },
-        })?;
-        if !meta.is_file() {
-            return Err(PackageError::NotAPackage { path: path.to_path_buf(), why: "not a regular file".into() });
-        }
-        let unreadable = |why: String| PackageError::Unreadable { path: path.to_path_buf(), why };
-        // libalpm wants a database directory even to load a file; an empty one will do.
-        let db = Scratch::new("dkms-hook-alpm.").map_err(|e| unreadable(format!("{e:#}")))?;
-        let dbpath = crate::inventory::pacman::path_bytes(db.path());
-        let handle = alpm::Alpm::new(b"/".to_vec(), dbpath).map_err(|e| unreadable(e.to_string()))?;
-        let loaded = handle
-            .pkg_load(path.as_os_str().as_bytes(), true, alpm::SigLevel::NONE)
-            .map_err(|e| PackageError::NotAPackage { path: path.to_path_buf(), why: e.to_string() })?;
-        let files = loaded.files().files().iter().map(|f| String::from_utf8_lossy(f.name()).into_owned()).collect();
-        Ok(Package {
-            path: path.to_path_buf(),
-            name: loaded.name().to_owned(),
-            version: loaded.version().as_str().to_owned(),
-            depends: loaded
-                .depends()
-                .iter()
-                .map(|d| Dependency { name: d.name().to_owned(), text: d.to_string() })
-                .collect(),
-            files,
-            has_install: loaded.has_scriptlet(),
+        load(path, true, |loaded| {
+            let files = loaded.files().files().iter().map(|f| String::from_utf8_lossy(f.name()).into_owned()).collect();
+            Package {
+                path: path.to_path_buf(),
+                name: loaded.name().to_owned(),
+                version: loaded.version().as_str().to_owned(),
+                depends: loaded
+                    .depends()
+                    .iter()
+                    .map(|d| Dependency { name: d.name().to_owned(), text: d.to_string() })
+                    .collect(),
+                files,
+                has_install: loaded.has_scriptlet(),
+            }
         })
+    }
+
+    /// The name of the package in `path`, read from its metadata alone (quick, whatever the
+    /// package's size).
+    pub fn name_of(path: &Path) -> Result<String, PackageError> {
+        load(path, false, |loaded| loaded.name().to_owned())
     }
 
     /// `pkgver`: the version without epoch and pkgrel.
@@ -106,6 +99,27 @@ impl Package {
     pub fn depends_on(&self, name: &str) -> bool {
         self.depends.iter().any(|d| d.name == name)
     }
+}
+
+/// Loads `path` with libalpm (`full`: the whole archive, for the file list; otherwise the metadata
+/// only) and hands the package to `f`.
+fn load<T>(path: &Path, full: bool, f: impl FnOnce(&alpm::LoadedPackage) -> T) -> Result<T, PackageError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PackageError::Missing(path.to_path_buf()),
+        _ => PackageError::Unreadable { path: path.to_path_buf(), why: e.to_string() },
+    })?;
+    if !meta.is_file() {
+        return Err(PackageError::NotAPackage { path: path.to_path_buf(), why: "not a regular file".into() });
+    }
+    let unreadable = |why: String| PackageError::Unreadable { path: path.to_path_buf(), why };
+    // libalpm wants a database directory even to load a file; an empty one will do.
+    let db = Scratch::new("dkms-hook-alpm.").map_err(|e| unreadable(format!("{e:#}")))?;
+    let dbpath = crate::inventory::pacman::path_bytes(db.path());
+    let handle = alpm::Alpm::new(b"/".to_vec(), dbpath).map_err(|e| unreadable(e.to_string()))?;
+    let loaded = handle
+        .pkg_load(path.as_os_str().as_bytes(), full, alpm::SigLevel::NONE)
+        .map_err(|e| PackageError::NotAPackage { path: path.to_path_buf(), why: e.to_string() })?;
+    Ok(f(&loaded))
 }
 
 /// Whether a file name is a package's (`*.pkg.tar` with any compression), not its signature.
@@ -130,11 +144,17 @@ pub struct Scratch(tempfile::TempDir);
 impl Scratch {
     /// A new directory in the system's temporary directory (`TMPDIR`), named `PREFIX…`.
     pub fn new(prefix: &str) -> Result<Scratch> {
+        Scratch::new_in(&std::env::temp_dir(), prefix)
+    }
+
+    /// A new directory in `parent` (created if missing), named `PREFIX…`.
+    pub fn new_in(parent: &Path, prefix: &str) -> Result<Scratch> {
+        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .permissions(std::fs::Permissions::from_mode(0o755))
-            .tempdir()
-            .with_context(|| format!("failed to create a temporary directory in {}", std::env::temp_dir().display()))?;
+            .tempdir_in(parent)
+            .with_context(|| format!("failed to create a temporary directory in {}", parent.display()))?;
         // The mode given at creation is filtered by the umask.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .with_context(|| format!("failed to make {} readable", dir.path().display()))?;

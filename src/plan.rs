@@ -66,6 +66,24 @@ pub enum JobKind {
     /// After the jobs `replacing` (whatever came of them): unregister this replaced version if
     /// no kernel has it installed any more.
     Retire { replacing: Vec<usize> },
+    /// The pre-transaction guard's build for a kernel: in a private tree, from sources and
+    /// headers that may not be in place yet; nothing is installed.
+    Test { kernel: String, build: TestBuild },
+}
+
+/// Where a guard's build finds what it needs, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestBuild {
+    /// The kernel's headers (`--kernelsourcedir`).
+    pub headers: std::path::PathBuf,
+    /// The directory holding the sources as `NAME-VERSION/` (`--sourcetree`).
+    pub source_tree: std::path::PathBuf,
+    /// The private dkms tree the build goes to.
+    pub tree: std::path::PathBuf,
+    /// The kernel's `/lib/modules/K/build` does not exist yet: the build runs in a private mount
+    /// namespace in which the headers are mounted there (for Makefiles that ignore
+    /// `--kernelsourcedir`).
+    pub mount_headers: bool,
 }
 
 /// One dkms invocation.
@@ -85,7 +103,8 @@ impl Job {
             JobKind::Install { kernel }
             | JobKind::Replace { kernel, .. }
             | JobKind::Unchanged { kernel }
-            | JobKind::Remove { kernel } => Some(kernel),
+            | JobKind::Remove { kernel }
+            | JobKind::Test { kernel, .. } => Some(kernel),
             JobKind::Preserve { .. } | JobKind::Unregister | JobKind::Retire { .. } => None,
         }
     }
@@ -100,12 +119,18 @@ impl Job {
             JobKind::Remove { .. } => "remove",
             JobKind::Unregister => "unregister",
             JobKind::Retire { .. } => "retire",
+            JobKind::Test { .. } => "test-build",
         }
     }
 
-    /// True for jobs that build and install (and so run make and may sign).
+    /// True for jobs that build and install.
     pub fn is_install(&self) -> bool {
         matches!(self.kind, JobKind::Install { .. } | JobKind::Replace { .. })
+    }
+
+    /// True for jobs that build (and so run make and may sign): installs and the guard's builds.
+    pub fn builds(&self) -> bool {
+        self.is_install() || matches!(self.kind, JobKind::Test { .. })
     }
 
     /// The version this job replaces or retires when it is not the job's own module version:
@@ -121,9 +146,10 @@ impl Job {
 impl fmt::Display for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            JobKind::Install { kernel } | JobKind::Replace { kernel, .. } | JobKind::Unchanged { kernel } => {
-                write!(f, "{} for {kernel}", self.module)
-            }
+            JobKind::Install { kernel }
+            | JobKind::Replace { kernel, .. }
+            | JobKind::Unchanged { kernel }
+            | JobKind::Test { kernel, .. } => write!(f, "{} for {kernel}", self.module),
             JobKind::Remove { kernel } => write!(f, "{} from {kernel}", self.module),
             JobKind::Preserve { .. } | JobKind::Unregister | JobKind::Retire { .. } => write!(f, "{}", self.module),
         }
@@ -209,6 +235,9 @@ pub struct Plan {
     /// Kernels that are not installed (any more): once the plan's removals emptied their module
     /// directory, nothing keeps it, so it goes too.
     pub gone_kernels: BTreeSet<String>,
+    /// Builds the pre-transaction guard made that install jobs use instead of building, by
+    /// (module version, kernel): `TREE/NAME/VERSION/KERNEL` of a private tree.
+    pub prebuilt: BTreeMap<(ModuleId, String), std::path::PathBuf>,
 }
 
 impl Plan {
@@ -223,6 +252,30 @@ impl Plan {
         }
         for (old, replacing) in replaced {
             self.jobs.push(Job { kind: JobKind::Retire { replacing }, module: old, after: Vec::new() });
+        }
+    }
+
+    /// Notes, for each install job, the guard's build to install instead of building: one for
+    /// the same module version and kernel, made from sources with the digest the packaged ones
+    /// have now, against the headers package (and version) the kernel has now.
+    pub fn use_prebuilt(&mut self, inv: &Inventory) {
+        for job in self.jobs.iter().filter(|j| j.is_install()) {
+            let Some(kernel) = job.kernel() else { continue };
+            let id = &job.module;
+            let current = inv.sources.get(&format!("{}-{}", id.name, id.version)).and_then(|s| s.digest.as_deref());
+            let headers = inv.kernels.get(kernel).and_then(|k| k.headers.as_deref());
+            let headers_version = headers.and_then(|h| inv.package_versions.get(h));
+            let usable = inv.prebuilt.iter().find(|p| {
+                p.module == id.name
+                    && p.version == id.version
+                    && p.kernel == kernel
+                    && current == Some(p.digest.as_str())
+                    && headers == Some(p.headers_package.as_str())
+                    && headers_version == Some(&p.headers_version)
+            });
+            if let Some(p) = usable {
+                self.prebuilt.insert((id.clone(), kernel.to_owned()), p.dir.clone());
+            }
         }
     }
 
@@ -267,6 +320,7 @@ fn plan_install(targets: &Targets, inv: &Inventory, state: &State) -> Plan {
     }
     plan.retire_replaced();
     plan.note_build_depends(inv);
+    plan.use_prebuilt(inv);
     plan
 }
 

@@ -25,6 +25,8 @@ pub enum Heading {
     Remove,
     /// `dkms-hook sync`.
     Sync,
+    /// `dkms-hook guard`.
+    Guard,
 }
 
 /// Owns stdout for a run.
@@ -71,6 +73,9 @@ impl Reporter {
             if heading == Heading::Sync && plan.depmod.is_empty() {
                 self.print("==> Nothing to do: every packaged module is installed for every kernel with headers\n");
             }
+            if heading == Heading::Guard {
+                self.print("==> DKMS guard: the transaction brings nothing to build\n");
+            }
             return;
         }
         let n = count(plan.jobs.len(), "job");
@@ -85,6 +90,9 @@ impl Reporter {
             }
             Heading::Remove => format!("==> Removing DKMS modules: {n}\n"),
             Heading::Sync => format!("==> Synchronizing DKMS modules: {n}\n"),
+            Heading::Guard => {
+                format!("==> Test-building DKMS modules before the transaction: {}\n", count(plan.jobs.len(), "build"))
+            }
         };
         self.print(&text);
     }
@@ -146,7 +154,7 @@ impl Reporter {
     /// One runner event.
     pub fn event(&self, event: Event) {
         match event {
-            Event::JobFinished { index, total, job, result } => self.job(index, total, job, result),
+            Event::JobFinished { index, total, job, result, .. } => self.job(index, total, job, result),
             Event::Depmod { kver, result } => match result {
                 Ok(d) if self.verbosity > Verbosity::Quiet => {
                     self.print(&format!("==> depmod {kver}: done in {}\n", secs(d)));
@@ -162,8 +170,13 @@ impl Reporter {
         if self.verbosity == Verbosity::Quiet && !failed {
             return;
         }
-        let mut text =
-            format!("  -> ({}/{total}) {job}: {}\n", index + 1, describe(job, &result.outcome, result.duration));
+        let mut said = describe(job, &result.outcome, result.duration);
+        if result.prebuilt {
+            if let Some(rest) = said.strip_prefix("installed") {
+                said = format!("installed (built before the transaction){rest}");
+            }
+        }
+        let mut text = format!("  -> ({}/{total}) {job}: {said}\n", index + 1);
         let cause = match &result.outcome {
             Outcome::Kept { failure, .. } => failure,
             other => other,
@@ -197,12 +210,19 @@ impl Reporter {
     pub fn finish(&self, plan: &Plan, stats: &Stats) -> ExitCode {
         let errors = plan.notices.iter().filter(|n| n.is_error()).count();
         let failed = stats.failed + stats.depmod_failed + errors;
-        let ran =
-            stats.installed + stats.unchanged + stats.preserved + stats.removed + stats.skipped + stats.failed > 0;
+        let ran = stats.installed
+            + stats.built
+            + stats.unchanged
+            + stats.preserved
+            + stats.removed
+            + stats.skipped
+            + stats.failed
+            > 0;
         if ran && (self.verbosity > Verbosity::Quiet || failed > 0) {
             let mut parts = Vec::new();
             for (n, word) in [
                 (stats.installed, "installed"),
+                (stats.built, "build"),
                 (stats.unchanged, "unchanged"),
                 (stats.preserved, "kept until rebuilt"),
                 (stats.removed, "removed"),
@@ -232,6 +252,7 @@ fn describe(job: &Job, outcome: &Outcome, duration: Duration) -> String {
     let took = secs(duration);
     match outcome {
         Outcome::Installed => format!("installed in {took}"),
+        Outcome::Built => format!("builds (checked in {took})"),
         Outcome::Replaced { old } if *old == job.module.version => {
             format!("rebuilt from the new sources in {took}, replacing the build from before")
         }
@@ -303,6 +324,7 @@ mod tests {
             after: vec![],
         };
         assert_eq!(describe(&job, &Outcome::Installed, d), "installed in 4.2 s");
+        assert_eq!(describe(&job, &Outcome::Built, d), "builds (checked in 4.2 s)");
         assert!(describe(&job, &Outcome::Skipped, d).starts_with("skipped"));
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };

@@ -1,6 +1,7 @@
 //! What every command that changes the system does around its plan, in one place, so the hooks
 //! and `sync` cannot drift apart: check that we may change the system (root), handle stopping
-//! signals, take the root's lock and clear what an interrupted run left half-written, read the
+//! signals, take the root's lock and clear what an interrupted run left half-written (and what the
+//! pre-transaction guard built for another transaction), read the
 //! inventory and the state file, drop what the configuration excludes, run the plan with every
 //! finished job going to its log, the state file (with the digest of the sources each build was
 //! made from) and the reporter, and drop the kept sources nothing needs any more.
@@ -18,11 +19,14 @@ use crate::config::Config;
 use crate::inventory::{DkmsTree, Evaluate, Inventory, Scope};
 use crate::lock::{self, Lock};
 use crate::logs::Logs;
-use crate::plan::Plan;
+use crate::plan::{Job, Plan};
 use crate::report::{Heading, Reporter};
-use crate::run::{self, Event, Outcome, Runner, Tools};
+use crate::run::{self, Event, JobResult, Outcome, Runner, Signing, Tools};
 use crate::state::{self, State};
-use crate::{exclude, interrupt, kept};
+use crate::{exclude, interrupt, kept, prebuilt};
+
+/// Told of each finished job: its position in the plan, the job, its result and its log.
+type JobDone<'a> = dyn FnMut(usize, &Job, &JobResult, Option<&std::path::Path>) + 'a;
 
 /// A command's session with the system it changes.
 pub struct Session<'c> {
@@ -66,6 +70,9 @@ impl<'c> Session<'c> {
         };
         // With the lock held, whatever an interrupted run left half-written is ours to drop.
         run::clear_private_trees(&config.layout);
+        // The guard's builds are for the hooks of its own transaction only.
+        let transaction = crate::inventory::incoming::Transaction::discover();
+        prebuilt::clear_other_transactions(&config.layout, transaction.id.as_deref());
         kept::remove_temporaries(&config.layout);
         state::remove_stale_temporaries(&config.layout.state_file());
         Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))
@@ -108,8 +115,6 @@ impl<'c> Session<'c> {
     /// Runs a plan: every finished job goes to the reporter, its log and the state file.
     fn execute(&self, inventory: &Inventory, mut state: State, plan: &Plan) -> Result<ExitCode> {
         let config = self.config;
-        let tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
-        run::preflight(&config.layout)?;
         let state_file = config.layout.state_file();
         let digests = Digests::new(inventory);
         // Forget pairs that no longer exist, so the file does not grow forever.
@@ -118,34 +123,14 @@ impl<'c> Session<'c> {
                 && (inventory.tree.entries.contains_key(&(m.to_owned(), v.to_owned()))
                     || inventory.sources.values().any(|s| s.conf.as_ref().is_ok_and(|c| c.name == m && c.version == v)))
         });
-        let logs = Logs::new(&config.log_dir, config.keep_logs);
-        let runner = Runner {
-            tools: &tools,
-            layout: &config.layout,
-            jobs: config.jobs,
-            timeout: config.job_timeout,
-            stop: &interrupt::STOP,
-        };
         let mut state_error = None;
-        let stats = runner.run(plan, &mut |event| {
-            let Event::JobFinished { job, result, .. } = &event else {
-                self.reporter.event(event);
-                return;
-            };
-            let (job, result) = (*job, *result);
-            let log = logs.write(job, result);
+        let stats = self.run_plan(plan, Signing::of(&config.layout), &mut |_, job, result, log| {
             let digest = job.is_install().then(|| digests.of(&config.layout, &job.module.name, &job.module.version));
-            state.record(job, &result.outcome, log.as_deref(), state::now(), digest.flatten().as_deref());
+            state.record(job, &result.outcome, log, state::now(), digest.flatten().as_deref());
             if let Err(e) = state.save(&state_file) {
                 state_error.get_or_insert(e);
             }
-            self.reporter.event(event);
-            let failed = result.outcome.is_failure() && result.outcome != Outcome::Interrupted;
-            if let (true, Some(log)) = (failed, &log) {
-                self.reporter.job_log(log);
-            }
-        });
-        logs.prune();
+        })?;
         if let Some(e) = state_error {
             log::warn!("{e:#}: `dkms-hook status` may not explain every failure");
         }
@@ -156,6 +141,47 @@ impl<'c> Session<'c> {
             return Ok(ExitCode::from(interrupt::exit_status(signal)));
         }
         Ok(code)
+    }
+
+    /// Runs the guard's test builds (signing with `signing`): each finished build goes to the
+    /// reporter and its log, nothing to the state file. Returns each job's result, in plan order.
+    pub fn run_builds(&self, plan: &Plan, signing: Signing) -> Result<Vec<Option<JobResult>>> {
+        let mut results = vec![None; plan.jobs.len()];
+        self.run_plan(plan, signing, &mut |position, _, result, _| results[position] = Some(result.clone()))?;
+        Ok(results)
+    }
+
+    /// Runs a plan with the root's lock and the configured limits: each finished job gets its
+    /// log, goes to `finished` (with the log's path) and then to the reporter.
+    fn run_plan(&self, plan: &Plan, signing: Signing, finished: &mut JobDone) -> Result<run::Stats> {
+        let config = self.config;
+        let tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
+        run::preflight(&config.layout)?;
+        let logs = Logs::new(&config.log_dir, config.keep_logs);
+        let runner = Runner {
+            tools: &tools,
+            layout: &config.layout,
+            jobs: config.jobs,
+            timeout: config.job_timeout,
+            stop: &interrupt::STOP,
+            signing,
+        };
+        let stats = runner.run(plan, &mut |event| {
+            let Event::JobFinished { job, result, position, .. } = &event else {
+                self.reporter.event(event);
+                return;
+            };
+            let (job, result) = (*job, *result);
+            let log = logs.write(job, result);
+            finished(*position, job, result, log.as_deref());
+            self.reporter.event(event);
+            let failed = result.outcome.is_failure() && result.outcome != Outcome::Interrupted;
+            if let (true, Some(log)) = (failed, &log) {
+                self.reporter.job_log(log);
+            }
+        });
+        logs.prune();
+        Ok(stats)
     }
 
     /// Drops the kept copies of sources that nothing needs after the run (see `kept`).

@@ -198,6 +198,7 @@ pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
     match outcome {
         Outcome::Kept { failure, .. } => (Last::Kept, summarize(failure).1),
         Outcome::Installed
+        | Outcome::Built
         | Outcome::Replaced { .. }
         | Outcome::Unchanged
         | Outcome::Preserved

@@ -36,7 +36,11 @@ fn help_list(heading: &str) -> Vec<String> {
 /// The subcommands `--help` lists.
 fn subcommands() -> Vec<String> {
     let subs = help_list("Commands");
-    assert_eq!(subs, ["install", "remove", "status", "sync", "lint", "help"], "the subcommands in --help changed");
+    assert_eq!(
+        subs,
+        ["install", "remove", "guard", "status", "sync", "lint", "help"],
+        "the subcommands in --help changed"
+    );
     subs.into_iter().filter(|s| s != "help").collect()
 }
 
@@ -66,7 +70,7 @@ fn hook_files() -> Vec<(String, String)> {
         .map(|p| (p.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read_to_string(&p).unwrap()))
         .collect();
     hooks.sort();
-    assert!(hooks.len() >= 3, "hooks/ has {} hook files", hooks.len());
+    assert!(hooks.len() >= 4, "hooks/ has {} hook files", hooks.len());
     hooks
 }
 

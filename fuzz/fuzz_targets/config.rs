@@ -17,7 +17,8 @@ fn valid(key: &str, value: &Value) -> bool {
         "jobs" | "keep_logs" | "job_timeout" | "lock_timeout" => value.as_integer().is_some_and(|n| n >= 0),
         "dkms" | "depmod" => value.is_str(),
         "log_dir" => value.as_str().is_some_and(|s| s.starts_with('/')),
-        "exclude_kernels" | "exclude_modules" => value.as_array().is_some_and(|items| {
+        "guard" => value.is_bool(),
+        "exclude_kernels" | "exclude_modules" | "critical" => value.as_array().is_some_and(|items| {
             items.iter().all(|p| p.as_str().is_some_and(|p| glob::Pattern::new(p).is_ok()))
         }),
         _ => false,

@@ -16,13 +16,20 @@
 //!
 //! Whatever cannot be found counts as not incoming: dkms-hook then does what it did without this
 //! knowledge (a module whose package leaves is removed before the transaction).
+//!
+//! The same reading finds, for the pre-transaction guard, the package file that brings a given
+//! path ([`Transaction::locate`]), and names the transaction ([`Transaction::id`]: the frontend's
+//! process and start time), so that what the guard built before it is used only by the hooks of
+//! the same transaction.
 
-use std::collections::BTreeSet;
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use alpm::{Alpm, SigLevel};
 
 use crate::config::Layout;
+use crate::package::Package;
 
 /// What pacman operation the frontend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,50 +175,145 @@ impl Frontend {
     }
 }
 
-/// The packages among `packages` that the running transaction upgrades (brings another version
-/// of): see the module documentation.
-pub fn upgraded(layout: &Layout, packages: &BTreeSet<String>) -> BTreeSet<String> {
-    if packages.is_empty() {
-        return BTreeSet::new();
+/// The running transaction, as far as a hook can see it. What it reads of the incoming package
+/// files is kept, so asking again reads nothing again.
+#[derive(Debug)]
+pub struct Transaction {
+    pub frontend: Frontend,
+    /// The frontend's process id and start time: the same for every hook of one transaction.
+    pub id: Option<String>,
+    /// (package name, file) of every incoming package file, once listed; why there are none,
+    /// when none can be listed.
+    candidates: OnceCell<Result<Vec<(String, PathBuf)>, String>>,
+    /// Package files read whole so far (`None`: not a package libalpm can read).
+    read: RefCell<BTreeMap<PathBuf, Option<Package>>>,
+}
+
+/// Where a path of the transaction comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// This package file brings it.
+    Found(Package),
+    /// No package file that dkms-hook can reach brings it (the reason says why).
+    Unreachable(String),
+}
+
+impl Transaction {
+    /// The transaction of the frontend that started this process.
+    pub fn discover() -> Transaction {
+        let frontend = Frontend::of_parent();
+        log::debug!("the running transaction's frontend: {frontend:?}");
+        let id = transaction_id(nix::unistd::getppid().as_raw());
+        Transaction { frontend, id, candidates: OnceCell::new(), read: RefCell::new(BTreeMap::new()) }
     }
-    let frontend = Frontend::of_parent();
-    log::debug!("the running transaction's frontend: {frontend:?}");
-    let handle = match super::pacman::open(layout) {
-        Ok(handle) => handle,
-        Err(e) => {
-            log::debug!("cannot look for incoming packages: {e:#}");
+
+    /// The packages among `packages` that the transaction upgrades (brings another version of):
+    /// see the module documentation.
+    pub fn upgraded(&self, layout: &Layout, packages: &BTreeSet<String>) -> BTreeSet<String> {
+        if packages.is_empty() {
             return BTreeSet::new();
         }
-    };
-    match frontend.operation {
-        Operation::Remove => BTreeSet::new(),
-        Operation::Upgrade => {
-            let mut found = BTreeSet::new();
-            for file in &frontend.files {
-                let Some(path) = frontend.in_root(layout, Path::new(file)) else {
-                    log::info!("package file {file} is outside the root: cannot tell what it upgrades");
-                    continue;
-                };
-                if let Some(name) = package_name(&handle, &path) {
-                    if packages.contains(&name) {
-                        found.insert(name);
-                    }
+        let Ok(candidates) = self.candidates(layout) else { return BTreeSet::new() };
+        candidates
+            .iter()
+            .filter(|(name, file)| packages.contains(name) && name_of(file).as_ref() == Some(name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The incoming package file of each of `paths` (package paths: `usr/src/foo-1.0/dkms.conf`),
+    /// looked for among the packages for which `likely(name, path)` holds (a cheap guess:
+    /// `*-headers` for headers, `*dkms*` for module sources), and, for the files given to `-U`,
+    /// then among the others. Reading a package's file list reads the whole package: the
+    /// hundreds of packages of a big `-Syu` are never all read.
+    pub fn locate(
+        &self,
+        layout: &Layout,
+        paths: &[String],
+        likely: impl Fn(&str, &str) -> bool,
+    ) -> BTreeMap<String, Located> {
+        paths.iter().map(|path| (path.clone(), self.holding(layout, path, &likely))).collect()
+    }
+
+    fn candidates(&self, layout: &Layout) -> &Result<Vec<(String, PathBuf)>, String> {
+        self.candidates.get_or_init(|| candidates(self, layout))
+    }
+
+    /// `file` read whole (once).
+    fn read(&self, file: &Path) -> Option<Package> {
+        self.read
+            .borrow_mut()
+            .entry(file.to_path_buf())
+            .or_insert_with(|| match Package::read(file) {
+                Ok(package) => Some(package),
+                Err(e) => {
+                    log::debug!("{e}");
+                    None
                 }
+            })
+            .clone()
+    }
+
+    /// The incoming package file holding `path`.
+    fn holding(&self, layout: &Layout, path: &str, likely: &impl Fn(&str, &str) -> bool) -> Located {
+        let all = match self.candidates(layout) {
+            Ok(all) => all,
+            Err(why) => return Located::Unreachable(why.clone()),
+        };
+        // The files given to `-U` are few and chosen: when the guess misses, all are looked at.
+        let every = self.frontend.operation == Operation::Upgrade;
+        let (first, rest): (Vec<_>, Vec<_>) = all.iter().partition(|(name, _)| likely(name, path));
+        for (name, file) in first.into_iter().chain(rest.into_iter().filter(|_| every)) {
+            if let Some(package) = self.read(file).filter(|p| p.name == *name && p.files.iter().any(|f| f == path)) {
+                return Located::Found(package);
             }
-            found
         }
-        Operation::Sync | Operation::Unknown => from_sync_databases(layout, &handle, &frontend, packages),
+        Located::Unreachable(format!(
+            "no package file dkms-hook can reach brings {path} (a file given to pacman -U, or pacman's cache, \
+             outside the root?)"
+        ))
     }
 }
 
-/// The packages among `packages` whose other version the sync databases name and pacman's cache
-/// holds.
-fn from_sync_databases(
-    layout: &Layout,
-    handle: &Alpm,
-    frontend: &Frontend,
-    packages: &BTreeSet<String>,
-) -> BTreeSet<String> {
+/// The name of the package in `file`, as libalpm reads it from the file's metadata.
+fn name_of(file: &Path) -> Option<String> {
+    match Package::name_of(file) {
+        Ok(name) => Some(name),
+        Err(e) => {
+            log::debug!("{e}");
+            None
+        }
+    }
+}
+
+/// The incoming package files, by package name: `-U`'s files as the hook sees them (named by
+/// their metadata), or the sync databases' packages that differ from the installed ones (or are
+/// not installed) and sit in pacman's cache (named by the database; a file is confirmed to be
+/// that package when it is used). `Err` says why there are none to look at.
+fn candidates(transaction: &Transaction, layout: &Layout) -> Result<Vec<(String, PathBuf)>, String> {
+    let frontend = &transaction.frontend;
+    match frontend.operation {
+        Operation::Remove => Err("the transaction only removes packages".to_owned()),
+        Operation::Upgrade => {
+            let mut files = Vec::new();
+            for file in &frontend.files {
+                match frontend.in_root(layout, Path::new(file)) {
+                    Some(path) if path.is_file() => files.extend(name_of(&path).map(|name| (name, path))),
+                    _ => log::info!("package file {file} is outside the root: dkms-hook cannot read it"),
+                }
+            }
+            Ok(files)
+        }
+        Operation::Sync | Operation::Unknown => {
+            let handle = super::pacman::open(layout).map_err(|e| format!("{e:#}"))?;
+            Ok(from_sync_databases(layout, &handle, frontend))
+        }
+    }
+}
+
+/// The sync databases' packages whose version differs from the installed one (or that are not
+/// installed) and whose file is in pacman's cache, as (name, file).
+fn from_sync_databases(layout: &Layout, handle: &Alpm, frontend: &Frontend) -> Vec<(String, PathBuf)> {
     for db in crate::dirs::names(&layout.dbpath.join("sync")).unwrap_or_default() {
         if let Some(name) = db.strip_suffix(".db") {
             if let Err(e) = handle.register_syncdb(name, SigLevel::NONE) {
@@ -220,23 +322,30 @@ fn from_sync_databases(
         }
     }
     let cachedirs = cache_dirs(layout, frontend);
-    let mut found = BTreeSet::new();
-    for name in packages {
-        let installed = handle.localdb().pkg(name.as_str()).ok().map(|p| p.version().to_string());
-        for db in handle.syncdbs() {
-            let Ok(pkg) = db.pkg(name.as_str()) else { continue };
+    let mut found = Vec::new();
+    for db in handle.syncdbs() {
+        for pkg in db.pkgs() {
+            let installed = handle.localdb().pkg(pkg.name()).ok().map(|p| p.version().to_string());
             if installed.as_deref() == Some(pkg.version().as_str()) {
                 continue;
             }
             let Some(filename) = pkg.filename() else { continue };
-            let cached = cachedirs.iter().map(|d| d.join(filename)).find(|p| p.is_file());
-            if cached.and_then(|p| package_name(handle, &p)).as_deref() == Some(name.as_str()) {
-                found.insert(name.clone());
-                break;
+            if let Some(file) = cachedirs.iter().map(|d| d.join(filename)).find(|p| p.is_file()) {
+                found.push((pkg.name().to_owned(), file));
             }
         }
     }
     found
+}
+
+/// The transaction id of process `pid`: `PID.STARTTIME` (field 22 of `/proc/PID/stat`), unique
+/// while the machine runs.
+fn transaction_id(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{pid}.{start}"))
 }
 
 /// pacman's package caches as the hook sees them: `--cachedir` of the command line, else
@@ -259,18 +368,6 @@ pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
         dirs.push(layout.root.join("var/cache/pacman/pkg"));
     }
     dirs
-}
-
-/// The name of the package in file `path`, read by libalpm (metadata only).
-fn package_name(handle: &Alpm, path: &Path) -> Option<String> {
-    use std::os::unix::ffi::OsStrExt;
-    match handle.pkg_load(path.as_os_str().as_bytes().to_vec(), false, SigLevel::NONE) {
-        Ok(pkg) => Some(pkg.name().to_owned()),
-        Err(e) => {
-            log::debug!("cannot read the package {}: {e}", path.display());
-            None
-        }
-    }
 }
 
 #[cfg(test)]
@@ -302,6 +399,15 @@ mod tests {
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["-odd.pkg".to_owned()][..]));
         // Targets of other operations are package names, not files.
         assert!(parse("pacman -S foo").files.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_is_named_by_its_frontend_process() {
+        let me = std::process::id() as i32;
+        let id = transaction_id(me).unwrap();
+        assert!(id.starts_with(&format!("{me}.")), "{id}");
+        assert_eq!(transaction_id(me), Some(id));
+        assert_eq!(transaction_id(i32::MAX), None);
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Inventory {
     /// Packages owning the module sources read that the running pacman transaction upgrades
     /// (when the scope asked; see `incoming`).
     pub upgrading: BTreeSet<String>,
+    /// What the pre-transaction guard built for the running transaction (when the scope asked).
+    pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -83,6 +85,8 @@ pub struct Scope<'a> {
     pub all_digests: bool,
     /// Find which of the sources' packages the running transaction upgrades.
     pub incoming: bool,
+    /// Read what the guard built for the running transaction (and the digests of their sources).
+    pub prebuilt: bool,
 }
 
 impl Inventory {
@@ -95,6 +99,11 @@ impl Inventory {
     /// Reads what `scope` asks for.
     pub fn read_scope(layout: &Layout, scope: Scope, evaluate: Evaluate) -> Result<Inventory> {
         let tree = DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout))?;
+        let prebuilt = if scope.prebuilt {
+            crate::prebuilt::load(layout, incoming::Transaction::discover().id.as_deref())
+        } else {
+            Vec::new()
+        };
         let mut dirs = dkms_conf::source_dirs(&layout.source_tree)?;
         if let Some(only) = scope.only {
             dirs.retain(|d| only.contains(d));
@@ -113,18 +122,20 @@ impl Inventory {
             .zip(confs)
             .map(|(dir, conf)| {
                 let package = owners.sources.get(&dir).cloned();
-                let wanted = scope.all_digests || scope.digests.is_some_and(|d| d.contains(&dir));
+                let wanted = scope.all_digests
+                    || scope.digests.is_some_and(|d| d.contains(&dir))
+                    || prebuilt.iter().any(|p| format!("{}-{}", p.module, p.version) == dir);
                 let digest = wanted.then(|| digest_of(layout, &dir)).flatten();
                 (dir.clone(), ModuleSource { dir, package, conf, digest })
             })
             .collect();
         let upgrading = if scope.incoming {
             let packages: BTreeSet<String> = sources.values().filter_map(|s| s.package.clone()).collect();
-            incoming::upgraded(layout, &packages)
+            incoming::Transaction::discover().upgraded(layout, &packages)
         } else {
             BTreeSet::new()
         };
-        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading })
+        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading, prebuilt })
     }
 }
 

@@ -158,6 +158,7 @@ impl Builder {
             install_tree: &self.layout.module_dir,
             make_jobs: self.make_jobs,
             signing: &self.signing,
+            mount: None,
         };
         let started = Instant::now();
         let limits = Limits { timeout: self.timeout, stop: &interrupt::STOP };

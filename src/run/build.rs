@@ -14,6 +14,7 @@ use std::time::Instant;
 use super::command::{Limits, Signing, Tools};
 use super::{exit_meaning, judge_vermagic, Outcome, TAIL_LINES};
 use crate::plan::ModuleId;
+use crate::process::PrivateMount;
 
 /// One private build.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,8 @@ pub struct PrivateBuild<'a> {
     pub make_jobs: usize,
     /// What to sign the modules with.
     pub signing: &'a Signing,
+    /// Where dkms sees the headers besides `headers` (see [`crate::process::PrivateMount`]).
+    pub mount: Option<&'a PrivateMount>,
 }
 
 /// A private build that succeeded.
@@ -85,7 +88,7 @@ impl PrivateBuild<'_> {
 
     fn build(&self, tools: &Tools, limits: Limits, started: Instant, output: &mut String) -> Result<Built, Outcome> {
         let done = tools
-            .dkms(self.args(), Some(self.make_jobs), self.signing, limits)
+            .dkms_with(self.args(), Some(self.make_jobs), self.signing, limits, self.mount)
             .map_err(|error| Outcome::ExecFailed { error })?;
         let text = done.text();
         output.push_str(&text);

@@ -50,10 +50,22 @@ impl Tools {
     /// `make -j make_jobs` when given, signing modules with `signing`.
     pub fn dkms(
         &self,
+        args: Vec<OsString>,
+        make_jobs: Option<usize>,
+        signing: &Signing,
+        limits: Limits,
+    ) -> Result<Finished, String> {
+        self.dkms_with(args, make_jobs, signing, limits, None)
+    }
+
+    /// [`Tools::dkms`], with `mount` set up for dkms alone (see [`process::PrivateMount`]).
+    pub fn dkms_with(
+        &self,
         mut args: Vec<OsString>,
         make_jobs: Option<usize>,
         signing: &Signing,
         limits: Limits,
+        mount: Option<&process::PrivateMount>,
     ) -> Result<Finished, String> {
         // Without --verbose, dkms runs each long step beside a background `sleep 3` progress
         // loop whose teardown races: now and then dkms waits out the sleep (seen with 3.0 and
@@ -67,14 +79,17 @@ impl Tools {
         }
         let mut cmd = Command::new(&self.dkms);
         cmd.args(args).env("mok_signing_key", &signing.key).env("mok_certificate", &signing.cert);
-        self.run(cmd, limits).map_err(|e| format!("failed to run {}: {e}", self.dkms.display()))
+        self.run(cmd, limits, mount).map_err(|e| match mount {
+            Some(_) => format!("failed to run {} in a private mount namespace: {e}", self.dkms.display()),
+            None => format!("failed to run {}: {e}", self.dkms.display()),
+        })
     }
 
     /// Runs depmod for one kernel; the error holds its output.
     pub fn depmod(&self, layout: &Layout, kver: &str, limits: Limits) -> Result<(), String> {
         let mut cmd = Command::new(&self.depmod);
         cmd.args(depmod_args(layout, kver));
-        match self.run(cmd, limits) {
+        match self.run(cmd, limits, None) {
             Ok(done) if done.code() == Some(0) => Ok(()),
             Ok(done) => Err(format!(
                 "depmod for {kver} failed ({}): {}",
@@ -86,9 +101,13 @@ impl Tools {
     }
 
     /// Runs a dkms or depmod command line, holding the run's lock, within `limits`.
-    fn run(&self, cmd: Command, limits: Limits) -> std::io::Result<Finished> {
-        let opts =
-            process::Options { timeout: limits.timeout, keep_open: self.lock_fd, ..process::Options::new(limits.stop) };
+    fn run(&self, cmd: Command, limits: Limits, mount: Option<&process::PrivateMount>) -> std::io::Result<Finished> {
+        let opts = process::Options {
+            timeout: limits.timeout,
+            keep_open: self.lock_fd,
+            mount,
+            ..process::Options::new(limits.stop)
+        };
         process::run(cmd, &opts)
     }
 }
@@ -126,7 +145,7 @@ pub fn dkms_args(layout: &Layout, job: &Job) -> Vec<OsString> {
         JobKind::Unregister | JobKind::Retire { .. } => {
             vec!["remove", "--no-depmod", "-m", &m.name, "-v", &m.version, "--all"]
         }
-        JobKind::Unchanged { .. } | JobKind::Preserve { .. } => return Vec::new(),
+        JobKind::Unchanged { .. } | JobKind::Preserve { .. } | JobKind::Test { .. } => return Vec::new(),
     };
     let mut args: Vec<OsString> = base.into_iter().map(OsString::from).collect();
     let headers_for = if job.is_install() { job.kernel() } else { None };

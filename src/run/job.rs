@@ -20,8 +20,8 @@ use super::{
     excerpt, exit_meaning, judge_vermagic, modified_since, private_root, JobResult, Outcome, Runner, TAIL_LINES,
 };
 use crate::interrupt::Stop;
-use crate::plan::{Job, JobKind, ModuleId};
-use crate::process::Finished;
+use crate::plan::{Job, JobKind, ModuleId, TestBuild};
+use crate::process::{Finished, PrivateMount};
 
 /// The locks a job takes: its own module version's, and for a replacement of another version,
 /// that version's too (taken in module version order, so two jobs never wait on each other).
@@ -62,26 +62,41 @@ pub(super) enum Mode {
 }
 
 impl Runner<'_> {
-    /// Runs one job and judges its result.
-    pub(super) fn run_job(&self, job: &Job, mode: Mode, locks: Locks, make_jobs: usize) -> JobResult {
+    /// Runs one job and judges its result. `prebuilt`: the guard's build of the job's module
+    /// version for its kernel, to install instead of building.
+    pub(super) fn run_job(
+        &self,
+        job: &Job,
+        mode: Mode,
+        locks: Locks,
+        prebuilt: Option<&PathBuf>,
+        make_jobs: usize,
+    ) -> JobResult {
         let started = Instant::now();
         let limits = Limits { timeout: self.timeout, stop: self.stop };
         let mut output = String::new();
         let out = &mut output;
-        let outcome = match (&job.kind, mode) {
-            (JobKind::Replace { old, old_digest, .. }, _) => {
-                self.replace(job, old, old_digest.as_deref(), locks, make_jobs, limits, out)
+        let prebuilt_build = || prebuilt.map(|dir| Built { dir: dir.clone(), modules: Vec::new() });
+        let outcome = match (&job.kind, mode, prebuilt_build()) {
+            (JobKind::Replace { old, old_digest, .. }, _, built) => {
+                let built = built.map_or_else(|| self.build_privately(job, make_jobs, limits, out), Ok);
+                self.replace(job, old, old_digest.as_deref(), built, locks, make_jobs, limits, out)
             }
-            (JobKind::Install { .. }, Mode::Private) => self.private(job, locks.own, make_jobs, limits, out),
-            (JobKind::Unchanged { .. }, _) => {
+            (JobKind::Install { .. }, _, Some(built)) => {
+                let _guard = locks.own();
+                self.install_built(job, &built, make_jobs, limits, out)
+            }
+            (JobKind::Install { .. }, Mode::Private, None) => self.private(job, locks.own, make_jobs, limits, out),
+            (JobKind::Test { kernel, build }, _, _) => self.test_build(job, kernel, build, make_jobs, limits, out),
+            (JobKind::Unchanged { .. }, _, _) => {
                 let _guard = locks.own();
                 self.unchanged(job)
             }
-            (JobKind::Preserve { digest, .. }, _) => {
+            (JobKind::Preserve { digest, .. }, _, _) => {
                 let _guard = locks.own();
                 self.preserve(job, digest)
             }
-            (JobKind::Retire { .. }, _) => {
+            (JobKind::Retire { .. }, _, _) => {
                 let _guard = locks.own();
                 self.retire(job, limits, out)
             }
@@ -90,7 +105,61 @@ impl Runner<'_> {
                 self.direct(job, make_jobs, limits, started, out)
             }
         };
-        JobResult { outcome, duration: started.elapsed(), output }
+        // A build that could not be moved in (another file system) was built again in place.
+        let used = prebuilt.is_some_and(|dir| !dir.exists());
+        JobResult { outcome, duration: started.elapsed(), output, prebuilt: used }
+    }
+
+    /// The guard's build: private, from wherever `build` says, with nothing installed. A build
+    /// that failed leaves nothing behind: its make.log goes into the job's output (and so into
+    /// dkms-hook's log), and the excerpt names the sources as the package ships them.
+    fn test_build(
+        &self,
+        job: &Job,
+        kernel: &str,
+        build: &TestBuild,
+        make_jobs: usize,
+        limits: Limits,
+        output: &mut String,
+    ) -> Outcome {
+        let mount = match build.mount_headers.then(|| self.headers_mount(kernel, &build.headers)).transpose() {
+            Ok(mount) => mount,
+            Err(error) => return Outcome::ExecFailed { error },
+        };
+        let private = PrivateBuild {
+            module: &job.module,
+            kernel,
+            tree: &build.tree,
+            source_tree: &build.source_tree,
+            headers: &build.headers,
+            install_tree: &self.layout.module_dir,
+            make_jobs,
+            signing: &self.signing,
+            mount: mount.as_ref(),
+        };
+        let outcome = match private.run(self.tools, limits, output) {
+            Ok(_) => return Outcome::Built,
+            Err(Outcome::Failed { code, meaning, log: Some(log), tail }) => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                output.push_str(&format!("\n--- {} ---\n{text}", log.display()));
+                let copy = build.tree.join(&job.module.name).join(&job.module.version).join("build");
+                let (copy, packaged) =
+                    (copy.display().to_string(), format!("/usr/src/{}-{}", job.module.name, job.module.version));
+                let tail = tail.iter().map(|line| line.replace(&copy, &packaged)).collect();
+                Outcome::Failed { code, meaning, log: None, tail }
+            }
+            Err(outcome) => outcome,
+        };
+        let _ = std::fs::remove_dir_all(&build.tree);
+        outcome
+    }
+
+    /// `headers` mounted at the running system's `/lib/modules/KERNEL/build` for one dkms.
+    fn headers_mount(&self, kernel: &str, headers: &Path) -> Result<PrivateMount, String> {
+        // `/lib` is a link to `usr/lib` on Arch: cover the directory it leads to.
+        let modules = std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules"));
+        PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"))
+            .map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
     }
 
     /// `DKMSTREE/M/V/K`: where dkms keeps a module version's build for a kernel.
@@ -100,7 +169,7 @@ impl Runner<'_> {
 
     /// Whether dkms's signing key for this root exists.
     pub(super) fn tools_signing_key_exists(&self) -> bool {
-        command::Signing::of(self.layout).exists()
+        self.signing.exists()
     }
 
     /// The job as one dkms call in the real tree.
@@ -147,7 +216,6 @@ impl Runner<'_> {
         let kernel = job.kernel().unwrap_or_default();
         let tree = self.private_tree(job);
         let headers = self.layout.kernel_dir(kernel).join("build");
-        let signing = command::Signing::of(self.layout);
         let build = PrivateBuild {
             module: &job.module,
             kernel,
@@ -156,7 +224,8 @@ impl Runner<'_> {
             headers: &headers,
             install_tree: &self.layout.module_dir,
             make_jobs,
-            signing: &signing,
+            signing: &self.signing,
+            mount: None,
         };
         build.run(self.tools, limits, output)
     }
@@ -184,20 +253,21 @@ impl Runner<'_> {
         outcome
     }
 
-    /// Replaces version `old` for the job's kernel with a private build of the job's version:
-    /// see the module documentation.
+    /// Replaces version `old` for the job's kernel with `built`, a private build of the job's
+    /// version (or why there is none): see the module documentation.
     #[allow(clippy::too_many_arguments)]
     fn replace(
         &self,
         job: &Job,
         old: &str,
         old_digest: Option<&str>,
+        built: Result<Built, Outcome>,
         locks: Locks,
         make_jobs: usize,
         limits: Limits,
         output: &mut String,
     ) -> Outcome {
-        let built = match self.build_privately(job, make_jobs, limits, output) {
+        let built = match built {
             Ok(built) => built,
             // The new version excludes this kernel (BUILD_EXCLUSIVE): the old one goes.
             Err(Outcome::Skipped) => {
@@ -351,9 +421,9 @@ impl Runner<'_> {
         None
     }
 
-    /// One dkms call with the root's signing key.
+    /// One dkms call with the run's signing key.
     fn dkms(&self, args: Vec<OsString>, make_jobs: Option<usize>, limits: Limits) -> Result<Finished, String> {
-        self.tools.dkms(args, make_jobs, &command::Signing::of(self.layout), limits)
+        self.tools.dkms(args, make_jobs, &self.signing, limits)
     }
 
     /// What a finished dkms call came to for `job`.

@@ -33,6 +33,8 @@ pub use command::{Limits, Signing, Tools};
 pub enum Outcome {
     /// Built (if needed) and installed; the built modules name the right kernel.
     Installed,
+    /// The guard's build worked: built in its private tree, every module naming the kernel.
+    Built,
     /// Built privately and swapped in for version `old` (the same version when only the sources
     /// changed), which is gone from the kernel.
     Replaced { old: String },
@@ -82,6 +84,7 @@ impl Outcome {
         !matches!(
             self,
             Outcome::Installed
+                | Outcome::Built
                 | Outcome::Replaced { .. }
                 | Outcome::Unchanged
                 | Outcome::Preserved
@@ -100,13 +103,16 @@ pub struct JobResult {
     pub duration: Duration,
     /// dkms's combined stdout and stderr (all dkms calls of the job).
     pub output: String,
+    /// The job installed what the pre-transaction guard built, instead of building.
+    pub prebuilt: bool,
 }
 
 /// What the runner tells its caller, in order.
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// A job finished; `index` counts finished jobs (0-based) out of `total`.
-    JobFinished { index: usize, total: usize, job: &'a Job, result: &'a JobResult },
+    /// A job finished; `index` counts finished jobs (0-based) out of `total`; the job is
+    /// `plan.jobs[position]`.
+    JobFinished { index: usize, total: usize, position: usize, job: &'a Job, result: &'a JobResult },
     /// depmod ran for a kernel.
     Depmod { kver: &'a str, result: Result<Duration, String> },
 }
@@ -115,6 +121,8 @@ pub enum Event<'a> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub installed: usize,
+    /// The guard's builds that worked.
+    pub built: usize,
     pub unchanged: usize,
     pub preserved: usize,
     pub removed: usize,
@@ -130,6 +138,7 @@ impl Stats {
     fn record(&mut self, outcome: &Outcome) {
         match outcome {
             Outcome::Installed | Outcome::Replaced { .. } => self.installed += 1,
+            Outcome::Built => self.built += 1,
             Outcome::Unchanged => self.unchanged += 1,
             Outcome::Preserved => self.preserved += 1,
             Outcome::StillServing { .. } => {}
@@ -154,6 +163,9 @@ pub struct Runner<'a> {
     pub timeout: Option<Duration>,
     /// Set (by a signal handler) to stop: no new jobs start, running dkms are terminated.
     pub stop: &'a Stop,
+    /// The key and certificate dkms signs modules with (and creates on first use): the root's
+    /// own ([`Signing::of`]), or the guard's.
+    pub signing: Signing,
 }
 
 impl Runner<'_> {

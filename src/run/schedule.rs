@@ -80,9 +80,10 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 let job = &plan.jobs[i];
                 let other = job.other_version().and_then(|o| locks.get_key_value(&o)).map(|(id, lock)| (lock, id));
                 let job_locks = Locks { own: &locks[&job.module], other };
+                let prebuilt = job.kernel().and_then(|k| plan.prebuilt.get(&(job.module.clone(), k.to_owned())));
                 let (tx, runner) = (tx.clone(), self.runner);
                 scope.spawn(move || {
-                    let _ = tx.send((i, runner.run_job(job, mode, job_locks, make_jobs)));
+                    let _ = tx.send((i, runner.run_job(job, mode, job_locks, prebuilt, make_jobs)));
                 });
             }
             if self.running.is_empty() {
@@ -111,7 +112,11 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 None => continue,
             };
             self.started[i] = true;
-            self.finish(i, JobResult { outcome, duration: Duration::ZERO, output: String::new() }, sink);
+            self.finish(
+                i,
+                JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false },
+                sink,
+            );
         }
     }
 
@@ -123,7 +128,11 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 self.started[i] = true;
                 let outcome =
                     Outcome::ExecFailed { error: "not started: the jobs it depends on never finished".into() };
-                self.finish(i, JobResult { outcome, duration: Duration::ZERO, output: String::new() }, sink);
+                self.finish(
+                    i,
+                    JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false },
+                    sink,
+                );
             }
         }
     }
@@ -132,13 +141,14 @@ impl<'r, 'p> Schedule<'r, 'p> {
     fn finish(&mut self, i: usize, result: JobResult, sink: &mut dyn FnMut(Event)) {
         let job = &self.plan.jobs[i];
         if self.signing_first
-            && job.is_install()
-            && matches!(result.outcome, Outcome::Installed | Outcome::Replaced { .. })
+            && job.builds()
+            && matches!(result.outcome, Outcome::Installed | Outcome::Replaced { .. } | Outcome::Built)
         {
             self.signing_first = false;
         }
         self.stats.record(&result.outcome);
-        sink(Event::JobFinished { index: self.finished, total: self.plan.jobs.len(), job, result: &result });
+        let total = self.plan.jobs.len();
+        sink(Event::JobFinished { index: self.finished, total, position: i, job, result: &result });
         self.finished += 1;
         self.outcomes[i] = Some(result.outcome);
     }
@@ -148,10 +158,9 @@ impl<'r, 'p> Schedule<'r, 'p> {
         let jobs = &self.plan.jobs;
         // Removals are short shell work with no make of their own: one more of them fills the
         // gaps between the others' process starts.
-        let slot_free = |i: usize| {
-            self.running.len() < self.parallel || (!jobs[i].is_install() && self.running.len() <= self.parallel)
-        };
-        let install_may_start = !self.signing_first || !self.running.iter().any(|&r| jobs[r].is_install());
+        let slot_free =
+            |i: usize| self.running.len() < self.parallel || (!jobs[i].builds() && self.running.len() <= self.parallel);
+        let install_may_start = !self.signing_first || !self.running.iter().any(|&r| jobs[r].builds());
         let waited_for = |i: usize| match &jobs[i].kind {
             JobKind::Retire { replacing } => replacing.iter().all(|&r| self.outcomes[r].is_some()),
             _ => true,
@@ -159,12 +168,13 @@ impl<'r, 'p> Schedule<'r, 'p> {
         let ready = |i: usize| {
             !self.started[i]
                 && slot_free(i)
-                && (install_may_start || !jobs[i].is_install())
+                && (install_may_start || !jobs[i].builds())
                 && jobs[i].after.iter().all(|&d| self.outcomes[d].as_ref().is_some_and(|o| !o.is_failure()))
                 && waited_for(i)
         };
         let busy = |i: usize| self.running.iter().any(|&r| jobs[r].module == jobs[i].module);
-        let replace = |i: usize| matches!(jobs[i].kind, JobKind::Replace { .. });
+        // A replacement and a guard's build work in trees of their own.
+        let replace = |i: usize| matches!(jobs[i].kind, JobKind::Replace { .. } | JobKind::Test { .. });
         (0..jobs.len())
             .find(|&i| ready(i) && (replace(i) || !busy(i)))
             .map(|i| (i, if replace(i) { Mode::Private } else { Mode::Direct }))

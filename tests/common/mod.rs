@@ -54,6 +54,33 @@ pub struct TestRoot {
     calls_log: PathBuf,
 }
 
+/// The files of a headers package for `kver` (see [`TestRoot::headers`]).
+pub fn headers_entries(kver: &str) -> Vec<(String, String)> {
+    let b = format!("usr/lib/modules/{kver}/build");
+    vec![
+        (format!("{b}/"), String::new()),
+        (format!("{b}/Makefile"), "# fake kernel Makefile\n".to_owned()),
+        (format!("{b}/include/"), String::new()),
+        (format!("{b}/include/generated/"), String::new()),
+        (format!("{b}/include/generated/utsrelease.h"), format!("#define UTS_RELEASE \"{kver}\"\n")),
+    ]
+}
+
+/// The files of a module package shipping `usr/src/DIR` (see [`TestRoot::module_pkg`]).
+pub fn module_entries(dir: &str, dkms_conf: &str) -> Vec<(String, String)> {
+    let s = format!("usr/src/{dir}");
+    vec![
+        (format!("{s}/"), String::new()),
+        (format!("{s}/dkms.conf"), dkms_conf.to_owned()),
+        (format!("{s}/Makefile"), "obj-m += fake.o\n".to_owned()),
+    ]
+}
+
+/// `entries` as the `(&str, &str)` pairs [`TestRoot::package`] takes.
+pub fn borrowed(entries: &[(String, String)]) -> Vec<(&str, &str)> {
+    entries.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect()
+}
+
 /// A dkms.conf for module `name`/`version`, in the shape `*-dkms` packages ship.
 pub fn dkms_conf(name: &str, version: &str) -> String {
     format!(
@@ -252,19 +279,13 @@ impl TestRoot {
 
     /// Headers package `pkgname` owning `usr/lib/modules/KVER/build/` with `build/include/`.
     pub fn headers(&self, pkgname: &str, kver: &str) -> &Self {
-        let b = format!("usr/lib/modules/{kver}/build");
-        let uts = format!("#define UTS_RELEASE \"{kver}\"\n");
-        self.package(
-            pkgname,
-            "1.0-1",
-            &[
-                (&format!("{b}/"), ""),
-                (&format!("{b}/Makefile"), "# fake kernel Makefile\n"),
-                (&format!("{b}/include/"), ""),
-                (&format!("{b}/include/generated/"), ""),
-                (&format!("{b}/include/generated/utsrelease.h"), &uts),
-            ],
-        )
+        self.headers_version(pkgname, "1.0-1", kver)
+    }
+
+    /// Like [`TestRoot::headers`] with the package version given.
+    pub fn headers_version(&self, pkgname: &str, version: &str, kver: &str) -> &Self {
+        let entries = headers_entries(kver);
+        self.package(pkgname, version, &borrowed(&entries))
     }
 
     /// Module-source package `pkgname` (version `1.0-1`) owning `usr/src/DIR/` with `dkms.conf`.
@@ -274,16 +295,8 @@ impl TestRoot {
 
     /// Like [`TestRoot::module_pkg`] with the package version given (e.g. for a pkgrel bump).
     pub fn module_pkg_version(&self, pkgname: &str, version: &str, dir: &str, dkms_conf: &str) -> &Self {
-        let s = format!("usr/src/{dir}");
-        self.package(
-            pkgname,
-            version,
-            &[
-                (&format!("{s}/"), ""),
-                (&format!("{s}/dkms.conf"), dkms_conf),
-                (&format!("{s}/Makefile"), "obj-m += fake.o\n"),
-            ],
-        )
+        let entries = module_entries(dir, dkms_conf);
+        self.package(pkgname, version, &borrowed(&entries))
     }
 
     /// Replaces the fake headers of `kver` (see [`TestRoot::headers`]) with a copy of Debian's real
@@ -499,6 +512,12 @@ impl TestRoot {
     /// offered before) and its file in pacman's cache, as pacman has them when it runs the
     /// PreTransaction hooks of a `pacman -S`/`-Syu` that upgrades it.
     pub fn offer_upgrade(&self, name: &str, version: &str) -> &Self {
+        self.offer(name, version, &[])
+    }
+
+    /// Like [`TestRoot::offer_upgrade`], with the package holding `entries` (as for
+    /// [`TestRoot::package`]): what the guard extracts.
+    pub fn offer(&self, name: &str, version: &str, entries: &[(&str, &str)]) -> &Self {
         let bsdtar = |args: &[&std::ffi::OsStr]| {
             let ok = Command::new("bsdtar").args(args).status().expect("bsdtar (libarchive-tools)").success();
             assert!(ok, "bsdtar {args:?} failed");
@@ -511,17 +530,26 @@ impl TestRoot {
             format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = x86_64\nsize = 0\n"),
         )
         .unwrap();
+        for (path, content) in entries {
+            let on_disk = pkg.join(path);
+            if path.ends_with('/') {
+                fs::create_dir_all(&on_disk).unwrap();
+            } else {
+                fs::create_dir_all(on_disk.parent().unwrap()).unwrap();
+                fs::write(&on_disk, content).unwrap();
+            }
+        }
         let cache = self.path("var/cache/pacman/pkg");
         fs::create_dir_all(&cache).unwrap();
         let file = cache.join(&filename);
-        bsdtar(&[
-            "--zstd".as_ref(),
-            "-cf".as_ref(),
-            file.as_os_str(),
-            "-C".as_ref(),
-            pkg.as_os_str(),
-            ".PKGINFO".as_ref(),
-        ]);
+        let mut members: Vec<&std::ffi::OsStr> = vec![".PKGINFO".as_ref()];
+        if pkg.join("usr").exists() {
+            members.push("usr".as_ref());
+        }
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["--zstd".as_ref(), "-cf".as_ref(), file.as_os_str(), "-C".as_ref(), pkg.as_os_str()];
+        args.extend(members);
+        bsdtar(&args);
         // The database holds every package offered so far: one `NAME-VERSION/desc` each.
         let db = self.scratch().join("offered-db");
         let entry = db.join(format!("{name}-{version}"));

@@ -31,6 +31,23 @@ use std::time::Instant;
 
 pub use packages::*;
 
+/// Two tests for each `scenario => test_with_dkms_3_0, test_with_dkms_3_2;`: the scenario
+/// (a function taking the [`Dkms`] to run) once with each dkms.
+#[allow(unused_macros)]
+macro_rules! for_each_dkms {
+    ($($scenario:ident => $v30:ident, $v32:ident;)*) => {$(
+        #[test]
+        fn $v30() {
+            $scenario(Dkms::V3_0)
+        }
+
+        #[test]
+        fn $v32() {
+            $scenario(Dkms::V3_2)
+        }
+    )*};
+}
+
 /// The repository: hooks, scripts and test module sources are read from here.
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The shell helper shared with `scripts/demo`.
@@ -111,6 +128,11 @@ fn tool_env(cmd: &mut Command) -> &mut Command {
 
 /// Runs FUNC from the shell helper with ARGS.
 pub fn shell(func: &str, args: &[&str]) -> Ran {
+    shell_env(func, args, &[])
+}
+
+/// [`shell`] with ENV added to the environment.
+pub fn shell_env(func: &str, args: &[&str], env: &[(&str, &str)]) -> Ran {
     let output = tool_env(
         Command::new("bash")
             .arg("-c")
@@ -118,6 +140,7 @@ pub fn shell(func: &str, args: &[&str]) -> Ran {
             .arg(Path::new(REPO).join(HELPER))
             .arg(func)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null()),
     )
     .output()
@@ -312,11 +335,17 @@ impl Root {
     /// Runs pacman on the root with ARGS; prints the command, its output and its duration (shown
     /// when a test fails, or with --nocapture).
     pub fn pacman(&self, args: &[&str]) -> Transaction {
-        println!("\n$ pacman {}", args.join(" "));
+        self.pacman_env(&[], args)
+    }
+
+    /// [`Root::pacman`] with ENV in pacman's environment (which its hooks inherit).
+    pub fn pacman_env(&self, env: &[(&str, &str)], args: &[&str]) -> Transaction {
+        let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        println!("\n$ {}pacman {}", shown.concat(), args.join(" "));
         let started = Instant::now();
         let mut all = vec![self.root.to_str().unwrap()];
         all.extend_from_slice(args);
-        let ran = shell("ovr_pacman", &all);
+        let ran = shell_env("ovr_pacman", &all, env);
         println!("{}[pacman exit {:?}, {:.1}s]", ran.output, ran.status.code(), started.elapsed().as_secs_f64());
         Transaction { code: ran.status.code(), output: ran.output }
     }
@@ -350,6 +379,79 @@ impl Root {
         let t = self.pacman(&args);
         assert_eq!(t.code, Some(0), "pacman -U failed:\n{}", t.output);
         t
+    }
+
+    /// Serves PKGS from a local repository (`repo-add`, a `file://` server in the root's
+    /// pacman.conf) for `pacman -Syu`: every package served so far stays in it.
+    pub fn serve(&self, pkgs: &[Pkg]) {
+        let repo = self.dir.join("repo");
+        fs::create_dir_all(&repo).expect("cannot create the repository directory");
+        let mut files = Vec::new();
+        for p in pkgs {
+            let file = p.file();
+            let served = repo.join(file.file_name().unwrap());
+            fs::copy(&file, &served).expect("cannot copy a package into the repository");
+            files.push(served.to_str().unwrap().to_owned());
+        }
+        let db = repo.join("served.db.tar.gz");
+        let mut cmd = Command::new("repo-add");
+        cmd.arg("--quiet").arg(&db).args(&files);
+        let out = tool_env(&mut cmd).output().expect("cannot run repo-add");
+        assert!(out.status.success(), "repo-add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let conf = self.path("etc/pacman.conf");
+        let text = fs::read_to_string(&conf).unwrap();
+        if !text.contains("[served]") {
+            fs::write(&conf, format!("{text}\n[served]\nServer = file://{}\n", repo.display())).unwrap();
+        }
+    }
+
+    /// Puts a `make` in front of the real one (in `/usr/local/bin`, first in the hooks' PATH)
+    /// that appends the arguments of each make dkms starts to `/var/log/make-calls` in the root:
+    /// which builds ran, and in which dkms tree.
+    pub fn record_make(&self) {
+        let wrapper = self.path("usr/local/bin/make");
+        fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+        // Only the make that dkms starts, not the makes it starts in turn.
+        let script = "#!/bin/bash\n[[ -z ${MAKELEVEL:-} ]] && printf '%s\\n' \"$*\" >>/var/log/make-calls\nexec /usr/bin/make \"$@\"\n";
+        fs::write(&wrapper, script).unwrap();
+        let ran = self.chroot(&["chmod", "0755", "/usr/local/bin/make"]);
+        assert!(ran.status.success(), "{}", ran.output);
+    }
+
+    /// The make calls recorded since [`Root::record_make`] (and empties the record).
+    pub fn make_calls(&self) -> Vec<String> {
+        let file = self.path("var/log/make-calls");
+        let calls = fs::read_to_string(&file).unwrap_or_default().lines().map(str::to_owned).collect();
+        let _ = fs::write(&file, "");
+        calls
+    }
+
+    /// Every entry below the root's DIRS with its kind, size and modification time: equal
+    /// snapshots mean nothing there was created, deleted or written.
+    pub fn snapshot(&self, dirs: &[&str]) -> BTreeMap<String, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut entries = BTreeMap::new();
+        let mut stack: Vec<PathBuf> = dirs.iter().map(|d| self.path(d)).collect();
+        while let Some(path) = stack.pop() {
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            let rel = path.strip_prefix(&self.root).unwrap().display().to_string();
+            let kind = if meta.is_dir() {
+                stack.extend(list(&path).into_iter().map(|n| path.join(n)));
+                "dir".to_owned()
+            } else if meta.file_type().is_symlink() {
+                format!("link -> {}", fs::read_link(&path).unwrap().display())
+            } else {
+                format!("file {} bytes", meta.len())
+            };
+            entries.insert(rel, format!("{kind}, modified {}.{}", meta.mtime(), meta.mtime_nsec()));
+        }
+        entries
+    }
+
+    /// `pacman -Q NAME`'s version, if the package is installed.
+    pub fn version_of(&self, name: &str) -> Option<String> {
+        let t = self.pacman(&["-Q", name]);
+        (t.code == Some(0)).then(|| t.output.split_whitespace().nth(1).unwrap_or_default().to_owned())
     }
 
     /// `pacman -R NAMES`, which must succeed (hooks may still fail).

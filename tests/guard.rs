@@ -1,0 +1,278 @@
+//! The pre-transaction guard on fixture roots with the recording fake dkms: the incoming packages
+//! are offered as in a `pacman -Syu` (a sync database and pacman's cache), the guard test-builds
+//! what the install hook will build after the transaction, stops the transaction (exit 1) when a
+//! critical module fails and changes nothing then, warns about the others, and leaves its builds
+//! to the install hook of the same transaction, which installs them without building again. The
+//! real tier (`real_guard.rs`) runs the same with the real pacman and dkms.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// The kver the offered kernel upgrade brings.
+const K_NEW: &str = "6.2.0-1-arch";
+
+/// The guard's private trees and extracted packages.
+const PREBUILT: &str = "var/lib/dkms-hook/prebuilt";
+
+fn headers_target(kver: &str) -> String {
+    format!("usr/lib/modules/{kver}/build/include/\n")
+}
+
+/// `linux` at K1 with headers, and modules hello 1.0 and xpad 2.0 installed for it.
+fn installed_system() -> TestRoot {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.module_pkg("xpad-dkms", "xpad-2.0", &dkms_conf("xpad", "2.0"));
+    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\nusr/src/xpad-2.0/dkms.conf\n").assert_code(0);
+    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.0"));
+    t
+}
+
+/// Offers `linux` 2.0-1 at K_NEW with its headers, as `pacman -Syu` has them downloaded.
+fn offer_kernel_upgrade(t: &TestRoot) {
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
+}
+
+/// What pacman does after the PreTransaction hooks of the kernel upgrade.
+fn upgrade_kernel(t: &TestRoot) {
+    t.remove_package("linux").remove_package("linux-headers");
+    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
+}
+
+fn config(t: &TestRoot, text: &str) {
+    fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
+}
+
+/// The `build` calls of a run, as (module/version, kernel).
+fn builds(run: &Run) -> Vec<(String, String)> {
+    let mut builds: Vec<(String, String)> = run
+        .dkms()
+        .iter()
+        .filter(|c| c.action() == Some("build"))
+        .map(|c| (format!("{}/{}", c.module().unwrap(), c.version().unwrap()), c.kernel().unwrap().to_owned()))
+        .collect();
+    builds.sort();
+    builds
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(m, k)| ((*m).to_owned(), (*k).to_owned())).collect()
+}
+
+#[test]
+fn builds_for_an_incoming_kernel_are_installed_after_the_transaction_without_building_again() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    let times = t.scratch().join("build-times");
+    let env = [("FAKE_DKMS_TIMES", times.to_str().unwrap())];
+
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &env);
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.0", K_NEW), ("xpad/2.0", K_NEW)]), "{guard}");
+    guard.expect_line(&["Test-building DKMS modules before the transaction: 2 builds"]);
+    guard.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "builds"]);
+    guard.expect_line(&["DKMS guard: 2 of 2 test builds work", "the install hook installs these builds"]);
+    // Built against the incoming package's headers, nothing of the new kernel on the system.
+    for call in guard.dkms() {
+        assert!(call.value("--kernelsourcedir").unwrap().contains(PREBUILT), "{call:?}");
+        assert!(call.value("--dkmstree").unwrap().contains(PREBUILT), "{call:?}");
+    }
+    assert!(!t.path(&format!("usr/lib/modules/{K_NEW}")).exists());
+    assert!(!t.path("var/lib/dkms/hello/1.0").join(K_NEW).exists());
+    let started = fs::read_to_string(&times).unwrap().lines().filter(|l| l.starts_with("start")).count();
+    assert_eq!(started, 2);
+
+    upgrade_kernel(&t);
+    fs::write(&times, "").unwrap();
+    let post = t.run_env(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)), &env);
+    post.assert_code(0);
+    for m in ["hello/1.0", "xpad/2.0"] {
+        post.expect_line(&[&format!("{m} for {K_NEW}"), "installed (built before the transaction)"]);
+    }
+    assert_eq!(fs::read_to_string(&times).unwrap(), "", "the install hook built again:\n{post}");
+    assert!(builds(&post).is_empty(), "{post}");
+    assert_eq!(t.installed_for("hello", K_NEW).as_deref(), Some("1.0"));
+    assert!(t.ko_installed("xpad", K_NEW));
+    assert!(!t.path(PREBUILT).exists(), "the guard's builds outlived their use");
+}
+
+#[test]
+fn a_critical_module_that_fails_for_the_incoming_kernel_stops_the_transaction_and_changes_nothing() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    config(&t, "critical = [\"hel*\"]\n");
+    let before = t.snapshot();
+    let fail = format!("hello/1.0/{K_NEW}=10");
+
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    guard.assert_code(1);
+    guard.expect_line(&[&format!("error: hello/1.0 is critical and does not build for kernel {K_NEW}")]);
+    guard.expect_line(&["error: expected ';' before '}' token"]);
+    guard.expect_line(&["pacman -Syu --ignore linux,linux-headers"]);
+    // The whole build log is in dkms-hook's log, which outlives the guard's builds.
+    let log = guard.expect_line(&["log:", "guard.log"]);
+    let log = fs::read_to_string(log.split("log: ").nth(1).unwrap().trim()).unwrap();
+    assert!(log.contains("make[30]: filler line 30") && log.contains("error: expected ';'"), "{log}");
+    guard.expect_line(&["DKMS_HOOK_GUARD=off pacman -Syu"]);
+    // xpad built fine; nothing of either build stays, nothing else changed.
+    guard.expect_line(&[&format!("xpad/2.0 for {K_NEW}"), "builds"]);
+    let changed: Vec<String> = snapshot_diff(&before, &t.snapshot())
+        .into_iter()
+        .filter(|p| !p.contains("var/lib/dkms-hook/lock") && !p.contains("var/log/dkms-hook"))
+        .collect();
+    assert!(changed.is_empty(), "the guard changed {changed:?}\n{guard}");
+}
+
+#[test]
+fn a_module_that_is_not_critical_gets_a_warning_and_the_transaction_goes_on() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    config(&t, "critical = [\"zfs\"]\n");
+    let fail = format!("hello/1.0/{K_NEW}=10");
+
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    guard.assert_code(0);
+    guard.expect_line(&[&format!("warning: hello/1.0 for {K_NEW} does not build"), "not critical"]);
+    guard.expect_line(&["DKMS guard: 1 of 2 test builds works"]);
+
+    // After the transaction: xpad comes from the guard's build, hello fails as the guard said.
+    upgrade_kernel(&t);
+    let post = t.run_env(&["install"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    post.assert_code(1);
+    post.expect_line(&[&format!("xpad/2.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "failed"]);
+}
+
+#[test]
+fn a_critical_module_whose_own_upgrade_fails_stops_the_transaction() {
+    let t = installed_system();
+    config(&t, "critical = [\"hello\"]\n");
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    let before = t.snapshot();
+    let fail = format!("hello/1.1/{K1}=10");
+
+    let guard = t.run_env(&["guard"], "usr/src/hello-1.1/dkms.conf\n", &[("FAKE_DKMS_FAIL", &fail)]);
+    guard.assert_code(1);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+    // The sources came from the incoming package, not from the system.
+    assert!(guard.dkms()[0].value("--sourcetree").unwrap().contains(PREBUILT), "{guard}");
+    guard.expect_line(&[&format!("error: hello/1.1 is critical and does not build for kernel {K1}")]);
+    guard.expect_line(&["pacman -Syu --ignore hello-dkms"]);
+    let changed: Vec<String> = snapshot_diff(&before, &t.snapshot())
+        .into_iter()
+        .filter(|p| !p.contains("var/lib/dkms-hook/lock") && !p.contains("var/log/dkms-hook"))
+        .collect();
+    assert!(changed.is_empty(), "the guard changed {changed:?}\n{guard}");
+    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.0"));
+}
+
+#[test]
+fn a_kernel_that_leaves_in_the_same_transaction_is_not_built_for() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+
+    let stdin = format!("{}usr/src/hello-1.1/dkms.conf\n", headers_target(K_NEW));
+    let guard = t.run(&["guard"], stdin);
+    guard.assert_code(0);
+    // linux leaves K1 behind: hello 1.1 and xpad are built for K_NEW only, hello 1.0 not at all.
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K_NEW), ("xpad/2.0", K_NEW)]), "{guard}");
+}
+
+#[test]
+fn an_unchanged_release_and_a_kernel_image_alone_build_nothing() {
+    let t = installed_system();
+    // A package release with the same sources: the install hook will build nothing, nor does the
+    // guard. A kernel image without headers brings nothing to build against.
+    t.offer("hello-dkms", "1.0-2", &borrowed(&module_entries("hello-1.0", &dkms_conf("hello", "1.0"))));
+    let guard = t.run(&["guard"], format!("usr/src/hello-1.0/dkms.conf\nusr/lib/modules/{K1}/vmlinuz\n"));
+    guard.assert_code(0);
+    assert!(guard.dkms().is_empty(), "{guard}");
+    guard.expect_line(&["DKMS guard: the transaction brings nothing to build"]);
+}
+
+#[test]
+fn the_bypass_variable_and_the_configuration_turn_the_guard_off() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    config(&t, "critical = [\"hello\"]\n");
+    let fail = format!("hello/1.0/{K_NEW}=10");
+    let off = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail), ("DKMS_HOOK_GUARD", "off")]);
+    off.assert_code(0);
+    off.expect_line(&["DKMS guard off (DKMS_HOOK_GUARD=off)"]);
+    assert!(off.dkms().is_empty(), "{off}");
+
+    config(&t, "critical = [\"hello\"]\nguard = false\n");
+    let off = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    off.assert_code(0);
+    off.expect_line(&["DKMS guard off (guard = false in the configuration)"]);
+    assert!(off.dkms().is_empty(), "{off}");
+}
+
+#[test]
+fn a_package_that_cannot_be_reached_is_named_and_the_transaction_goes_on() {
+    let t = installed_system();
+    config(&t, "critical = [\"*\"]\n");
+    // Nothing offered: pacman's cache has no package with these headers.
+    let guard = t.run(&["guard"], headers_target(K_NEW));
+    guard.assert_code(0);
+    guard.expect_line(&[&format!(
+        "warning: cannot check usr/lib/modules/{K_NEW}/build/include/ before the transaction"
+    )]);
+    assert!(guard.dkms().is_empty(), "{guard}");
+}
+
+#[test]
+fn builds_from_other_sources_than_those_installed_are_not_used() {
+    let t = installed_system();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+
+    // What pacman installs is not what the guard built from (another Makefile): built again.
+    t.remove_package("hello-dkms");
+    t.module_pkg_version("hello-dkms", "1.1-1", "hello-1.1", &dkms_conf("hello", "1.1"));
+    fs::write(t.path("usr/src/hello-1.1/Makefile"), "obj-m += other.o\n").unwrap();
+    let post = t.run(&["install"], "usr/src/hello-1.1/dkms.conf\n");
+    post.assert_code(0);
+    assert_eq!(builds(&post), pairs(&[("hello/1.1", K1)]), "{post}");
+    assert!(!post.stdout.contains("built before the transaction"), "{post}");
+    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.1"));
+    assert!(!t.path(PREBUILT).exists());
+}
+
+#[test]
+fn a_guard_that_cannot_check_stops_the_transaction_only_for_critical_modules() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    let root = t.root().to_str().unwrap().to_owned();
+    let missing = t.scratch().join("no-such-dkms");
+    let args = ["--root", &root, "--dkms", missing.to_str().unwrap(), "guard"];
+    // Nothing critical: nothing the guard would stop the transaction for.
+    let run = t.run_raw(&args, headers_target(K_NEW), &[]);
+    run.assert_code(0);
+    run.expect_line(&["warning: the DKMS guard cannot check this transaction", "dkms not found", "it goes on"]);
+
+    config(&t, "critical = [\"hello\"]\n");
+    let run = t.run_raw(&args, headers_target(K_NEW), &[]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("the DKMS guard cannot check this transaction, so pacman stops it"), "{run}");
+    assert!(run.stderr.contains("DKMS_HOOK_GUARD=off") && run.stderr.contains("dkms not found"), "{run}");
+
+    // A configuration it cannot read stops it too, and the bypass still works.
+    config(&t, "critical = [\"hello\"\n");
+    let run = t.run(&["guard"], headers_target(K_NEW));
+    run.assert_code(2);
+    assert!(run.stderr.contains("so pacman stops it") && run.stderr.contains("dkms-hook.toml"), "{run}");
+    let run = t.run_env(&["guard"], headers_target(K_NEW), &[("DKMS_HOOK_GUARD", "off")]);
+    run.assert_code(0);
+    run.expect_line(&["DKMS guard off (DKMS_HOOK_GUARD=off)"]);
+    assert!(!t.path(PREBUILT).exists());
+}
