@@ -120,6 +120,10 @@ pub const ZETA: Module = dkms_module!("zeta-base", "1.0", "1.0-1", "zetabase");
 pub const CLOUDONLY: Module = dkms_module!("cloudonly", "1.0", "1.0-1", "cloudonly");
 /// Does not compile.
 pub const BROKEN: Module = dkms_module!("broken", "1.0", "1.0-1", "broken");
+/// Builds for the amd64 and cloud kernels, not for the rt kernel ([`LINUX_NEXT`]'s kver).
+pub const RTFAIL: Module = dkms_module!("rtfail", "1.0", "1.0-1", "rtfail");
+/// Its dkms.conf builds against `/lib/modules/$kernelver/build`, not `${kernel_source_dir}`.
+pub const LIBMOD: Module = dkms_module!("libmod", "1.0", "1.0-1", "libmod");
 /// Its Makefile always builds for the amd64 kernel, whatever dkms asks (a `uname -r` Makefile).
 pub const UNAMEMOD: Module = dkms_module!("unamemod", "1.0", "1.0-1", "unamemod");
 
