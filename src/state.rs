@@ -197,14 +197,6 @@ fn key(module: &str, version: &str, kernel: &str) -> (String, String, String) {
 pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
     match outcome {
         Outcome::Kept { failure, .. } => (Last::Kept, summarize(failure).1),
-        Outcome::Installed
-        | Outcome::Built
-        | Outcome::Replaced { .. }
-        | Outcome::Unchanged
-        | Outcome::Preserved
-        | Outcome::StillServing { .. }
-        | Outcome::Removed
-        | Outcome::Unregistered => (Last::Installed, None),
         Outcome::Skipped => (Last::Skipped, Some("BUILD_EXCLUSIVE does not match this kernel".to_owned())),
         Outcome::WrongVermagic { module, vermagic } => {
             (Last::WrongVermagic, Some(format!("{} has vermagic {vermagic}", module.display())))
@@ -219,6 +211,11 @@ pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
             (Last::Failed, Some(format!("stopped after {} s (job_timeout)", after.as_secs())))
         }
         Outcome::Interrupted => (Last::Failed, Some("interrupted by a signal".to_owned())),
+        // Every other outcome is a success (see `Outcome::is_failure`): the job's work is done.
+        ok => {
+            debug_assert!(!ok.is_failure(), "{ok:?}");
+            (Last::Installed, None)
+        }
     }
 }
 
