@@ -150,6 +150,9 @@ fn a_new_version_that_fails_keeps_the_old_one_then_replaces_it_everywhere() {
     let line = post.expect_line(&["hello/1.1 for", K2, "failed"]);
     assert!(line.contains("kept hello/1.0 (the version that was installed)"), "{line}");
     post.expect_line(&["hello/1.0", "still installed for", K2]);
+    // 1.1's private build moved into the dkms tree whole, registration and all: no `dkms add`.
+    assert!(post.dkms().iter().all(|c| c.action() != Some("add")), "{post}");
+    assert_eq!(source_link(&t, "hello", "1.1"), t.path("usr/src/hello-1.1").display().to_string());
     // dkms removed 1.0 from K1 although its sources are gone: it read the kept copy.
     assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.1"));
     assert_eq!(t.installed_for("hello", K2).as_deref(), Some("1.0"));

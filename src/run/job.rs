@@ -398,9 +398,27 @@ impl Runner<'_> {
     /// Registers the module version in the real tree if needed and moves a private build in
     /// (call with the module version's lock held). `None` when the job can go on to install;
     /// the outcome when registering failed.
+    ///
+    /// A version the real tree does not have yet, built privately from the packaged sources,
+    /// moves in whole: the private tree's `NAME/VERSION` is what `dkms add` would make (its
+    /// `source` link at the packaged sources) with the build in it, and one rename saves a dkms
+    /// call. Anything else (the guard's builds, whose `source` leads to the extracted package) is
+    /// registered by `dkms add`.
     fn move_in(&self, job: &Job, built: &Path, limits: Limits, output: &mut String) -> Option<Outcome> {
         let kernel = job.kernel().unwrap_or_default();
         let version_dir = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version);
+        let private_version = built.parent().filter(|p| {
+            std::fs::read_link(p.join("source")).is_ok_and(|s| s == self.packaged_source(&job.module))
+        });
+        if let (Some(private), false) = (private_version, version_dir.symlink_metadata().is_ok()) {
+            let moved = version_dir
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::rename(private, &version_dir));
+            if let Err(e) = moved {
+                log::debug!("cannot move {} to {}: {e}; adding it", private.display(), version_dir.display());
+            }
+        }
         if version_dir.join("source").symlink_metadata().is_err() {
             match self.dkms(command::add_args(self.layout, job), None, limits) {
                 Ok(done) if done.code() == Some(0) || done.code() == Some(3) => output.push_str(&done.text()),
