@@ -145,7 +145,15 @@ impl Runner<'_> {
                 let copy = build.tree.join(&job.module.name).join(&job.module.version).join("build");
                 let (copy, packaged) =
                     (copy.display().to_string(), format!("/usr/src/{}-{}", job.module.name, job.module.version));
-                let tail = tail.iter().map(|line| line.replace(&copy, &packaged)).collect();
+                // The compiler's messages name the files as the package ships them; the command
+                // dkms ran stays as it ran.
+                let tail = tail
+                    .iter()
+                    .map(|line| match line.trim_start().starts_with("# command:") {
+                        true => line.clone(),
+                        false => line.replace(&copy, &packaged),
+                    })
+                    .collect();
                 Outcome::Failed { code, meaning, log: None, tail }
             }
             Err(outcome) => outcome,
