@@ -138,7 +138,13 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
         return Ok(ExitCode::SUCCESS);
     }
     if plan.jobs.is_empty() {
-        reporter.start(Heading::Guard, &plan);
+        match incoming.unreachable.is_empty() {
+            true => reporter.start(Heading::Guard, &plan),
+            false if config.verbosity > Verbosity::Quiet => {
+                reporter.print("==> DKMS guard: nothing checked before the transaction (see the warnings above)\n")
+            }
+            false => {}
+        }
         prebuilt::clear(layout);
         return Ok(ExitCode::SUCCESS);
     }

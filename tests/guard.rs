@@ -225,6 +225,7 @@ fn a_package_that_cannot_be_reached_is_named_and_the_transaction_goes_on() {
     guard.expect_line(&[&format!(
         "warning: cannot check usr/lib/modules/{K_NEW}/build/include/ before the transaction"
     )]);
+    guard.expect_line(&["DKMS guard: nothing checked before the transaction"]);
     assert!(guard.dkms().is_empty(), "{guard}");
 }
 
