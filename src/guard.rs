@@ -148,17 +148,16 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
         prebuilt::clear(layout);
         return Ok(ExitCode::SUCCESS);
     }
-    // The root's own key makes builds the install hook can use. Without one, dkms would create it
-    // in the dkms tree, which the guard leaves alone: the builds sign with a key of their own,
-    // and are used only if nothing was signed.
+    // The root's own key when dkms has made it. Before that, dkms would make it in the dkms tree,
+    // which the guard leaves alone: it makes one for the guard's builds instead, which the install
+    // hook adopts as the root's (see `prebuilt`).
     let own = Signing::of(layout);
     let signing = match own.exists() {
-        true => own,
+        true => own.clone(),
         false => Signing { key: scratch.path().join("mok.key"), cert: scratch.path().join("mok.pub") },
     };
     reporter.start(Heading::Guard, &plan);
     let results = session.run_builds(&plan, signing.clone())?;
-    let reusable = signing == Signing::of(layout) || !signing.key.exists();
     let verdict = Verdict::of(&plan, &results, &config.critical);
     if let Some(signal) = crate::interrupt::received() {
         prebuilt::clear(layout);
@@ -181,20 +180,28 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
     for i in &verdict.unchecked {
         reporter.print(&format!("warning: {} could not be test-built (see above)\n", plan.jobs[*i]));
     }
-    let builds: Vec<Prebuilt> = if reusable { paths.prebuilt(&plan, &results, &current) } else { Vec::new() };
+    let mut builds = paths.prebuilt(&plan, &results, &current);
+    let signed = signing.cert.exists();
+    if signed && signing != own {
+        if let Err(e) = prebuilt::keep_key(layout, &signing) {
+            log::warn!("{e:#}: the install hook builds again");
+            builds.clear();
+        }
+    }
+    let certificate = signed.then(|| inventory::digest::of_file(&signing.cert).ok()).flatten();
     let built = results.iter().filter(|r| matches!(r.as_ref().map(|r| &r.outcome), Some(Outcome::Built))).count();
     let kept = builds.len();
     drop(scratch);
+    let index = prebuilt::Index { transaction: transaction.id.clone(), certificate, builds };
     if kept == 0 {
         prebuilt::clear(layout);
-    } else if let Err(e) = prebuilt::save(layout, &prebuilt::Index { transaction: transaction.id.clone(), builds }) {
+    } else if let Err(e) = prebuilt::save(layout, &index) {
         log::warn!("{e:#}: the install hook builds again");
         prebuilt::clear(layout);
     }
     let note = match (built, kept) {
         (0, _) => String::new(),
         (b, k) if k == b => "; the install hook installs these builds".to_owned(),
-        (_, 0) => "; signed with a temporary key, so the install hook builds again".to_owned(),
         (_, k) => format!("; the install hook installs {k} of these builds"),
     };
     if config.verbosity > Verbosity::Quiet {

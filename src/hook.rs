@@ -27,6 +27,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
+    if operation == Operation::Install && !config.dry_run {
+        crate::prebuilt::adopt_key(&config.layout);
+    }
     // The sources among the targets get their digests (a rebuild of unchanged sources needs
     // nothing). A removal looks only at the module sources among its targets, and at whether the
     // transaction upgrades their packages (then they stay).

@@ -3,10 +3,15 @@
 //!
 //! Under `ROOT/var/lib/dkms-hook/prebuilt/`: one private dkms tree per build (`trees/NAME-VERSION-
 //! KERNEL/`), the incoming packages' headers and sources while the guard runs (`incoming.*/`), and
-//! `index.json`, which names the transaction (see `inventory::incoming`) and, per build, the
-//! digest of the sources and the headers package (name and version) it was made from.
-//! The install hook uses a build only when all of these are still what the system has; whatever
-//! it does not use goes when it is done. A run that belongs to another transaction (an aborted
+//! `index.json`, which names the transaction (see `inventory::incoming`), the certificate the
+//! modules were signed with and, per build, the digest of the sources and the headers package
+//! (name and version) it was made from. The install hook uses a build only when all of these are
+//! still what the system has; whatever it does not use goes when it is done.
+//!
+//! Before dkms has made the root's signing key (its first build on a system), the guard's builds
+//! sign with a key dkms makes for them, kept here as `mok.key`/`mok.pub`; the install hook adopts
+//! it as the root's key (what dkms would have made at that point anyway) when the root still has
+//! none, and the builds signed with it are then the root's own. A run that belongs to another transaction (an aborted
 //! one, or `sync` later) drops the whole directory as soon as it holds the lock: nothing of an
 //! aborted transaction's guard outlives the next run.
 
@@ -16,6 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Layout;
+use crate::run::Signing;
 
 /// One build the guard made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +44,8 @@ pub struct Prebuilt {
 pub struct Index {
     /// The transaction the builds were made for.
     pub transaction: Option<String>,
+    /// The SHA-256 of the certificate the modules were signed with; `None`: nothing was signed.
+    pub certificate: Option<String>,
     pub builds: Vec<Prebuilt>,
 }
 
@@ -62,17 +70,77 @@ pub fn save(layout: &Layout, index: &Index) -> Result<()> {
     crate::state::write_atomically(&index_file(layout), &text)
 }
 
-/// The guard's builds for `transaction`; none when there are none or they belong to another.
+/// The index, if there is a readable one.
+fn read_index(layout: &Layout) -> Option<Index> {
+    let text = std::fs::read(index_file(layout)).ok()?;
+    serde_json::from_slice::<Index>(&text)
+        .map_err(|e| log::warn!("{} is damaged ({e}): its builds are not used", index_file(layout).display()))
+        .ok()
+}
+
+/// The guard's builds for `transaction`; none when there are none, they belong to another, or
+/// they were signed with another certificate than the root's.
 pub fn load(layout: &Layout, transaction: Option<&str>) -> Vec<Prebuilt> {
-    let Ok(text) = std::fs::read(index_file(layout)) else { return Vec::new() };
-    match serde_json::from_slice::<Index>(&text) {
-        Ok(index) if transaction.is_some() && index.transaction.as_deref() == transaction => index.builds,
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            log::warn!("{} is damaged ({e}): its builds are not used", index_file(layout).display());
-            Vec::new()
+    let Some(index) = read_index(layout) else { return Vec::new() };
+    if transaction.is_none() || index.transaction.as_deref() != transaction {
+        return Vec::new();
+    }
+    if let Some(certificate) = &index.certificate {
+        let own = crate::inventory::digest::of_file(&Signing::of(layout).cert).ok();
+        if own.as_ref() != Some(certificate) {
+            log::info!("the guard's builds were signed with another key than the root's: building again");
+            return Vec::new();
         }
     }
+    index.builds
+}
+
+/// Where the guard keeps the key its builds were signed with, when the root had none.
+pub fn temporary_key(layout: &Layout) -> Signing {
+    Signing { key: root(layout).join("mok.key"), cert: root(layout).join("mok.pub") }
+}
+
+/// Keeps `signing`, the key dkms made for the guard's builds, for the install hook.
+pub fn keep_key(layout: &Layout, signing: &Signing) -> Result<()> {
+    let kept = temporary_key(layout);
+    copy_key(signing, &kept)
+}
+
+/// Makes the key the guard's builds were signed with the root's own, when the root has none
+/// (call with the lock held, before reading what the guard built).
+pub fn adopt_key(layout: &Layout) {
+    let (kept, own) = (temporary_key(layout), Signing::of(layout));
+    if own.key.exists() || own.cert.exists() || !kept.exists() {
+        return;
+    }
+    match copy_key(&kept, &own) {
+        Ok(()) => log::info!("dkms's signing key is now the one the guard's builds were signed with"),
+        Err(e) => {
+            log::warn!("{e:#}: the guard's builds are built again");
+            let _ = std::fs::remove_file(&own.key);
+            let _ = std::fs::remove_file(&own.cert);
+        }
+    }
+}
+
+/// Copies a key (readable by root only) and its certificate.
+fn copy_key(from: &Signing, to: &Signing) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    for (src, dst, mode) in [(&from.key, &to.key, 0o600), (&from.cert, &to.cert, 0o644)] {
+        if let Some(dir) = dst.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        let bytes = std::fs::read(src).with_context(|| format!("failed to read {}", src.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dst)
+            .with_context(|| format!("failed to create {}", dst.display()))?;
+        std::io::Write::write_all(&mut file, &bytes).with_context(|| format!("failed to write {}", dst.display()))?;
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// Drops everything the guard kept (call with the lock held).
@@ -88,7 +156,8 @@ pub fn clear(layout: &Layout) {
 /// Drops what the guard kept for another transaction than `transaction` (call with the lock
 /// held).
 pub fn clear_other_transactions(layout: &Layout, transaction: Option<&str>) {
-    if root(layout).exists() && load(layout, transaction).is_empty() {
+    let ours = || transaction.is_some() && read_index(layout).is_some_and(|i| i.transaction.as_deref() == transaction);
+    if root(layout).exists() && !ours() {
         clear(layout);
     }
 }
@@ -110,7 +179,8 @@ mod tests {
             headers_version: "6.12-1".into(),
             dir: tree(&layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
         };
-        save(&layout, &Index { transaction: Some("42.7".into()), builds: vec![build.clone()] }).unwrap();
+        save(&layout, &Index { transaction: Some("42.7".into()), certificate: None, builds: vec![build.clone()] })
+            .unwrap();
         assert_eq!(load(&layout, Some("42.7")), std::slice::from_ref(&build));
         assert!(load(&layout, Some("43.1")).is_empty() && load(&layout, None).is_empty());
         assert!(build.dir.starts_with(root(&layout)));

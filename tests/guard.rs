@@ -8,6 +8,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
@@ -276,4 +277,44 @@ fn a_guard_that_cannot_check_stops_the_transaction_only_for_critical_modules() {
     run.assert_code(0);
     run.expect_line(&["DKMS guard off (DKMS_HOOK_GUARD=off)"]);
     assert!(!t.path(PREBUILT).exists());
+}
+
+#[test]
+fn the_key_dkms_made_for_the_guards_builds_becomes_the_roots_own() {
+    // No signing key yet: the first builds on this system make one.
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.offer("hello-dkms", "1.0-1", &borrowed(&module_entries("hello-1.0", &dkms_conf("hello", "1.0"))));
+    let sign = [("FAKE_DKMS_SIGN", "1")];
+    let guard = t.run_env(&["guard"], "usr/src/hello-1.0/dkms.conf\n", &sign);
+    guard.assert_code(0);
+    assert!(!t.path("var/lib/dkms/mok.key").exists(), "the guard wrote into the dkms tree");
+    let certificate = fs::read_to_string(t.path(&format!("{PREBUILT}/mok.pub"))).unwrap();
+
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &sign);
+    post.assert_code(0);
+    post.expect_line(&[&format!("hello/1.0 for {K1}"), "installed (built before the transaction)"]);
+    assert_eq!(fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap(), certificate);
+    let mode = fs::metadata(t.path("var/lib/dkms/mok.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!t.path(PREBUILT).exists());
+}
+
+#[test]
+fn builds_signed_with_another_key_than_the_roots_are_not_used() {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.offer("hello-dkms", "1.0-1", &borrowed(&module_entries("hello-1.0", &dkms_conf("hello", "1.0"))));
+    let sign = [("FAKE_DKMS_SIGN", "1")];
+    t.run_env(&["guard"], "usr/src/hello-1.0/dkms.conf\n", &sign).assert_code(0);
+    // Between the hooks, the root got a key of its own (made by hand, or by another tool).
+    fs::write(t.path("var/lib/dkms/mok.key"), "the admin's key\n").unwrap();
+    fs::write(t.path("var/lib/dkms/mok.pub"), "the admin's certificate\n").unwrap();
+
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &sign);
+    post.assert_code(0);
+    assert!(!post.stdout.contains("built before the transaction"), "{post}");
+    assert_eq!(fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap(), "the admin's certificate\n");
 }

@@ -18,6 +18,12 @@ pub fn of_tree(dir: &Path) -> Result<String> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The digest of the file at `path`, as lowercase hex.
+pub fn of_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Adds the entries below `dir` (named `rel` relative to the tree's top).
 fn add(hasher: &mut Sha256, dir: &Path, rel: &str) -> std::io::Result<()> {
     let names = crate::dirs::names(dir).map_err(std::io::Error::other)?;

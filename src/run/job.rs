@@ -415,9 +415,9 @@ impl Runner<'_> {
     fn move_in(&self, job: &Job, built: &Path, limits: Limits, output: &mut String) -> Option<Outcome> {
         let kernel = job.kernel().unwrap_or_default();
         let version_dir = self.layout.dkms_tree.join(&job.module.name).join(&job.module.version);
-        let private_version = built.parent().filter(|p| {
-            std::fs::read_link(p.join("source")).is_ok_and(|s| s == self.packaged_source(&job.module))
-        });
+        let private_version = built
+            .parent()
+            .filter(|p| std::fs::read_link(p.join("source")).is_ok_and(|s| s == self.packaged_source(&job.module)));
         if let (Some(private), false) = (private_version, version_dir.symlink_metadata().is_ok()) {
             let moved = version_dir
                 .parent()
