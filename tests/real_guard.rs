@@ -23,6 +23,8 @@ for_each_dkms! {
     nothing_is_built_twice => g3_nothing_is_built_twice_dkms_3_0, g3_nothing_is_built_twice_dkms_3_2;
     critical_module_upgrade_that_fails => g4_critical_module_upgrade_that_fails_dkms_3_0,
         g4_critical_module_upgrade_that_fails_dkms_3_2;
+    first_module_before_dkms_has_a_key => g5_first_module_before_dkms_has_a_key_dkms_3_0,
+        g5_first_module_before_dkms_has_a_key_dkms_3_2;
 }
 
 /// What pacman prints when a hook stops the transaction.
@@ -165,4 +167,29 @@ fn critical_module_upgrade_that_fails(dkms: Dkms) {
     t.assert_line(&["hello/1.1 for", LINUX.kver, "failed", "kept hello/1.0"]);
     assert_eq!(root.version_of("hello-dkms").as_deref(), Some(HELLO_1_1_BROKEN.version));
     assert_eq!(root.modinfo(&format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX.kver), "version"), "1.0");
+}
+
+/// The first module of a system, installed with `pacman -S`: dkms has no signing key yet. The
+/// guard's builds sign with a key dkms makes for them, which the install hook makes the root's
+/// own; the builds are installed as they are, and no make runs after the guard.
+fn first_module_before_dkms_has_a_key(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(&[LINUX]);
+    assert!(!root.path("var/lib/dkms/mok.key").exists());
+    root.serve(&[HELLO_1_0.pkg()]);
+    root.record_make();
+
+    let t = root.pacman(&["-Sy", HELLO_1_0.package]);
+    assert_eq!(t.code, Some(0), "pacman -S failed:\n{}", t.output);
+    t.assert_hooks_ok();
+    t.assert_line(&["hello/1.0 for", LINUX.kver, "installed (built before the transaction)"]);
+    let builds: Vec<String> = root.make_calls().into_iter().filter(|m| m.ends_with(" modules")).collect();
+    assert_eq!(builds.len(), 1, "{builds:#?}");
+    assert!(builds[0].contains(" M=/var/lib/dkms-hook/prebuilt/"), "{builds:#?}");
+    assert!(root.path("var/lib/dkms/mok.key").exists() && root.path("var/lib/dkms/mok.pub").exists());
+    root.assert_modules(&[(HELLO_1_0, &[LINUX])]);
+    // The module is signed with the key the root has now.
+    let signer = root.modinfo(&format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX.kver), "signer");
+    assert!(!signer.is_empty(), "hello.ko is not signed");
+    assert!(!root.path("var/lib/dkms-hook/prebuilt").exists());
 }
