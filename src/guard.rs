@@ -202,6 +202,7 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
     let note = match (built, kept) {
         (0, _) => String::new(),
         (b, k) if k == b => "; the install hook installs these builds".to_owned(),
+        (_, 0) => "; the install hook builds again".to_owned(),
         (_, k) => format!("; the install hook installs {k} of these builds"),
     };
     if config.verbosity > Verbosity::Quiet {

@@ -11,9 +11,11 @@
 //! Before dkms has made the root's signing key (its first build on a system), the guard's builds
 //! sign with a key dkms makes for them, kept here as `mok.key`/`mok.pub`; the install hook adopts
 //! it as the root's key (what dkms would have made at that point anyway) when the root still has
-//! none, and the builds signed with it are then the root's own. A run that belongs to another transaction (an aborted
-//! one, or `sync` later) drops the whole directory as soon as it holds the lock: nothing of an
-//! aborted transaction's guard outlives the next run.
+//! none, and the builds signed with it are then the root's own.
+//!
+//! A run that belongs to another transaction (an aborted one, or `sync` later) drops the whole
+//! directory as soon as it holds the lock: nothing of an aborted transaction's guard outlives the
+//! next run.
 
 use std::path::PathBuf;
 

@@ -1,10 +1,11 @@
 //! What every command that changes the system does around its plan, in one place, so the hooks
 //! and `sync` cannot drift apart: check that we may change the system (root), handle stopping
 //! signals, take the root's lock and clear what an interrupted run left half-written (and what the
-//! pre-transaction guard built for another transaction), read the
-//! inventory and the state file, drop what the configuration excludes, run the plan with every
-//! finished job going to its log, the state file (with the digest of the sources each build was
-//! made from) and the reporter, and drop the kept sources nothing needs any more.
+//! pre-transaction guard built for another transaction), read the inventory and the state file,
+//! drop what the configuration excludes, run the plan with every finished job going to its log,
+//! the state file (with the digest of the sources each build was made from) and the reporter, and
+//! drop the kept sources nothing needs any more. The guard's test builds run the same way, without
+//! the state file.
 //!
 //! A dry run does the reading and planning the same way, but takes no lock, needs no root and
 //! prints the plan instead of running it.
