@@ -319,13 +319,19 @@ impl Incoming {
             })
             .collect();
         // An installed kernel whose package the transaction upgrades leaves unless the upgrade
-        // brings its kver again (as a target here).
+        // brings its kver again (its headers among the targets, or its module directory in the
+        // incoming kernel package).
         let packages: BTreeSet<String> = current.kernels.values().map(|k| k.package.clone()).collect();
         let upgraded = transaction.upgraded(layout, &packages);
+        let stays = |kernel: &Kernel| {
+            let dir = format!("usr/lib/modules/{}/", kernel.kver);
+            let located = transaction.locate(layout, std::slice::from_ref(&dir), |name, _| name == kernel.package);
+            matches!(located.get(&dir), Some(Located::Found(_)))
+        };
         incoming.leaving = current
             .kernels
             .values()
-            .filter(|k| upgraded.contains(&k.package) && !targets.kernels.contains_key(&k.kver))
+            .filter(|k| upgraded.contains(&k.package) && !targets.kernels.contains_key(&k.kver) && !stays(k))
             .map(|k| k.kver.clone())
             .collect();
         incoming

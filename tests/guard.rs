@@ -318,3 +318,15 @@ fn builds_signed_with_another_key_than_the_roots_are_not_used() {
     assert!(!post.stdout.contains("built before the transaction"), "{post}");
     assert_eq!(fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap(), "the admin's certificate\n");
 }
+
+#[test]
+fn a_kernel_package_rebuilt_for_the_same_kver_stays() {
+    let t = installed_system();
+    // linux 1.0-2: the same kver (no headers upgrade), and a module upgrade in the same transaction.
+    let image = format!("usr/lib/modules/{K1}/vmlinuz");
+    t.offer("linux", "1.0-2", &[(&image, "fake vmlinuz, rebuilt\n")]);
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+}
