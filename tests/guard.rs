@@ -279,20 +279,26 @@ fn a_guard_that_cannot_check_stops_the_transaction_only_for_critical_modules() {
     assert!(!t.path(PREBUILT).exists());
 }
 
-#[test]
-fn the_key_dkms_made_for_the_guards_builds_becomes_the_roots_own() {
-    // No signing key yet: the first builds on this system make one.
+/// The fake dkms signing as dkms does, making its key when there is none.
+const SIGN: [(&str, &str); 1] = [("FAKE_DKMS_SIGN", "1")];
+
+/// A kernel with headers and no signing key yet (no module was ever built); the guard has run
+/// for the first module, hello-dkms 1.0-1, and pacman has installed it.
+fn first_module_after_the_guard() -> TestRoot {
     let t = TestRoot::new();
     t.kernel("linux", K1).headers("linux-headers", K1);
     t.offer("hello-dkms", "1.0-1", &borrowed(&module_entries("hello-1.0", &dkms_conf("hello", "1.0"))));
-    let sign = [("FAKE_DKMS_SIGN", "1")];
-    let guard = t.run_env(&["guard"], "usr/src/hello-1.0/dkms.conf\n", &sign);
-    guard.assert_code(0);
+    t.run_env(&["guard"], "usr/src/hello-1.0/dkms.conf\n", &SIGN).assert_code(0);
     assert!(!t.path("var/lib/dkms/mok.key").exists(), "the guard wrote into the dkms tree");
-    let certificate = fs::read_to_string(t.path(&format!("{PREBUILT}/mok.pub"))).unwrap();
-
     t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
-    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &sign);
+    t
+}
+
+#[test]
+fn the_key_dkms_made_for_the_guards_builds_becomes_the_roots_own() {
+    let t = first_module_after_the_guard();
+    let certificate = fs::read_to_string(t.path(&format!("{PREBUILT}/mok.pub"))).unwrap();
+    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN);
     post.assert_code(0);
     post.expect_line(&[&format!("hello/1.0 for {K1}"), "installed (built before the transaction)"]);
     assert_eq!(fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap(), certificate);
@@ -303,17 +309,11 @@ fn the_key_dkms_made_for_the_guards_builds_becomes_the_roots_own() {
 
 #[test]
 fn builds_signed_with_another_key_than_the_roots_are_not_used() {
-    let t = TestRoot::new();
-    t.kernel("linux", K1).headers("linux-headers", K1);
-    t.offer("hello-dkms", "1.0-1", &borrowed(&module_entries("hello-1.0", &dkms_conf("hello", "1.0"))));
-    let sign = [("FAKE_DKMS_SIGN", "1")];
-    t.run_env(&["guard"], "usr/src/hello-1.0/dkms.conf\n", &sign).assert_code(0);
+    let t = first_module_after_the_guard();
     // Between the hooks, the root got a key of its own (made by hand, or by another tool).
     fs::write(t.path("var/lib/dkms/mok.key"), "the admin's key\n").unwrap();
     fs::write(t.path("var/lib/dkms/mok.pub"), "the admin's certificate\n").unwrap();
-
-    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
-    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &sign);
+    let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN);
     post.assert_code(0);
     assert!(!post.stdout.contains("built before the transaction"), "{post}");
     assert_eq!(fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap(), "the admin's certificate\n");
