@@ -170,12 +170,7 @@ impl Reporter {
         if self.verbosity == Verbosity::Quiet && !failed {
             return;
         }
-        let mut said = describe(job, &result.outcome, result.duration);
-        if result.prebuilt {
-            if let Some(rest) = said.strip_prefix("installed") {
-                said = format!("installed (built before the transaction){rest}");
-            }
-        }
+        let said = describe(job, &result.outcome, result.duration, result.prebuilt);
         let mut text = format!("  -> ({}/{total}) {job}: {said}\n", index + 1);
         let cause = match &result.outcome {
             Outcome::Kept { failure, .. } => failure,
@@ -247,16 +242,17 @@ impl Reporter {
     }
 }
 
-/// The outcome of `job` as a short phrase.
-fn describe(job: &Job, outcome: &Outcome, duration: Duration) -> String {
+/// The outcome of `job` as a short phrase; `prebuilt`: what was installed is the guard's build.
+fn describe(job: &Job, outcome: &Outcome, duration: Duration, prebuilt: bool) -> String {
     let took = secs(duration);
+    let installed = if prebuilt { "installed (built before the transaction)" } else { "installed" };
     match outcome {
-        Outcome::Installed => format!("installed in {took}"),
+        Outcome::Installed => format!("{installed} in {took}"),
         Outcome::Built => format!("builds (checked in {took})"),
         Outcome::Replaced { old } if *old == job.module.version => {
             format!("rebuilt from the new sources in {took}, replacing the build from before")
         }
-        Outcome::Replaced { old } => format!("installed in {took}, replacing {}/{old}", job.module.name),
+        Outcome::Replaced { old } => format!("{installed} in {took}, replacing {}/{old}", job.module.name),
         Outcome::Unchanged => "unchanged (the same sources as the installed build: nothing to build)".to_owned(),
         Outcome::Preserved => "kept installed until its upgrade is built after the transaction".to_owned(),
         Outcome::StillServing { kernels } => {
@@ -271,7 +267,7 @@ fn describe(job: &Job, outcome: &Outcome, duration: Duration) -> String {
             } else {
                 format!("kept {}/{old} (the version that was installed)", job.module.name)
             };
-            format!("{}; {kept}", describe(job, failure, duration))
+            format!("{}; {kept}", describe(job, failure, duration, prebuilt))
         }
         Outcome::Removed => format!("removed in {took}"),
         Outcome::Unregistered => format!("unregistered in {took}"),
@@ -323,24 +319,29 @@ mod tests {
             module: crate::plan::ModuleId::new("hello", "1.1"),
             after: vec![],
         };
-        assert_eq!(describe(&job, &Outcome::Installed, d), "installed in 4.2 s");
-        assert_eq!(describe(&job, &Outcome::Built, d), "builds (checked in 4.2 s)");
-        assert!(describe(&job, &Outcome::Skipped, d).starts_with("skipped"));
+        assert_eq!(describe(&job, &Outcome::Installed, d, false), "installed in 4.2 s");
+        assert_eq!(describe(&job, &Outcome::Built, d, false), "builds (checked in 4.2 s)");
+        assert!(describe(&job, &Outcome::Skipped, d, false).starts_with("skipped"));
         let failed =
             Outcome::Failed { code: Some(10), meaning: "the module build (make) failed", log: None, tail: vec![] };
-        assert_eq!(describe(&job, &failed, d), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
+        assert_eq!(describe(&job, &failed, d, false), "failed in 4.2 s: dkms exit 10, the module build (make) failed");
         let wrong = Outcome::WrongVermagic { module: PathBuf::from("/m.ko"), vermagic: "6.1-y SMP".into() };
-        let text = describe(&job, &wrong, d);
+        let text = describe(&job, &wrong, d, false);
         assert!(text.contains("wrong kernel") && text.contains("vermagic 6.1-y SMP"), "{text}");
         let kept = Outcome::Kept { old: "1.0".into(), failure: Box::new(failed) };
         assert_eq!(
-            describe(&job, &kept, d),
+            describe(&job, &kept, d, false),
             "failed in 4.2 s: dkms exit 10, the module build (make) failed; kept hello/1.0 (the version that was installed)"
         );
         assert_eq!(
-            describe(&job, &Outcome::Replaced { old: "1.0".into() }, d),
+            describe(&job, &Outcome::Replaced { old: "1.0".into() }, d, false),
             "installed in 4.2 s, replacing hello/1.0"
         );
+        assert_eq!(
+            describe(&job, &Outcome::Replaced { old: "1.0".into() }, d, true),
+            "installed (built before the transaction) in 4.2 s, replacing hello/1.0"
+        );
+        assert_eq!(describe(&job, &Outcome::Installed, d, true), "installed (built before the transaction) in 4.2 s");
         assert_eq!(count(1, "job"), "1 job");
         assert_eq!(count(3, "job"), "3 jobs");
     }
