@@ -747,6 +747,9 @@ mod tests {
     const REMOVE: Operation = Operation::Remove { rebuild: false };
     const REBUILD: Operation = Operation::Remove { rebuild: true };
 
+    /// The kernels of [`two_kernels`].
+    const BOTH: &[&str] = &["6.12.1-arch1-1", "6.6.30-1-lts"];
+
     fn two_kernels() -> World {
         World::new().kernel("6.12.1-arch1-1", "linux", true).kernel("6.6.30-1-lts", "linux-lts", true)
     }
@@ -782,7 +785,7 @@ mod tests {
         let w = two_kernels()
             .source("hello-1.0", "hello", "1.0", &[])
             .digest("hello-1.0", "d1")
-            .built("hello", "1.0", "hello-1.0", &["6.12.1-arch1-1", "6.6.30-1-lts"], &["6.12.1-arch1-1"])
+            .built("hello", "1.0", "hello-1.0", BOTH, &["6.12.1-arch1-1"])
             .made_from("hello", "1.0", "6.12.1-arch1-1", "d1", false);
         // The package (re)installed with the sources the installed build was made from.
         let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
@@ -798,13 +801,7 @@ mod tests {
         let w = two_kernels()
             .source("hello-1.0", "hello", "1.0", &[])
             .digest("hello-1.0", "new")
-            .built(
-                "hello",
-                "1.0",
-                "hello-1.0",
-                &["6.12.1-arch1-1", "6.6.30-1-lts"],
-                &["6.12.1-arch1-1", "6.6.30-1-lts"],
-            )
+            .built("hello", "1.0", "hello-1.0", BOTH, BOTH)
             .made_from("hello", "1.0", "6.12.1-arch1-1", "old", false);
         let p = w.plan(INSTALL, "usr/src/hello-1.0/dkms.conf\n");
         assert_eq!(jobs(&p), ["replace hello/1.0 for 6.12.1-arch1-1", "replace hello/1.0 for 6.6.30-1-lts"]);
@@ -826,13 +823,7 @@ mod tests {
         let w = two_kernels()
             .source("hello-1.1", "hello", "1.1", &[])
             .digest("hello-1.1", "d11")
-            .built(
-                "hello",
-                "1.0",
-                "hello-1.0",
-                &["6.12.1-arch1-1", "6.6.30-1-lts"],
-                &["6.12.1-arch1-1", "6.6.30-1-lts"],
-            )
+            .built("hello", "1.0", "hello-1.0", BOTH, BOTH)
             .kept_sources("hello", "1.0", "d10")
             .made_from("hello", "1.0", "6.12.1-arch1-1", "d10", false);
         let p = w.plan(INSTALL, "usr/src/hello-1.1/dkms.conf\n");
@@ -1035,9 +1026,7 @@ mod tests {
 
     #[test]
     fn leaving_kernel_loses_all_modules_and_gets_no_depmod() {
-        let w = two_kernels()
-            .built("a", "1", "a-1", &["6.6.30-1-lts", "6.12.1-arch1-1"], &["6.6.30-1-lts", "6.12.1-arch1-1"])
-            .built("b", "2", "b-2", &["6.6.30-1-lts"], &[]);
+        let w = two_kernels().built("a", "1", "a-1", BOTH, BOTH).built("b", "2", "b-2", &["6.6.30-1-lts"], &[]);
         let p =
             w.plan(REMOVE, "usr/lib/modules/6.6.30-1-lts/build/include/\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
         assert_eq!(jobs(&p), ["remove a/1 from 6.6.30-1-lts", "remove b/2 from 6.6.30-1-lts"]);
@@ -1077,13 +1066,7 @@ mod tests {
 
     #[test]
     fn module_and_kernel_leaving_together_do_not_duplicate_jobs() {
-        let w = two_kernels().source("a-1", "a", "1", &[]).built(
-            "a",
-            "1",
-            "a-1",
-            &["6.6.30-1-lts", "6.12.1-arch1-1"],
-            &["6.6.30-1-lts", "6.12.1-arch1-1"],
-        );
+        let w = two_kernels().source("a-1", "a", "1", &[]).built("a", "1", "a-1", BOTH, BOTH);
         let p = w.plan(REMOVE, "usr/src/a-1/dkms.conf\nusr/lib/modules/6.6.30-1-lts/modules.order\n");
         assert_eq!(jobs(&p), ["remove a/1 from 6.12.1-arch1-1", "remove a/1 from 6.6.30-1-lts", "unregister a/1"]);
         assert_eq!(p.depmod, ["6.12.1-arch1-1"]);

@@ -83,25 +83,11 @@ pub const HELLO_1_1: Module = dkms_module!("hello", "1.1", "1.1-1", "hello");
 /// A pkgrel bump of 1.1: the same directory, new source (`modinfo -F pkgrel` says 2).
 pub const HELLO_1_1_REL2: Module = dkms_module!("hello", "1.1", "1.1-2", "hello");
 /// A new version of hello that does not compile.
-pub const HELLO_1_1_BROKEN: Module = Module {
-    package: "hello-dkms",
-    version: "1.1-1",
-    source: "hello-broken",
-    name: "hello",
-    modver: "1.1",
-    ko: "hello",
-};
+pub const HELLO_1_1_BROKEN: Module = Module { source: "hello-broken", ..HELLO_1_1 };
 /// The version after that, which compiles.
 pub const HELLO_1_2: Module = dkms_module!("hello", "1.2", "1.2-1", "hello");
 /// A package release of hello 1.0 (same directory) whose changed sources do not compile.
-pub const HELLO_1_0_REL2_BROKEN: Module = Module {
-    package: "hello-dkms",
-    version: "1.0-2",
-    source: "hello-broken",
-    name: "hello",
-    modver: "1.0",
-    ko: "hello",
-};
+pub const HELLO_1_0_REL2_BROKEN: Module = Module { version: "1.0-2", source: "hello-broken", ..HELLO_1_0 };
 /// The release after that, which compiles (`modinfo -F pkgrel` says 3).
 pub const HELLO_1_0_REL3: Module = dkms_module!("hello", "1.0", "1.0-3", "hello");
 /// hello 1.0 from sources without the package release in them: its releases 1 and 2 are
