@@ -15,13 +15,18 @@ use sha2::{Digest, Sha256};
 pub fn of_tree(dir: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     add(&mut hasher, dir, "").with_context(|| format!("failed to read {}", dir.display()))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 /// The digest of the file at `path`, as lowercase hex.
 pub fn of_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+/// A digest as lowercase hex.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Adds the entries below `dir` (named `rel` relative to the tree's top).
