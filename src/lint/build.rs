@@ -183,10 +183,7 @@ impl Builder {
             }
             Err(Outcome::Failed { code, meaning, tail, .. }) => {
                 let what = code.map_or_else(|| format!("dkms {meaning}"), |c| format!("dkms exit {c}, {meaning}"));
-                // The compiler names the copy in the private tree: name the package's file.
-                let copy = tree.join(&module.name).join(&module.version).join("build").display().to_string();
-                let source = format!("usr/src/{}-{}", module.name, module.version);
-                let tail = tail.iter().map(|line| line.replace(&copy, &source)).collect();
+                let tail = build.name_sources(&tail, &format!("usr/src/{}-{}", module.name, module.version));
                 let finding = Finding::new(
                     Tag::BuildFailed,
                     format!("{on}: {what}"),

@@ -52,6 +52,20 @@ impl PrivateBuild<'_> {
         self.tree.join(&self.module.name).join(&self.module.version)
     }
 
+    /// `lines` of the build's log with the private copy of the sources named `packaged`: the
+    /// compiler names the copy dkms built in, the user knows the files by the package's path.
+    /// dkms's record of the command it ran (`# command: …`) stays as it ran.
+    pub fn name_sources(&self, lines: &[String], packaged: &str) -> Vec<String> {
+        let copy = self.version_dir().join("build").display().to_string();
+        lines
+            .iter()
+            .map(|line| match line.trim_start().starts_with("# command:") {
+                true => line.clone(),
+                false => line.replace(&copy, packaged),
+            })
+            .collect()
+    }
+
     /// `dkms build` with every path given explicitly.
     fn args(&self) -> Vec<OsString> {
         let m = self.module;

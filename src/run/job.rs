@@ -142,18 +142,7 @@ impl Runner<'_> {
             Err(Outcome::Failed { code, meaning, log: Some(log), tail }) => {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 output.push_str(&format!("\n--- {} ---\n{text}", log.display()));
-                let copy = build.tree.join(&job.module.name).join(&job.module.version).join("build");
-                let (copy, packaged) =
-                    (copy.display().to_string(), format!("/usr/src/{}-{}", job.module.name, job.module.version));
-                // The compiler's messages name the files as the package ships them; the command
-                // dkms ran stays as it ran.
-                let tail = tail
-                    .iter()
-                    .map(|line| match line.trim_start().starts_with("# command:") {
-                        true => line.clone(),
-                        false => line.replace(&copy, &packaged),
-                    })
-                    .collect();
+                let tail = private.name_sources(&tail, &format!("/usr/src/{}-{}", job.module.name, job.module.version));
                 Outcome::Failed { code, meaning, log: None, tail }
             }
             Err(outcome) => outcome,
