@@ -172,7 +172,7 @@ pub enum Command {
 }
 
 /// What `dkms-hook generate` writes.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Generate {
     /// Write dkms-hook.8, one page per subcommand and dkms-hook.toml.5 into DIR
     Man {
@@ -189,7 +189,7 @@ pub enum Generate {
 }
 
 /// The shells `dkms-hook generate completions` writes scripts for.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
     Bash,
     Zsh,

@@ -11,16 +11,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::cli::{self, Command, GlobalOpts, Opts};
-use crate::generate;
-
-/// What pacman asked us to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// PostTransaction: build and install.
-    Install,
-    /// PreTransaction: remove; `rebuild` when the install hook rebuilds afterwards (no depmod).
-    Remove { rebuild: bool },
-}
+use crate::domain::{Layout, Operation};
 
 /// The subcommand, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +25,7 @@ pub enum Action {
     /// The pre-transaction guard: test-build for the incoming packages; targets on stdin.
     Guard,
     /// Write the manual pages or a shell completion script (reads no configuration file).
-    Generate(generate::Output),
+    Generate(cli::Generate),
     /// Check package files (`build`: also build their modules privately; `json`: machine-readable).
     Lint { paths: Vec<PathBuf>, build: bool, json: bool },
 }
@@ -45,64 +36,6 @@ pub enum Verbosity {
     Quiet,
     Normal,
     Verbose,
-}
-
-/// Where things live on the system being acted on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
-    /// The system root; `/` for the running system.
-    pub root: PathBuf,
-    /// The pacman database directory (holds `local/`).
-    pub dbpath: PathBuf,
-    /// Module sources: `ROOT/usr/src`.
-    pub source_tree: PathBuf,
-    /// The dkms tree: `ROOT/var/lib/dkms`.
-    pub dkms_tree: PathBuf,
-    /// Kernel module directories: `ROOT/usr/lib/modules`.
-    pub module_dir: PathBuf,
-}
-
-impl Layout {
-    /// The standard layout below `root`, with pacman's database at `dbpath` if given.
-    pub fn new(root: &Path, dbpath: Option<&Path>) -> Layout {
-        Layout {
-            root: root.to_path_buf(),
-            dbpath: dbpath.map_or_else(|| root.join("var/lib/pacman"), Path::to_path_buf),
-            source_tree: root.join("usr/src"),
-            dkms_tree: root.join("var/lib/dkms"),
-            module_dir: root.join("usr/lib/modules"),
-        }
-    }
-
-    /// True when acting on another root than `/`: dkms and depmod must then be relocated.
-    pub fn is_relocated(&self) -> bool {
-        self.root != Path::new("/")
-    }
-
-    /// A kernel's module directory, `ROOT/usr/lib/modules/KVER`.
-    pub fn kernel_dir(&self, kver: &str) -> PathBuf {
-        self.module_dir.join(kver)
-    }
-
-    /// `path` (absolute, as seen on the system acted on) below the root.
-    pub fn on_root(&self, path: &Path) -> PathBuf {
-        self.root.join(path.strip_prefix("/").unwrap_or(path))
-    }
-
-    /// The file remembering each job's last outcome: `ROOT/var/lib/dkms-hook/state.json`.
-    pub fn state_file(&self) -> PathBuf {
-        self.own_dir().join("state.json")
-    }
-
-    /// dkms-hook's own directory on the root's persistent file system: `ROOT/var/lib/dkms-hook`.
-    pub fn own_dir(&self) -> PathBuf {
-        self.root.join("var/lib/dkms-hook")
-    }
-
-    /// The lock serializing runs on this root: `ROOT/var/lib/dkms-hook/lock`.
-    pub fn lock_file(&self) -> PathBuf {
-        self.own_dir().join("lock")
-    }
 }
 
 /// Module and kernel patterns that dkms-hook never builds or installs for. Removals still
@@ -325,7 +258,7 @@ impl Config {
             Command::Status { json } => Action::Status { json },
             Command::Sync => Action::Sync,
             Command::Guard => Action::Guard,
-            Command::Generate(what) => Action::Generate(generate_output(what)),
+            Command::Generate(what) => Action::Generate(what),
             Command::Lint { build, json, paths } => Action::Lint { paths, build, json },
         };
         let file = match config {
@@ -366,18 +299,6 @@ impl Config {
             guard: file.guard.unwrap_or(true),
             layout,
         })
-    }
-}
-
-/// The generator's request, without clap's types.
-fn generate_output(what: cli::Generate) -> generate::Output {
-    match what {
-        cli::Generate::Man { dir } => generate::Output::ManPages(dir),
-        cli::Generate::Completions { shell } => generate::Output::Completions(match shell {
-            cli::Shell::Bash => generate::Shell::Bash,
-            cli::Shell::Zsh => generate::Shell::Zsh,
-            cli::Shell::Fish => generate::Shell::Fish,
-        }),
     }
 }
 

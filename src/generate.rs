@@ -7,7 +7,7 @@
 //! subcommand itself is hidden: it appears in no `--help`, page or completion script.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -15,25 +15,9 @@ use clap::CommandFactory;
 use nix::sys::signal::Signal;
 
 use crate::cli;
-use crate::config::{Layout, CONFIG_FILE, DEFAULT_LOG_DIR};
+use crate::config::{CONFIG_FILE, DEFAULT_LOG_DIR};
+use crate::domain::Layout;
 use crate::interrupt;
-
-/// What to generate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Every manual page, written into this directory (created if missing).
-    ManPages(PathBuf),
-    /// The completion script for this shell, printed on stdout.
-    Completions(Shell),
-}
-
-/// A shell with a completion script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
 
 /// The program's name, as installed and as completed.
 const BIN: &str = "dkms-hook";
@@ -55,10 +39,10 @@ const HOOK_FILES: &[(&str, &str)] = &[
 const HOOK_DIR: &str = "/etc/pacman.d/hooks/";
 
 /// Does what `dkms-hook generate` was asked to.
-pub fn run(output: &Output) -> Result<ExitCode> {
-    match output {
-        Output::ManPages(dir) => write_man_pages(dir)?,
-        Output::Completions(shell) => {
+pub fn run(what: &cli::Generate) -> Result<ExitCode> {
+    match what {
+        cli::Generate::Man { dir } => write_man_pages(dir)?,
+        cli::Generate::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             out.write_all(completions(*shell).as_bytes())
                 .and_then(|()| out.flush())
@@ -174,11 +158,11 @@ fn escape(text: &str) -> String {
 }
 
 /// The completion script for `shell`.
-pub fn completions(shell: Shell) -> String {
+pub fn completions(shell: cli::Shell) -> String {
     let generator = match shell {
-        Shell::Bash => clap_complete::Shell::Bash,
-        Shell::Zsh => clap_complete::Shell::Zsh,
-        Shell::Fish => clap_complete::Shell::Fish,
+        cli::Shell::Bash => clap_complete::Shell::Bash,
+        cli::Shell::Zsh => clap_complete::Shell::Zsh,
+        cli::Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut script = Vec::new();
     clap_complete::generate(generator, &mut documented_command(), BIN, &mut script);
@@ -188,8 +172,8 @@ pub fn completions(shell: Shell) -> String {
         // arrives at `dkms__hook__subcmd__status`, the case arm says
         // `dkms__subcmd__hook__subcmd__status`, so no subcommand option ever completes
         // (clap-rs/clap#6421). Make the arms match the loop.
-        Shell::Bash => script.replace("dkms__subcmd__hook", "dkms__hook"),
-        Shell::Zsh | Shell::Fish => script,
+        cli::Shell::Bash => script.replace("dkms__subcmd__hook", "dkms__hook"),
+        cli::Shell::Zsh | cli::Shell::Fish => script,
     }
 }
 

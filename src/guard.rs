@@ -26,14 +26,17 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::config::{Config, Layout, Operation, Verbosity};
+use crate::config::{Config, Verbosity};
+use crate::domain::{Job, JobKind, ModuleId, TestBuild};
+use crate::domain::{Layout, Operation};
+use crate::domain::{Outcome, Signing};
 use crate::inventory::incoming::{Located, Transaction};
+use crate::inventory::package::{self, Package, Scratch};
 use crate::inventory::{self, dkms_conf, Evaluate, Inventory, Kernel, ModuleSource, Scope};
-use crate::package::{self, Package, Scratch};
-use crate::plan::{self, Job, JobKind, ModuleId, Plan, TestBuild};
+use crate::plan::{self, Plan};
 use crate::prebuilt::{self, Prebuilt};
 use crate::report::{count, Heading};
-use crate::run::{JobResult, Outcome, Signing};
+use crate::run::JobResult;
 use crate::session::{Begun, Session};
 use crate::targets::Targets;
 
@@ -79,7 +82,7 @@ pub fn run(config: &Config) -> Result<ExitCode> {
 
 /// The guard's work: see the module documentation.
 fn check(config: &Config) -> Result<ExitCode> {
-    let targets = crate::hook::read_targets()?;
+    let targets = crate::session::read_targets()?;
     let reporter = crate::report::Reporter::new(config.verbosity);
     let targets = wanted_targets(&targets);
     if targets.is_empty() {
@@ -121,7 +124,7 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
     let after = after_transaction(&current, &incoming);
     let state = session.state();
     let install = plan::plan(Operation::Install, &incoming.targets, &after, &state);
-    let (install, _) = crate::exclude::apply(install, &config.excludes);
+    let (install, _) = crate::plan::exclude(install, &config.excludes);
     let paths = Paths { layout, scratch: scratch.path(), incoming: &incoming };
     let (plan, skipped) = test_plan(&install, &|id, kernel| paths.test_build(id, kernel));
     for notice in install.notices.iter().filter(|n| n.is_error()) {
@@ -188,7 +191,7 @@ fn check_with(config: &Config, session: &Session, targets: &Targets) -> Result<E
             builds.clear();
         }
     }
-    let certificate = signed.then(|| inventory::digest::of_file(&signing.cert).ok()).flatten();
+    let certificate = signed.then(|| crate::digest::of_file(&signing.cert).ok()).flatten();
     let built = results.iter().filter(|r| matches!(r.as_ref().map(|r| &r.outcome), Some(Outcome::Built))).count();
     let kept = builds.len();
     drop(scratch);
@@ -314,7 +317,7 @@ impl Incoming {
             .into_iter()
             .zip(confs)
             .map(|((dir, package), conf)| {
-                let digest = inventory::digest::of_tree(&tree.join(&dir)).ok();
+                let digest = crate::digest::of_tree(&tree.join(&dir)).ok();
                 ModuleSource { dir, package: Some(package), conf, digest }
             })
             .collect();

@@ -1,21 +1,20 @@
 //! `dkms-hook install` and `dkms-hook remove`, the commands pacman's hooks run: the paths pacman
 //! matched arrive on stdin, become targets, and the plan for them runs in a session.
 
-use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::config::{Config, Operation};
+use crate::config::Config;
+use crate::domain::Operation;
 use crate::inventory::Scope;
 use crate::plan;
 use crate::report::{Heading, Reporter};
 use crate::session::{Begun, Session};
-use crate::targets::Targets;
 
 /// Runs the hook command for `operation` with the targets on stdin.
 pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
-    let targets = read_targets()?;
+    let targets = crate::session::read_targets()?;
     for line in &targets.ignored {
         log::info!("ignoring target {line:?}");
     }
@@ -56,17 +55,4 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         crate::prebuilt::clear(&config.layout);
     }
     Ok(code)
-}
-
-/// Reads and parses stdin; a terminal there means a person ran the hook command by hand.
-pub(crate) fn read_targets() -> Result<Targets> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        anyhow::bail!(
-            "no targets: dkms-hook reads the paths pacman passes to its hooks on stdin (e.g. `echo usr/src/NAME-VERSION/dkms.conf | dkms-hook install`); to repair the system, run `dkms-hook sync`"
-        );
-    }
-    let mut input = Vec::new();
-    stdin.lock().read_to_end(&mut input).context("failed to read targets from stdin")?;
-    Ok(Targets::parse(&input))
 }

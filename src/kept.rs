@@ -12,14 +12,11 @@
 //! A copy is dropped once nothing needs it: no `source` link points at it and no installed build
 //! was made from it while the packaged sources of its module version differ ([`unneeded`]).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::config::Layout;
-use crate::inventory::DkmsTree;
-use crate::state::State;
+use crate::domain::Layout;
 
 /// Where kept copies live: `ROOT/var/lib/dkms-hook/kept`.
 pub fn root(layout: &Layout) -> PathBuf {
@@ -94,30 +91,6 @@ pub fn remove_temporaries(layout: &Layout) {
     }
 }
 
-/// The kept copies nothing needs any more. A copy is needed while a `source` link in the dkms
-/// tree points at it, or while a build made from it is installed and its module version's
-/// packaged sources are different (the build of an earlier release of the same version, still
-/// serving a kernel its replacement failed for).
-/// `packaged(module, version)` gives the digest of that version's packaged sources, if any.
-pub fn unneeded(
-    copies: &[String],
-    tree: &DkmsTree,
-    state: &State,
-    mut packaged: impl FnMut(&str, &str) -> Option<String>,
-) -> Vec<String> {
-    let mut needed: BTreeSet<String> = tree.entries.values().filter_map(|e| e.kept.clone()).collect();
-    for record in state.records() {
-        let Some(digest) = &record.digest else { continue };
-        if needed.contains(digest) || !tree.is_installed(&record.module, &record.version, &record.kernel) {
-            continue;
-        }
-        if packaged(&record.module, &record.version).as_ref() != Some(digest) {
-            needed.insert(digest.clone());
-        }
-    }
-    copies.iter().filter(|d| !needed.contains(*d)).cloned().collect()
-}
-
 /// Drops a kept copy (and the directory of kept copies once it is empty).
 pub fn drop(layout: &Layout, digest: &str) {
     let dir = path(layout, digest);
@@ -140,10 +113,10 @@ mod tests {
         std::fs::write(src.join("dkms.conf"), "PACKAGE_NAME=hello\n").unwrap();
         std::fs::write(src.join("sub/x.c"), "int x;\n").unwrap();
         std::os::unix::fs::symlink("sub/x.c", src.join("link")).unwrap();
-        let digest = crate::inventory::digest::of_tree(&src).unwrap();
+        let digest = crate::digest::of_tree(&src).unwrap();
         let kept = keep(&layout, &src, &digest).unwrap();
         assert_eq!(kept, path(&layout, &digest));
-        assert_eq!(crate::inventory::digest::of_tree(&kept).unwrap(), digest);
+        assert_eq!(crate::digest::of_tree(&kept).unwrap(), digest);
         assert_eq!(digest_of(&layout, &kept).as_deref(), Some(digest.as_str()));
         assert_eq!(digest_of(&layout, &src), None);
         // The sources going away (pacman unlinks them) leave the copy whole.

@@ -1,28 +1,55 @@
 //! dkms-hook as a library: the stages of a run, each usable and testable on its own, and the
 //! commands built from them. The binary (`main.rs`) only dispatches to a command; fuzz targets
 //! and tests call the stages directly.
+//!
+//! The house has ten floors. A file may use the files of the floors below its own, and files of
+//! its own floor as long as no two of them use each other (no circle); never a floor above. A
+//! module's unit tests may use anything. `tests/layers.rs` reads this list and holds the code to it.
+//!
+//! 1. tools: `dirs`, `digest`, `interrupt`, `process`, `lock` — directories, content digests,
+//!    signals, child processes, the run's lock: nothing of dkms or pacman.
+//! 2. words: `domain`, `cli`, `targets` — the vocabulary every layer speaks (module, job, outcome,
+//!    operation, layout, signing key), the command line, pacman's targets.
+//! 3. settings: `config` — the command line over `/etc/dkms-hook.toml` over defaults, resolved once.
+//! 4. records: `state`, `kept`, `prebuilt` — dkms-hook's own files on disk.
+//! 5. reading: `inventory` — the system as it is, read once into owned data: libalpm, package
+//!    files, dkms.conf, the dkms tree, the records, the running transaction.
+//! 6. planning: `plan` — targets and inventory in, a plan out; no file system, no processes.
+//! 7. running: `run` — the only code that spawns dkms and depmod.
+//! 8. telling: `report`, `logs` — what the user reads, on the terminal and in the job logs.
+//! 9. the common run: `session` — root check, signals, lock, inventory, run, report, state.
+//! 10. commands: `hook`, `guard`, `sync`, `status`, `lint`, `generate` — what `main` dispatches to.
+
+pub mod digest;
+pub mod dirs;
+pub mod interrupt;
+pub mod lock;
+pub mod process;
 
 pub mod cli;
+pub mod domain;
+pub mod targets;
+
 pub mod config;
-pub mod dirs;
-pub mod exclude;
+
+pub mod kept;
+pub mod prebuilt;
+pub mod state;
+
+pub mod inventory;
+
+pub mod plan;
+
+pub mod run;
+
+pub mod logs;
+pub mod report;
+
+pub mod session;
+
 pub mod generate;
 pub mod guard;
 pub mod hook;
-pub mod interrupt;
-pub mod inventory;
-pub mod kept;
 pub mod lint;
-pub mod lock;
-pub mod logs;
-pub mod package;
-pub mod plan;
-pub mod prebuilt;
-pub mod process;
-pub mod report;
-pub mod run;
-pub mod session;
-pub mod state;
 pub mod status;
 pub mod sync;
-pub mod targets;

@@ -13,8 +13,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::plan::{Job, JobKind};
-use crate::run::{JobResult, Outcome};
+use crate::domain::Outcome;
+use crate::domain::{Job, JobKind};
+use crate::run::JobResult;
 
 /// Where job logs go and how many are kept.
 #[derive(Debug, Clone)]
@@ -149,7 +150,7 @@ fn render(job: &Job, result: &JobResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ModuleId;
+    use crate::domain::ModuleId;
     use std::time::{Duration, SystemTime};
 
     fn job(kind: JobKind) -> Job {

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Layout;
-use crate::run::Signing;
+use crate::domain::Layout;
+use crate::domain::Signing;
 
 /// One build the guard made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub fn load(layout: &Layout, transaction: Option<&str>) -> Vec<Prebuilt> {
         return Vec::new();
     }
     if let Some(certificate) = &index.certificate {
-        let own = crate::inventory::digest::of_file(&Signing::of(layout).cert).ok();
+        let own = crate::digest::of_file(&Signing::of(layout).cert).ok();
         if own.as_ref() != Some(certificate) {
             log::info!("the guard's builds were signed with another key than the root's: building again");
             return Vec::new();

@@ -12,9 +12,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::config::Verbosity;
+use crate::domain::Job;
+use crate::domain::Outcome;
 use crate::lock::Holder;
-use crate::plan::{Job, Plan};
-use crate::run::{Event, JobResult, Outcome, Stats};
+use crate::plan::Plan;
+use crate::run::{Event, JobResult, Stats};
 
 /// What a run is doing, for its heading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +81,13 @@ impl Reporter {
             return;
         }
         let n = count(plan.jobs.len(), "job");
-        let all = |kind: fn(&crate::plan::JobKind) -> bool| plan.jobs.iter().all(|j| kind(&j.kind));
+        let all = |kind: fn(&crate::domain::JobKind) -> bool| plan.jobs.iter().all(|j| kind(&j.kind));
         let text = match heading {
-            Heading::Install if all(|k| matches!(k, crate::plan::JobKind::Unchanged { .. })) => {
+            Heading::Install if all(|k| matches!(k, crate::domain::JobKind::Unchanged { .. })) => {
                 format!("==> Nothing to build: the DKMS module sources are unchanged ({n})\n")
             }
             Heading::Install => format!("==> Installing DKMS modules: {n}\n"),
-            Heading::Remove if all(|k| matches!(k, crate::plan::JobKind::Preserve { .. })) => {
+            Heading::Remove if all(|k| matches!(k, crate::domain::JobKind::Preserve { .. })) => {
                 format!("==> Keeping DKMS modules installed until their upgrades are built: {n}\n")
             }
             Heading::Remove => format!("==> Removing DKMS modules: {n}\n"),
@@ -315,8 +317,8 @@ mod tests {
     fn outcome_phrases() {
         let d = Duration::from_millis(4210);
         let job = Job {
-            kind: crate::plan::JobKind::Install { kernel: "k1".into() },
-            module: crate::plan::ModuleId::new("hello", "1.1"),
+            kind: crate::domain::JobKind::Install { kernel: "k1".into() },
+            module: crate::domain::ModuleId::new("hello", "1.1"),
             after: vec![],
         };
         assert_eq!(describe(&job, &Outcome::Installed, d, false), "installed in 4.2 s");

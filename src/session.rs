@@ -12,19 +12,22 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::config::Config;
+use crate::domain::{Job, Outcome, Signing};
 use crate::inventory::{DkmsTree, Evaluate, Inventory, Scope};
 use crate::lock::{self, Lock};
 use crate::logs::Logs;
-use crate::plan::{Job, Plan};
+use crate::plan::Plan;
 use crate::report::{Heading, Reporter};
-use crate::run::{self, Event, JobResult, Outcome, Runner, Signing, Tools};
+use crate::run::{self, Event, JobResult, Runner, Tools};
 use crate::state::{self, State};
-use crate::{exclude, interrupt, kept, prebuilt};
+use crate::targets::Targets;
+use crate::{interrupt, kept, prebuilt};
 
 /// Told of each finished job: its position in the plan, the job, its result and its log.
 type JobDone<'a> = dyn FnMut(usize, &Job, &JobResult, Option<&std::path::Path>) + 'a;
@@ -99,7 +102,7 @@ impl<'c> Session<'c> {
     /// Shows the plan's notices, drops what the configuration excludes, and runs it (or, in a
     /// dry run, prints it). Returns the exit status.
     pub fn run(&self, heading: Heading, inventory: &Inventory, state: State, plan: Plan) -> Result<ExitCode> {
-        let (plan, excluded) = exclude::apply(plan, &self.config.excludes);
+        let (plan, excluded) = crate::plan::exclude(plan, &self.config.excludes);
         self.reporter.excluded(&excluded);
         self.reporter.notices(&plan);
         if self.config.dry_run {
@@ -199,7 +202,7 @@ impl<'c> Session<'c> {
                 return;
             }
         };
-        for digest in kept::unneeded(&copies, &tree, state, |m, v| digests.of(layout, m, v)) {
+        for digest in tree.unneeded_copies(&copies, state, |m, v| digests.of(layout, m, v)) {
             kept::drop(layout, &digest);
         }
     }
@@ -218,7 +221,7 @@ impl Digests {
     }
 
     /// The digest of `usr/src/NAME-VERSION`, if it is there and readable.
-    fn of(&self, layout: &crate::config::Layout, name: &str, version: &str) -> Option<String> {
+    fn of(&self, layout: &crate::domain::Layout, name: &str, version: &str) -> Option<String> {
         let dir = format!("{name}-{version}");
         self.known
             .borrow_mut()
@@ -229,4 +232,17 @@ impl Digests {
             })
             .clone()
     }
+}
+
+/// Reads and parses stdin; a terminal there means a person ran the hook command by hand.
+pub fn read_targets() -> Result<Targets> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        anyhow::bail!(
+            "no targets: dkms-hook reads the paths pacman passes to its hooks on stdin (e.g. `echo usr/src/NAME-VERSION/dkms.conf | dkms-hook install`); to repair the system, run `dkms-hook sync`"
+        );
+    }
+    let mut input = Vec::new();
+    stdin.lock().read_to_end(&mut input).context("failed to read targets from stdin")?;
+    Ok(Targets::parse(&input))
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Job, JobKind};
-use crate::run::Outcome;
+use crate::domain::Outcome;
+use crate::domain::{Job, JobKind};
 
 /// The file format's version; bumped on incompatible changes (an unknown version reads as empty).
 const FORMAT: u32 = 1;
@@ -260,7 +260,7 @@ pub fn now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ModuleId;
+    use crate::domain::ModuleId;
 
     fn install(m: &str, v: &str, k: &str) -> Job {
         Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new(m, v), after: vec![] }

@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::{Config, Excludes, Layout, Verbosity};
+use crate::config::{Config, Excludes, Verbosity};
+use crate::domain::Layout;
 use crate::inventory::{Evaluate, Inventory};
 use crate::report::Reporter;
 use crate::state::{Last, State};
@@ -559,10 +560,10 @@ fn out_of_place(layout: &Layout, inv: &Inventory, seen: &Observed) -> Vec<OutOfP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Outcome;
+    use crate::domain::{Job, JobKind, ModuleId};
     use crate::inventory::dkms_tree::TreeEntry;
     use crate::inventory::{DkmsConf, Kernel, ModuleSource};
-    use crate::plan::{Job, JobKind, ModuleId};
-    use crate::run::Outcome;
 
     struct World {
         layout: Layout,

@@ -26,8 +26,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::config::Config;
+use crate::domain::{Job, JobKind, ModuleId};
 use crate::inventory::{DkmsConf, Inventory, Scope};
-use crate::plan::{dependency_order, job_for, shipped_by_several, Compare, Job, JobKind, ModuleId, Notice, Plan};
+use crate::plan::{dependency_order, job_for, shipped_by_several, Compare, Notice, Plan};
 use crate::report::Heading;
 use crate::session::{Begun, Session};
 use crate::state::{Last, State};
@@ -198,9 +199,9 @@ fn plan_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ModuleId;
     use crate::inventory::dkms_tree::TreeEntry;
     use crate::inventory::{Kernel, ModuleSource};
-    use crate::plan::ModuleId;
 
     #[derive(Default)]
     struct World {
@@ -255,7 +256,7 @@ mod tests {
         }
         /// The plan as the session runs it: excluded pairs dropped.
         fn plan(&self) -> Plan {
-            crate::exclude::apply(plan(&self.inv, &self.state), &self.excludes).0
+            crate::plan::exclude(plan(&self.inv, &self.state), &self.excludes).0
         }
     }
 
@@ -325,12 +326,12 @@ mod tests {
             let job =
                 Job { kind: JobKind::Install { kernel: k.into() }, module: ModuleId::new("a", "1"), after: vec![] };
             let outcome = if kept {
-                let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
-                crate::run::Outcome::Kept { old: "1".into(), failure: Box::new(failed) }
+                let failed = crate::domain::Outcome::ExecFailed { error: "x".into() };
+                crate::domain::Outcome::Kept { old: "1".into(), failure: Box::new(failed) }
             } else {
-                crate::run::Outcome::Installed
+                crate::domain::Outcome::Installed
             };
-            w.state.record(&job, &crate::run::Outcome::Installed, None, 1, Some(digest));
+            w.state.record(&job, &crate::domain::Outcome::Installed, None, 1, Some(digest));
             w.state.record(&job, &outcome, None, 2, Some(digest));
         };
         // Builds made before digests were recorded are trusted; one recorded as made from other
@@ -413,7 +414,7 @@ mod tests {
         w.excludes.modules.push(glob::Pattern::new("nv").unwrap());
         let job =
             Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
-        w.state.record(&job, &crate::run::Outcome::Skipped, None, 1, None);
+        w.state.record(&job, &crate::domain::Outcome::Skipped, None, 1, None);
         assert_eq!(w.plan(), Plan::default());
     }
 
@@ -434,7 +435,7 @@ mod tests {
         let mut w = World::default().kernel("k1", true).source("a", "1", &[]);
         let job =
             Job { kind: JobKind::Install { kernel: "k1".into() }, module: ModuleId::new("a", "1"), after: vec![] };
-        let failed = crate::run::Outcome::ExecFailed { error: "x".into() };
+        let failed = crate::domain::Outcome::ExecFailed { error: "x".into() };
         w.state.record(&job, &failed, None, 1, None);
         assert_eq!(jobs(&w.plan()), ["install a/1 for k1"]);
     }

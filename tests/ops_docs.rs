@@ -126,7 +126,7 @@ fn the_main_page_has_every_subcommand_option_and_section() {
         section(page, name);
     }
     assert!(section(page, "EXIT STATUS").contains(".BR 129 \", \" 130 \", \" 143"), "{page}");
-    let layout = dkms_hook::config::Layout::new(Path::new("/"), None);
+    let layout = dkms_hook::domain::Layout::new(Path::new("/"), None);
     for file in [layout.lock_file(), layout.state_file()] {
         let entry = format!(".I {}\n", roff(file.to_str().unwrap()));
         assert!(section(page, "FILES").contains(&entry), "FILES lacks {}:\n{page}", file.display());

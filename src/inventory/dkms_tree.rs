@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::state::State;
 use crate::targets::is_valid_name;
 
 /// One registered module version.
@@ -125,6 +126,30 @@ impl DkmsTree {
             .filter(|(_, e)| e.built.contains(kver) || e.installed.contains(kver))
             .map(|((m, v), _)| (m.as_str(), v.as_str()))
             .collect()
+    }
+
+    /// The kept copies nothing needs any more. A copy is needed while a `source` link in the dkms
+    /// tree points at it, or while a build made from it is installed and its module version's
+    /// packaged sources are different (the build of an earlier release of the same version, still
+    /// serving a kernel its replacement failed for).
+    /// `packaged(module, version)` gives the digest of that version's packaged sources, if any.
+    pub fn unneeded_copies(
+        &self,
+        copies: &[String],
+        state: &State,
+        mut packaged: impl FnMut(&str, &str) -> Option<String>,
+    ) -> Vec<String> {
+        let mut needed: BTreeSet<String> = self.entries.values().filter_map(|e| e.kept.clone()).collect();
+        for record in state.records() {
+            let Some(digest) = &record.digest else { continue };
+            if needed.contains(digest) || !self.is_installed(&record.module, &record.version, &record.kernel) {
+                continue;
+            }
+            if packaged(&record.module, &record.version).as_ref() != Some(digest) {
+                needed.insert(digest.clone());
+            }
+        }
+        copies.iter().filter(|d| !needed.contains(*d)).cloned().collect()
     }
 }
 

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use alpm::{Alpm, SigLevel};
 
-use crate::config::Layout;
-use crate::package::Package;
+use super::package::Package;
+use crate::domain::Layout;
 
 /// What pacman operation the frontend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

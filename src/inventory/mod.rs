@@ -6,41 +6,20 @@
 //! `pacman::read` (it is not `Send`); everything returned is plain owned data the planner and
 //! the runner can use freely.
 
-pub mod digest;
 pub mod dkms_conf;
 pub mod dkms_tree;
 pub mod incoming;
+pub mod package;
 pub mod pacman;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
-use crate::config::Layout;
+use crate::domain::Layout;
 pub use dkms_conf::{DkmsConf, Evaluate};
 pub use dkms_tree::DkmsTree;
-
-/// An installed kernel: a `<kver>` whose `vmlinuz`/`pkgbase` an installed package owns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kernel {
-    /// The module directory name, e.g. `6.12.1-arch1-1`.
-    pub kver: String,
-    /// The package owning the kernel, e.g. `linux`.
-    pub package: String,
-    /// The package base (content of `pkgbase`), used to name the headers package to install.
-    pub pkgbase: String,
-    /// Where the headers come from, when `build/include/` exists: the package owning `build/`
-    /// (a directory, or a symlink to a headers tree), or the directory an unpackaged `build`
-    /// symlink leads to.
-    pub headers: Option<String>,
-}
-
-impl Kernel {
-    /// The headers package a user should install for this kernel.
-    pub fn headers_package(&self) -> String {
-        format!("{}-headers", self.pkgbase)
-    }
-}
+pub use pacman::Kernel;
 
 /// A module source directory `usr/src/<dir>` with a dkms.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +120,7 @@ impl Inventory {
 
 /// The digest of `usr/src/DIR`; `None` (and a warning) when it cannot be read.
 pub fn digest_of(layout: &Layout, dir: &str) -> Option<String> {
-    match digest::of_tree(&layout.source_tree.join(dir)) {
+    match crate::digest::of_tree(&layout.source_tree.join(dir)) {
         Ok(digest) => Some(digest),
         Err(e) => {
             log::warn!("{e:#}: its modules are rebuilt rather than compared");

@@ -14,8 +14,29 @@ use std::rc::Rc;
 use alpm::Alpm;
 use anyhow::{Context, Result};
 
-use super::Kernel;
-use crate::config::Layout;
+use crate::domain::Layout;
+
+/// An installed kernel: a `<kver>` whose `vmlinuz`/`pkgbase` an installed package owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    /// The module directory name, e.g. `6.12.1-arch1-1`.
+    pub kver: String,
+    /// The package owning the kernel, e.g. `linux`.
+    pub package: String,
+    /// The package base (content of `pkgbase`), used to name the headers package to install.
+    pub pkgbase: String,
+    /// Where the headers come from, when `build/include/` exists: the package owning `build/`
+    /// (a directory, or a symlink to a headers tree), or the directory an unpackaged `build`
+    /// symlink leads to.
+    pub headers: Option<String>,
+}
+
+impl Kernel {
+    /// The headers package a user should install for this kernel.
+    pub fn headers_package(&self) -> String {
+        format!("{}-headers", self.pkgbase)
+    }
+}
 
 /// What the pacman database says about kernels and module sources.
 #[derive(Debug, Default)]

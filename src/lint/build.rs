@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::{Config, Layout};
+use crate::config::Config;
+use crate::domain::Layout;
+use crate::domain::ModuleId;
+use crate::domain::{Outcome, Signing};
 use crate::interrupt;
+use crate::inventory::package::Scratch;
 use crate::inventory::{Evaluate, Inventory, Kernel, Scope};
-use crate::package::Scratch;
-use crate::plan::ModuleId;
-use crate::run::{Limits, Outcome, PrivateBuild, Runner, Signing, Tools};
+use crate::run::{Limits, PrivateBuild, Runner, Tools};
 
 use super::finding::{Finding, Tag};
 

@@ -1,8 +1,8 @@
 //! The checks: what was read from one package in, findings out. No file system, no processes;
 //! every check is unit-tested as a table of cases.
 
+use crate::inventory::package::Package;
 use crate::inventory::DkmsConf;
-use crate::package::Package;
 
 use super::finding::{Finding, Tag};
 use super::{portability, scriptlet};
@@ -360,7 +360,7 @@ fn plural(n: usize, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::package::Dependency;
+    use crate::inventory::package::Dependency;
 
     fn tags(findings: &[Finding]) -> Vec<&'static str> {
         findings.iter().map(|f| f.tag.name()).collect()

@@ -25,9 +25,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::config::{Config, Verbosity};
+use crate::domain::ModuleId;
 use crate::inventory::dkms_conf::{self, Evaluate};
-use crate::package::{self, Package, Scratch};
-use crate::plan::ModuleId;
+use crate::inventory::package::{self, Package, Scratch};
 use crate::report::Reporter;
 
 use build::Builder;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::config::Verbosity;
-use crate::package::Package;
-use crate::plan::ModuleId;
+use crate::domain::ModuleId;
+use crate::inventory::package::Package;
 use crate::report::count;
 
 use super::build::{BuildOutcome, BuildResult};

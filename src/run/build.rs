@@ -9,11 +9,12 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::command::{Limits, Signing, Tools};
-use super::{exit_meaning, judge_vermagic, Outcome, TAIL_LINES};
-use crate::plan::ModuleId;
+use super::command::{Limits, Tools};
+use super::output::{excerpt, exit_meaning, TAIL_LINES};
+use super::vermagic::judge_vermagic;
+use crate::domain::{Layout, ModuleId, Outcome, Signing};
 use crate::process::PrivateMount;
 
 /// One private build.
@@ -123,7 +124,7 @@ impl PrivateBuild<'_> {
                         code: Some(0),
                         meaning: "dkms reported success, but built nothing (a full or read-only disk?)",
                         log: None,
-                        tail: super::excerpt(&text, TAIL_LINES),
+                        tail: excerpt(&text, TAIL_LINES),
                     });
                 }
                 judge_vermagic(&modules, self.kernel, &text)?;
@@ -133,13 +134,29 @@ impl PrivateBuild<'_> {
             code => {
                 let log_text = std::fs::read_to_string(&log).unwrap_or_else(|_| text.clone());
                 let log = log.is_file().then_some(log);
-                Err(Outcome::Failed {
-                    code,
-                    meaning: exit_meaning(code),
-                    log,
-                    tail: super::excerpt(&log_text, TAIL_LINES),
-                })
+                Err(Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&log_text, TAIL_LINES) })
             }
         }
     }
+}
+
+/// Where private dkms trees live: dkms-hook's own directory beside the dkms tree, on the same
+/// file system so a finished build moves in with one rename.
+pub fn private_root(layout: &Layout) -> PathBuf {
+    layout.own_dir().join("build")
+}
+
+/// Deletes private build trees an interrupted run left behind (call with the lock held).
+pub fn clear_private_trees(layout: &Layout) {
+    let _ = std::fs::remove_dir_all(private_root(layout));
+}
+
+/// Whether `path` was written since `started` (a second of slack for coarse timestamps).
+pub(super) fn modified_since(path: &Path, started: Instant) -> bool {
+    let age = started.elapsed();
+    path.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|since| since <= age + Duration::from_secs(1))
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::config::Layout;
+use crate::domain::{Job, JobKind, Layout, Signing};
 use crate::interrupt::Stop;
-use crate::plan::{Job, JobKind};
 use crate::process::{self, Finished};
 
 /// The external commands, resolved to paths.
@@ -112,26 +111,6 @@ impl Tools {
     }
 }
 
-/// The module signing key and certificate dkms signs with (and creates on first use).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signing {
-    pub key: PathBuf,
-    pub cert: PathBuf,
-}
-
-impl Signing {
-    /// The root's own: dkms would otherwise create and use `/var/lib/dkms/mok.key` of the running
-    /// system even for another root. Private build trees sign with the real tree's key too.
-    pub fn of(layout: &Layout) -> Signing {
-        Signing { key: layout.dkms_tree.join("mok.key"), cert: layout.dkms_tree.join("mok.pub") }
-    }
-
-    /// Whether both files exist.
-    pub fn exists(&self) -> bool {
-        self.key.exists() && self.cert.exists()
-    }
-}
-
 /// The dkms arguments for a job's dkms call in the real dkms tree: `install` for installs (a
 /// replacement's last step), `remove -k` for removals, `remove --all` for unregistering. Jobs
 /// without a dkms call of their own (keeping sources, unchanged sources) have none.
@@ -213,7 +192,7 @@ fn find_program(program: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ModuleId;
+    use crate::domain::ModuleId;
 
     fn job(kind: JobKind) -> Job {
         Job { kind, module: ModuleId::new("xpad-neo-x", "0.9-r12"), after: vec![] }

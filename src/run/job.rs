@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::build::{modified_since, private_root};
 use super::build::{Built, PrivateBuild};
 use super::command::{self, Limits};
-use super::{
-    excerpt, exit_meaning, judge_vermagic, modified_since, private_root, JobResult, Outcome, Runner, TAIL_LINES,
-};
+use super::output::{excerpt, exit_meaning, TAIL_LINES};
+use super::runner::{JobResult, Runner};
+use super::vermagic::judge_vermagic;
+use crate::domain::Outcome;
+use crate::domain::{Job, JobKind, ModuleId, TestBuild};
 use crate::interrupt::Stop;
-use crate::plan::{Job, JobKind, ModuleId, TestBuild};
 use crate::process::{Finished, PrivateMount};
 
 /// The locks a job takes: its own module version's, and for a replacement of another version,

@@ -17,8 +17,10 @@ use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use super::job::{Locks, Mode};
-use super::{Event, JobResult, Outcome, Runner, Stats};
-use crate::plan::{Job, JobKind, ModuleId, Plan};
+use super::runner::{Event, JobResult, Runner, Stats};
+use crate::domain::Outcome;
+use crate::domain::{Job, JobKind, ModuleId};
+use crate::plan::Plan;
 
 /// A plan being run.
 pub(super) struct Schedule<'r, 'p> {

@@ -1,9 +1,11 @@
 //! Reads a kernel module's `vermagic` (from its `.modinfo` strings), decompressing
 //! `.ko.zst`/`.ko.xz`/`.ko.gz` with the system's tools.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::output::{excerpt, TAIL_LINES};
+use crate::domain::Outcome;
 use crate::interrupt::Stop;
 use crate::process::{self, Output};
 
@@ -42,6 +44,29 @@ pub fn find(bytes: &[u8]) -> Option<String> {
     let start = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let len = bytes[start..].iter().position(|&b| b == 0).unwrap_or(bytes.len() - start);
     Some(String::from_utf8_lossy(&bytes[start..start + len]).trim().to_owned())
+}
+
+/// Every built module must carry `vermagic=KERNEL …`: a module built for another kernel is
+/// [`Outcome::WrongVermagic`]; one whose vermagic cannot be read at all is damaged (a failure
+/// that shows `output`'s last lines and what was wrong).
+pub fn judge_vermagic(modules: &[PathBuf], kernel: &str, output: &str) -> Result<(), Outcome> {
+    for module in modules {
+        match read(module) {
+            Ok(magic) if magic.split_whitespace().next() == Some(kernel) => {}
+            Ok(magic) => return Err(Outcome::WrongVermagic { module: module.clone(), vermagic: magic }),
+            Err(e) => {
+                let mut tail = excerpt(output, TAIL_LINES);
+                tail.push(format!("{}: {e}", module.display()));
+                return Err(Outcome::Failed {
+                    code: Some(0),
+                    meaning: "dkms reported success, but a built module is damaged (a full disk?)",
+                    log: None,
+                    tail,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

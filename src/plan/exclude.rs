@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 
+use super::jobs::{Notice, Plan};
 use crate::config::Excludes;
-use crate::plan::{Job, JobKind, Notice, Plan};
+use crate::domain::{Job, JobKind};
 
 /// The plan without excluded install jobs, and the jobs that were dropped.
 pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
@@ -53,7 +54,7 @@ pub fn apply(plan: Plan, excludes: &Excludes) -> (Plan, Vec<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ModuleId;
+    use crate::domain::ModuleId;
 
     fn job(kind: JobKind, m: &str, after: &[usize]) -> Job {
         Job { kind, module: ModuleId::new(m, "1"), after: after.to_vec() }

@@ -114,7 +114,7 @@ fn load<T>(path: &Path, full: bool, f: impl FnOnce(&alpm::LoadedPackage) -> T) -
     let unreadable = |why: String| PackageError::Unreadable { path: path.to_path_buf(), why };
     // libalpm wants a database directory even to load a file; an empty one will do.
     let db = Scratch::new("dkms-hook-alpm.").map_err(|e| unreadable(format!("{e:#}")))?;
-    let dbpath = crate::inventory::pacman::path_bytes(db.path());
+    let dbpath = super::pacman::path_bytes(db.path());
     let handle = alpm::Alpm::new(b"/".to_vec(), dbpath).map_err(|e| unreadable(e.to_string()))?;
     let loaded = handle
         .pkg_load(path.as_os_str().as_bytes(), full, alpm::SigLevel::NONE)
