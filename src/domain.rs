@@ -69,6 +69,11 @@ impl Layout {
         self.root.join("var/lib/dkms-hook")
     }
 
+    /// What the pre-transaction guard keeps for the install hook: `ROOT/var/lib/dkms-hook/prebuilt`.
+    pub fn prebuilt_dir(&self) -> PathBuf {
+        self.own_dir().join("prebuilt")
+    }
+
     /// The lock serializing runs on this root: `ROOT/var/lib/dkms-hook/lock`.
     pub fn lock_file(&self) -> PathBuf {
         self.own_dir().join("lock")

@@ -355,7 +355,7 @@ finishes the work.
             "The last outcome of every (module, version, kernel) install job, used by\n.BR status .".to_owned(),
         ),
         (
-            format!("{}/", crate::prebuilt::root(&layout).display()),
+            format!("{}/", layout.prebuilt_dir().display()),
             "What\n.B guard\nbuilt, until the install hook of the same transaction installs it.".to_owned(),
         ),
         (

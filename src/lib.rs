@@ -6,8 +6,8 @@
 //! its own floor as long as no two of them use each other (no circle); never a floor above. A
 //! module's unit tests may use anything. `tests/layers.rs` reads this list and holds the code to it.
 //!
-//! 1. tools: `dirs`, `digest`, `interrupt`, `process`, `lock` — directories, content digests,
-//!    signals, child processes, the run's lock: nothing of dkms or pacman.
+//! 1. tools: `atomic`, `dirs`, `digest`, `interrupt`, `process`, `lock` — whole-file writes,
+//!    directories, content digests, signals, child processes, the run's lock: nothing of dkms or pacman.
 //! 2. words: `domain`, `cli`, `targets` — the vocabulary every layer speaks (module, job, outcome,
 //!    operation, layout, signing key), the command line, pacman's targets.
 //! 3. settings: `config` — the command line over `/etc/dkms-hook.toml` over defaults, resolved once.
@@ -20,6 +20,7 @@
 //! 9. the common run: `session` — root check, signals, lock, inventory, run, report, state.
 //! 10. commands: `hook`, `guard`, `sync`, `status`, `lint`, `generate` — what `main` dispatches to.
 
+pub mod atomic;
 pub mod digest;
 pub mod dirs;
 pub mod interrupt;

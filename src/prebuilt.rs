@@ -51,25 +51,20 @@ pub struct Index {
     pub builds: Vec<Prebuilt>,
 }
 
-/// `ROOT/var/lib/dkms-hook/prebuilt`.
-pub fn root(layout: &Layout) -> PathBuf {
-    layout.own_dir().join("prebuilt")
-}
-
 /// The private dkms tree of the guard's build of `module/version` for `kernel`.
 pub fn tree(layout: &Layout, module: &str, version: &str, kernel: &str) -> PathBuf {
-    root(layout).join("trees").join(format!("{module}-{version}-{kernel}"))
+    layout.prebuilt_dir().join("trees").join(format!("{module}-{version}-{kernel}"))
 }
 
 fn index_file(layout: &Layout) -> PathBuf {
-    root(layout).join("index.json")
+    layout.prebuilt_dir().join("index.json")
 }
 
 /// Records the builds of `transaction`.
 pub fn save(layout: &Layout, index: &Index) -> Result<()> {
     let mut text = serde_json::to_vec_pretty(index).context("failed to write the guard's index")?;
     text.push(b'\n');
-    crate::state::write_atomically(&index_file(layout), &text)
+    crate::atomic::write(&index_file(layout), &text)
 }
 
 /// The index, if there is a readable one.
@@ -99,7 +94,7 @@ pub fn load(layout: &Layout, transaction: Option<&str>) -> Vec<Prebuilt> {
 
 /// Where the guard keeps the key its builds were signed with, when the root had none.
 pub fn temporary_key(layout: &Layout) -> Signing {
-    Signing { key: root(layout).join("mok.key"), cert: root(layout).join("mok.pub") }
+    Signing { key: layout.prebuilt_dir().join("mok.key"), cert: layout.prebuilt_dir().join("mok.pub") }
 }
 
 /// Keeps `signing`, the key dkms made for the guard's builds, for the install hook.
@@ -145,9 +140,41 @@ fn copy_key(from: &Signing, to: &Signing) -> Result<()> {
     Ok(())
 }
 
+/// What the guard hands to the install hook of its transaction: the index of its builds and,
+/// when dkms made a key for them (the root had none), that key.
+#[derive(Debug, Clone)]
+pub struct HandOver {
+    pub index: Index,
+    pub key: Option<Signing>,
+}
+
+/// The guard's one write, at the end of its run: keeps `hand_over`'s builds (and key) for the
+/// install hook; with nothing to hand over, or when keeping fails, drops everything. Returns how
+/// many builds the install hook can use.
+pub fn hand_over(layout: &Layout, hand_over: Option<&HandOver>) -> usize {
+    let usable = hand_over.filter(|h| !h.index.builds.is_empty());
+    let key_kept = match usable.and_then(|h| h.key.as_ref()) {
+        Some(key) => keep_key(layout, key).map_err(|e| log::warn!("{e:#}: the install hook builds again")),
+        None => Ok(()),
+    };
+    let (Some(HandOver { index, .. }), Ok(())) = (usable, key_kept) else {
+        clear(layout);
+        return 0;
+    };
+    // Written last: a write that fails leaves no index, so the install hook builds again, and the
+    // next run of another transaction clears the builds.
+    match save(layout, index) {
+        Ok(()) => index.builds.len(),
+        Err(e) => {
+            log::warn!("{e:#}: the install hook builds again");
+            0
+        }
+    }
+}
+
 /// Drops everything the guard kept (call with the lock held).
 pub fn clear(layout: &Layout) {
-    let dir = root(layout);
+    let dir = layout.prebuilt_dir();
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             log::warn!("failed to remove {}: {e}", dir.display());
@@ -159,7 +186,7 @@ pub fn clear(layout: &Layout) {
 /// held).
 pub fn clear_other_transactions(layout: &Layout, transaction: Option<&str>) {
     let ours = || transaction.is_some() && read_index(layout).is_some_and(|i| i.transaction.as_deref() == transaction);
-    if root(layout).exists() && !ours() {
+    if layout.prebuilt_dir().exists() && !ours() {
         clear(layout);
     }
 }
@@ -185,10 +212,10 @@ mod tests {
             .unwrap();
         assert_eq!(load(&layout, Some("42.7")), std::slice::from_ref(&build));
         assert!(load(&layout, Some("43.1")).is_empty() && load(&layout, None).is_empty());
-        assert!(build.dir.starts_with(root(&layout)));
+        assert!(build.dir.starts_with(layout.prebuilt_dir()));
         clear_other_transactions(&layout, Some("42.7"));
-        assert!(root(&layout).exists());
+        assert!(layout.prebuilt_dir().exists());
         clear_other_transactions(&layout, Some("43.1"));
-        assert!(!root(&layout).exists());
+        assert!(!layout.prebuilt_dir().exists());
     }
 }

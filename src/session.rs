@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::config::Config;
+use crate::config::{Action, Config};
 use crate::domain::{Job, Outcome, Signing};
 use crate::inventory::{DkmsTree, Evaluate, Inventory, Scope};
 use crate::lock::{self, Lock};
@@ -74,11 +74,15 @@ impl<'c> Session<'c> {
         };
         // With the lock held, whatever an interrupted run left half-written is ours to drop.
         run::clear_private_trees(&config.layout);
-        // The guard's builds are for the hooks of its own transaction only.
-        let transaction = crate::inventory::incoming::Transaction::discover();
-        prebuilt::clear_other_transactions(&config.layout, transaction.id.as_deref());
+        // The guard's builds are for the hooks of its own transaction only, and a guard run starts
+        // from none.
+        let ours = match config.action {
+            Action::Guard => None,
+            _ => crate::inventory::incoming::Transaction::current_id(),
+        };
+        prebuilt::clear_other_transactions(&config.layout, ours.as_deref());
         kept::remove_temporaries(&config.layout);
-        state::remove_stale_temporaries(&config.layout.state_file());
+        crate::atomic::remove_stale_temporaries(&config.layout.state_file());
         Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))
     }
 

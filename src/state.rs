@@ -9,7 +9,6 @@
 //! A successful removal forgets the pair; unregistering forgets the module version.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -102,7 +101,7 @@ impl State {
         let file = File { format: FORMAT, records: self.records.values().cloned().collect() };
         let mut text = serde_json::to_vec_pretty(&file).expect("state serializes");
         text.push(b'\n');
-        write_atomically(path, &text)
+        crate::atomic::write(path, &text)
     }
 
     /// The remembered outcome of a pair.
@@ -215,39 +214,6 @@ pub fn summarize(outcome: &Outcome) -> (Last, Option<String>) {
         ok => {
             debug_assert!(!ok.is_failure(), "{ok:?}");
             (Last::Installed, None)
-        }
-    }
-}
-
-/// Replaces `path` with `bytes` so that readers see either the old or the new content, and the
-/// new content survives a crash once this returns.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("failed to write {}", path.display()))
-}
-
-/// Removes temporary files `write_atomically` left for `path` when a run was killed before its
-/// rename. Call only while holding the lock: then no other writer exists.
-pub fn remove_stale_temporaries(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
-    let prefix = format!(".{name}.");
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp")) {
-            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

@@ -22,11 +22,11 @@
 //! process and start time), so that what the guard built before it is used only by the hooks of
 //! the same transaction.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use alpm::{Alpm, SigLevel};
+use alpm::SigLevel;
 
 use super::package::Package;
 use crate::domain::Layout;
@@ -182,9 +182,9 @@ pub struct Transaction {
     pub frontend: Frontend,
     /// The frontend's process id and start time: the same for every hook of one transaction.
     pub id: Option<String>,
-    /// (package name, file) of every incoming package file, once listed; why there are none,
-    /// when none can be listed.
-    candidates: OnceCell<Result<Vec<(String, PathBuf)>, String>>,
+    /// (package name, file) of every incoming package file; why there are none, when none can be
+    /// listed.
+    candidates: Result<Vec<(String, PathBuf)>, String>,
     /// Package files read whole so far (`None`: not a package libalpm can read).
     read: RefCell<BTreeMap<PathBuf, Option<Package>>>,
 }
@@ -199,21 +199,34 @@ pub enum Located {
 }
 
 impl Transaction {
-    /// The transaction of the frontend that started this process.
-    pub fn discover() -> Transaction {
+    /// The transaction of the frontend that started this process, with its incoming package
+    /// files as the hook can see them below `layout`'s root.
+    pub fn discover(layout: &Layout) -> Transaction {
         let frontend = Frontend::of_parent();
         log::debug!("the running transaction's frontend: {frontend:?}");
-        let id = transaction_id(nix::unistd::getppid().as_raw());
-        Transaction { frontend, id, candidates: OnceCell::new(), read: RefCell::new(BTreeMap::new()) }
+        let mut transaction = Transaction {
+            frontend,
+            id: Transaction::current_id(),
+            candidates: Err(String::new()),
+            read: RefCell::new(BTreeMap::new()),
+        };
+        transaction.candidates = candidates(&transaction, layout);
+        transaction
+    }
+
+    /// The name of the running transaction, without reading anything else of it: the frontend's
+    /// process id and start time.
+    pub fn current_id() -> Option<String> {
+        transaction_id(nix::unistd::getppid().as_raw())
     }
 
     /// The packages among `packages` that the transaction upgrades (brings another version of):
     /// see the module documentation.
-    pub fn upgraded(&self, layout: &Layout, packages: &BTreeSet<String>) -> BTreeSet<String> {
+    pub fn upgraded(&self, packages: &BTreeSet<String>) -> BTreeSet<String> {
         if packages.is_empty() {
             return BTreeSet::new();
         }
-        let Ok(candidates) = self.candidates(layout) else { return BTreeSet::new() };
+        let Ok(candidates) = &self.candidates else { return BTreeSet::new() };
         candidates
             .iter()
             .filter(|(name, file)| packages.contains(name) && name_of(file).as_ref() == Some(name))
@@ -226,17 +239,8 @@ impl Transaction {
     /// `*-headers` for headers, `*dkms*` for module sources), and, for the files given to `-U`,
     /// then among the others. Reading a package's file list reads the whole package: the
     /// hundreds of packages of a big `-Syu` are never all read.
-    pub fn locate(
-        &self,
-        layout: &Layout,
-        paths: &[String],
-        likely: impl Fn(&str, &str) -> bool,
-    ) -> BTreeMap<String, Located> {
-        paths.iter().map(|path| (path.clone(), self.holding(layout, path, &likely))).collect()
-    }
-
-    fn candidates(&self, layout: &Layout) -> &Result<Vec<(String, PathBuf)>, String> {
-        self.candidates.get_or_init(|| candidates(self, layout))
+    pub fn locate(&self, paths: &[String], likely: impl Fn(&str, &str) -> bool) -> BTreeMap<String, Located> {
+        paths.iter().map(|path| (path.clone(), self.holding(path, &likely))).collect()
     }
 
     /// `file` read whole (once).
@@ -255,8 +259,8 @@ impl Transaction {
     }
 
     /// The incoming package file holding `path`.
-    fn holding(&self, layout: &Layout, path: &str, likely: &impl Fn(&str, &str) -> bool) -> Located {
-        let all = match self.candidates(layout) {
+    fn holding(&self, path: &str, likely: &impl Fn(&str, &str) -> bool) -> Located {
+        let all = match &self.candidates {
             Ok(all) => all,
             Err(why) => return Located::Unreachable(why.clone()),
         };
@@ -304,16 +308,15 @@ fn candidates(transaction: &Transaction, layout: &Layout) -> Result<Vec<(String,
             }
             Ok(files)
         }
-        Operation::Sync | Operation::Unknown => {
-            let handle = super::pacman::open(layout).map_err(|e| format!("{e:#}"))?;
-            Ok(from_sync_databases(layout, &handle, frontend))
-        }
+        Operation::Sync | Operation::Unknown => from_sync_databases(layout, frontend),
     }
 }
 
 /// The sync databases' packages whose version differs from the installed one (or that are not
 /// installed) and whose file is in pacman's cache, as (name, file).
-fn from_sync_databases(layout: &Layout, handle: &Alpm, frontend: &Frontend) -> Vec<(String, PathBuf)> {
+fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<(String, PathBuf)>, String> {
+    let cachedirs = cache_dirs(layout, frontend);
+    let handle = super::pacman::open(layout).map_err(|e| format!("{e:#}"))?;
     for db in crate::dirs::names(&layout.dbpath.join("sync")).unwrap_or_default() {
         if let Some(name) = db.strip_suffix(".db") {
             if let Err(e) = handle.register_syncdb(name, SigLevel::NONE) {
@@ -321,7 +324,6 @@ fn from_sync_databases(layout: &Layout, handle: &Alpm, frontend: &Frontend) -> V
             }
         }
     }
-    let cachedirs = cache_dirs(layout, frontend);
     let mut found = Vec::new();
     for db in handle.syncdbs() {
         for pkg in db.pkgs() {
@@ -335,7 +337,7 @@ fn from_sync_databases(layout: &Layout, handle: &Alpm, frontend: &Frontend) -> V
             }
         }
     }
-    found
+    Ok(found)
 }
 
 /// The transaction id of process `pid`: `PID.STARTTIME` (field 22 of `/proc/PID/stat`), unique

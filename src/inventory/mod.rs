@@ -79,7 +79,7 @@ impl Inventory {
     pub fn read_scope(layout: &Layout, scope: Scope, evaluate: Evaluate) -> Result<Inventory> {
         let tree = DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout))?;
         let prebuilt = if scope.prebuilt {
-            crate::prebuilt::load(layout, incoming::Transaction::discover().id.as_deref())
+            crate::prebuilt::load(layout, incoming::Transaction::current_id().as_deref())
         } else {
             Vec::new()
         };
@@ -108,11 +108,10 @@ impl Inventory {
                 (dir.clone(), ModuleSource { dir, package, conf, digest })
             })
             .collect();
-        let upgrading = if scope.incoming {
-            let packages: BTreeSet<String> = sources.values().filter_map(|s| s.package.clone()).collect();
-            incoming::Transaction::discover().upgraded(layout, &packages)
-        } else {
-            BTreeSet::new()
+        let packages: BTreeSet<String> = sources.values().filter_map(|s| s.package.clone()).collect();
+        let upgrading = match scope.incoming && !packages.is_empty() {
+            true => incoming::Transaction::discover(layout).upgraded(&packages),
+            false => BTreeSet::new(),
         };
         Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading, prebuilt })
     }
