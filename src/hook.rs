@@ -34,7 +34,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     // transaction upgrades their packages (then they stay).
     let scope = match operation {
         // What the guard built before the transaction is installed instead of built again.
-        Operation::Install => Scope { digests: Some(&targets.module_dirs), prebuilt: true, ..Scope::default() },
+        Operation::Install => {
+            Scope { digests: Some(&targets.module_dirs), prebuilt: true, lazy: true, ..Scope::default() }
+        }
         Operation::Remove { rebuild } => Scope {
             only: Some(&targets.module_dirs),
             digests: Some(&targets.module_dirs),
@@ -42,9 +44,15 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
             ..Scope::default()
         },
     };
-    let inventory = session.inventory(scope)?;
     let state = session.state();
-    let plan = plan::plan(operation, &targets, &inventory, &state);
+    let mut inventory = session.inventory(scope)?;
+    let mut plan = plan::plan(operation, &targets, &inventory, &state);
+    // The quiet path (every module already installed) evaluates no dkms.conf dkms registered;
+    // a job needs them all.
+    if plan.jobs.iter().any(|job| inventory.unevaluated.contains(&job.module)) {
+        inventory = session.inventory(Scope { lazy: false, ..scope })?;
+        plan = plan::plan(operation, &targets, &inventory, &state);
+    }
     let heading = match operation {
         Operation::Install => Heading::Install,
         Operation::Remove { .. } => Heading::Remove,

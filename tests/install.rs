@@ -413,3 +413,58 @@ fn failing_depmod_fails_the_run() {
     assert_eq!(depmod, vec![K1.to_owned(), K2.to_owned()], "a failing depmod does not stop the next\n{run}");
     run.expect_line(&["depmod", K2, "fail"]);
 }
+
+/// A module whose dkms.conf leaves a line in `tmp/evaluated` of the root each time it is read.
+fn counted(t: &TestRoot) -> std::path::PathBuf {
+    let marker = t.path("tmp/evaluated");
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, "").unwrap();
+    std::fs::set_permissions(&marker, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let conf = format!("{}echo read >> {}\n", dkms_conf("hello", "1.0"), marker.display());
+    t.module_pkg("hello-dkms", "hello-1.0", &conf);
+    marker
+}
+
+#[test]
+fn the_quiet_path_evaluates_no_dkms_conf_and_a_job_evaluates_them_all() {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    let marker = counted(&t);
+    t.dkms_installed("hello", "1.0", K1);
+    world(&t);
+    t.dkms_installed("world", "2.0", K1);
+    std::fs::write(&marker, "").unwrap(); // the fixture's fake dkms read it too
+
+    // Headers reinstalled for a kernel that has every module: nothing to do, no dkms.conf read.
+    let run = t.run(&["install"], format!("usr/lib/modules/{K1}/build/include/\n"));
+    run.assert_code(0);
+    assert!(run.dkms().is_empty(), "{run}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "", "a dkms.conf was evaluated on the quiet path\n{run}");
+
+    // A new kernel needs jobs: then every dkms.conf is read, as before.
+    t.kernel("linux-lts", K2).headers("linux-lts-headers", K2);
+    let run = t.run(&["install"], format!("usr/lib/modules/{K2}/build/include/\n"));
+    run.assert_code(0);
+    assert_eq!(sorted(run.installs()), vec![job("hello", "1.0", K2), job("world", "2.0", K2)], "{run}");
+    assert!(std::fs::read_to_string(&marker).unwrap().contains("read"), "hello's dkms.conf was not read\n{run}");
+}
+
+#[test]
+fn the_quiet_path_reads_a_module_dkms_registered_from_other_sources() {
+    // dkms registered hello/1.0 from a kept copy (its replacement failed): its dkms.conf is read.
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    let marker = counted(&t);
+    t.dkms_installed("hello", "1.0", K1);
+    let kept = t.path("var/lib/dkms-hook/kept/abc");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::copy(t.path("usr/src/hello-1.0/dkms.conf"), kept.join("dkms.conf")).unwrap();
+    let source = t.path("var/lib/dkms/hello/1.0/source");
+    let _ = std::fs::remove_file(&source);
+    std::os::unix::fs::symlink(&kept, &source).unwrap();
+    std::fs::write(&marker, "").unwrap(); // the fixture's fake dkms read it too
+
+    let run = t.run(&["install"], format!("usr/lib/modules/{K1}/build/include/\n"));
+    run.assert_code(0);
+    assert!(std::fs::read_to_string(&marker).unwrap().contains("read"), "hello's dkms.conf was not read\n{run}");
+}

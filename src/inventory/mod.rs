@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 
-use crate::domain::Layout;
+use crate::domain::{Layout, ModuleId};
 pub use dkms_conf::{DkmsConf, Evaluate};
 pub use dkms_tree::DkmsTree;
 pub use pacman::Kernel;
@@ -50,6 +50,9 @@ pub struct Inventory {
     pub upgrading: BTreeSet<String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
+    /// Module versions whose dkms.conf was not evaluated ([`Scope::lazy`]): their source's
+    /// `conf` holds only the name and version dkms registered the directory under.
+    pub unevaluated: BTreeSet<ModuleId>,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -66,6 +69,12 @@ pub struct Scope<'a> {
     pub incoming: bool,
     /// Read what the guard built for the running transaction (and the digests of their sources).
     pub prebuilt: bool,
+    /// Read for the install plan's quiet path: module sources no package owns are left out unless
+    /// their digest is asked for, and no dkms.conf is evaluated whose module version dkms has
+    /// registered from that very directory, unless its digest is asked for: the name and version
+    /// are dkms's, the rest is unknown (see [`Inventory::unevaluated`]). Evaluating costs a bash
+    /// run: a caller that plans a job for such a module version reads again without `lazy`.
+    pub lazy: bool,
 }
 
 impl Inventory {
@@ -77,24 +86,61 @@ impl Inventory {
 
     /// Reads what `scope` asks for.
     pub fn read_scope(layout: &Layout, scope: Scope, evaluate: Evaluate) -> Result<Inventory> {
-        let tree = DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout))?;
-        let prebuilt = if scope.prebuilt {
-            crate::prebuilt::load(layout, incoming::Transaction::current_id().as_deref())
-        } else {
-            Vec::new()
-        };
         let mut dirs = dkms_conf::source_dirs(&layout.source_tree)?;
         if let Some(only) = scope.only {
             dirs.retain(|d| only.contains(d));
         }
-        let paths: Vec<_> = dirs.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
-        // bash reads the dkms.conf files while libalpm loads the database.
-        let (owners, confs) = std::thread::scope(|scope| {
-            let confs = scope.spawn(|| dkms_conf::read_many(&paths, evaluate));
-            let owners = pacman::read(layout, &dirs);
-            let confs = confs.join().unwrap_or_else(|_| vec![Err("reading dkms.conf failed".to_owned()); paths.len()]);
-            (owners, confs)
+        let asked = |dir: &str| scope.all_digests || scope.digests.is_some_and(|d| d.contains(dir));
+        // Lazily, the owners come first (while the dkms tree is read): a source no package owns
+        // that is not asked for is of no use to the install plan.
+        let (tree, lazy_owners) = std::thread::scope(|threads| {
+            let tree = threads.spawn(|| DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout)));
+            let owners = scope.lazy.then(|| pacman::read(layout, &dirs));
+            let tree = tree.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the dkms tree failed")));
+            (tree, owners)
         });
+        let tree = tree?;
+        let lazy_owners = lazy_owners.transpose()?;
+        let prebuilt = match scope.prebuilt {
+            true => crate::prebuilt::load(layout, incoming::Transaction::current_id().as_deref()),
+            false => Vec::new(),
+        };
+        if let Some(owners) = &lazy_owners {
+            dirs.retain(|dir| asked(dir) || owners.sources.contains_key(dir));
+        }
+        // A directory dkms registered (its `source` link leads there, no kept copy) is that module
+        // version: lazily, its name and version need no evaluation.
+        let registered = |dir: &String| -> Option<ModuleId> {
+            let (m, v) = tree.by_source_dir(dir).filter(|_| scope.lazy && !asked(dir))?;
+            let entry = &tree.entries[&(m.to_owned(), v.to_owned())];
+            (entry.kept.is_none() && format!("{m}-{v}") == *dir).then(|| ModuleId::new(m, v))
+        };
+        let known: Vec<Option<ModuleId>> = dirs.iter().map(registered).collect();
+        let paths: Vec<_> = dirs
+            .iter()
+            .zip(&known)
+            .filter(|(_, id)| id.is_none())
+            .map(|(dir, _)| layout.source_tree.join(dir).join("dkms.conf"))
+            .collect();
+        let (owners, evaluated) = match lazy_owners {
+            Some(owners) => (Ok(owners), dkms_conf::read_many(&paths, evaluate)),
+            // bash reads the dkms.conf files while libalpm loads the database.
+            None => std::thread::scope(|scope| {
+                let confs = scope.spawn(|| dkms_conf::read_many(&paths, evaluate));
+                let owners = pacman::read(layout, &dirs);
+                let failed = || vec![Err("reading dkms.conf failed".to_owned()); paths.len()];
+                (owners, confs.join().unwrap_or_else(|_| failed()))
+            }),
+        };
+        let mut evaluated = evaluated.into_iter();
+        let confs: Vec<Result<DkmsConf, String>> = known
+            .iter()
+            .map(|id| match id {
+                Some(id) => Ok(DkmsConf { name: id.name.clone(), version: id.version.clone(), ..DkmsConf::default() }),
+                None => evaluated.next().unwrap_or_else(|| Err("reading dkms.conf failed".to_owned())),
+            })
+            .collect();
+        let unevaluated = known.into_iter().flatten().collect();
         let owners = owners?;
         let sources: BTreeMap<String, ModuleSource> = dirs
             .into_iter()
@@ -113,7 +159,15 @@ impl Inventory {
             true => incoming::Transaction::discover(layout).upgraded(&packages),
             false => BTreeSet::new(),
         };
-        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading, prebuilt })
+        Ok(Inventory {
+            kernels: owners.kernels,
+            sources,
+            tree,
+            package_versions: owners.versions,
+            upgrading,
+            prebuilt,
+            unevaluated,
+        })
     }
 }
 
