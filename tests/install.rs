@@ -414,23 +414,24 @@ fn failing_depmod_fails_the_run() {
     run.expect_line(&["depmod", K2, "fail"]);
 }
 
-/// A module whose dkms.conf leaves a line in `tmp/evaluated` of the root each time it is read.
-fn counted(t: &TestRoot) -> std::path::PathBuf {
+/// `linux` with headers and hello/1.0 installed for it, whose dkms.conf leaves a line in
+/// `tmp/evaluated` of the root each time it is read (returned).
+fn counted() -> (TestRoot, std::path::PathBuf) {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
     let marker = t.path("tmp/evaluated");
     std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
     std::fs::write(&marker, "").unwrap();
     std::fs::set_permissions(&marker, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let conf = format!("{}echo read >> {}\n", dkms_conf("hello", "1.0"), marker.display());
     t.module_pkg("hello-dkms", "hello-1.0", &conf);
-    marker
+    t.dkms_installed("hello", "1.0", K1);
+    (t, marker)
 }
 
 #[test]
 fn the_quiet_path_evaluates_no_dkms_conf_and_a_job_evaluates_them_all() {
-    let t = TestRoot::new();
-    t.kernel("linux", K1).headers("linux-headers", K1);
-    let marker = counted(&t);
-    t.dkms_installed("hello", "1.0", K1);
+    let (t, marker) = counted();
     world(&t);
     t.dkms_installed("world", "2.0", K1);
     std::fs::write(&marker, "").unwrap(); // the fixture's fake dkms read it too
@@ -452,10 +453,7 @@ fn the_quiet_path_evaluates_no_dkms_conf_and_a_job_evaluates_them_all() {
 #[test]
 fn the_quiet_path_reads_a_module_dkms_registered_from_other_sources() {
     // dkms registered hello/1.0 from a kept copy (its replacement failed): its dkms.conf is read.
-    let t = TestRoot::new();
-    t.kernel("linux", K1).headers("linux-headers", K1);
-    let marker = counted(&t);
-    t.dkms_installed("hello", "1.0", K1);
+    let (t, marker) = counted();
     let kept = t.path("var/lib/dkms-hook/kept/abc");
     std::fs::create_dir_all(&kept).unwrap();
     std::fs::copy(t.path("usr/src/hello-1.0/dkms.conf"), kept.join("dkms.conf")).unwrap();
