@@ -13,8 +13,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::domain::Outcome;
-use crate::domain::{Job, JobKind};
+use crate::domain::{Job, JobKind, Outcome};
 use crate::run::JobResult;
 
 /// Where job logs go and how many are kept.

@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Layout;
-use crate::domain::Signing;
+use crate::domain::{Layout, Signing};
 
 /// One build the guard made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

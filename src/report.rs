@@ -12,8 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::config::Verbosity;
-use crate::domain::Job;
-use crate::domain::Outcome;
+use crate::domain::{Job, Outcome};
 use crate::lock::Holder;
 use crate::plan::Plan;
 use crate::run::{Event, JobResult, Stats};

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Outcome;
-use crate::domain::{Job, JobKind};
+use crate::domain::{Job, JobKind, Outcome};
 
 /// The file format's version; bumped on incompatible changes (an unknown version reads as empty).
 const FORMAT: u32 = 1;

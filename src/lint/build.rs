@@ -14,9 +14,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::domain::Layout;
-use crate::domain::ModuleId;
-use crate::domain::{Outcome, Signing};
+use crate::domain::{Layout, ModuleId, Outcome, Signing};
 use crate::interrupt;
 use crate::inventory::package::Scratch;
 use crate::inventory::{Evaluate, Inventory, Kernel, Scope};

@@ -20,8 +20,7 @@ use super::command::{self, Limits};
 use super::output::{excerpt, exit_meaning, TAIL_LINES};
 use super::runner::{JobResult, Runner};
 use super::vermagic::judge_vermagic;
-use crate::domain::Outcome;
-use crate::domain::{Job, JobKind, ModuleId, TestBuild};
+use crate::domain::{Job, JobKind, ModuleId, Outcome, TestBuild};
 use crate::interrupt::Stop;
 use crate::process::{Finished, PrivateMount};
 

@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use super::job::{Locks, Mode};
 use super::runner::{Event, JobResult, Runner, Stats};
-use crate::domain::Outcome;
-use crate::domain::{Job, JobKind, ModuleId};
+use crate::domain::{Job, JobKind, ModuleId, Outcome};
 use crate::plan::Plan;
 
 /// A plan being run.
