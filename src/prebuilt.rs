@@ -91,15 +91,10 @@ pub fn load(layout: &Layout, transaction: Option<&str>) -> Vec<Prebuilt> {
     index.builds
 }
 
-/// Where the guard keeps the key its builds were signed with, when the root had none.
+/// The key the guard's builds are signed with when the root has none yet: dkms makes it here, and
+/// the install hook adopts it.
 pub fn temporary_key(layout: &Layout) -> Signing {
     Signing { key: layout.prebuilt_dir().join("mok.key"), cert: layout.prebuilt_dir().join("mok.pub") }
-}
-
-/// Keeps `signing`, the key dkms made for the guard's builds, for the install hook.
-pub fn keep_key(layout: &Layout, signing: &Signing) -> Result<()> {
-    let kept = temporary_key(layout);
-    copy_key(signing, &kept)
 }
 
 /// Makes the key the guard's builds were signed with the root's own, when the root has none
@@ -139,29 +134,16 @@ fn copy_key(from: &Signing, to: &Signing) -> Result<()> {
     Ok(())
 }
 
-/// What the guard hands to the install hook of its transaction: the index of its builds and,
-/// when dkms made a key for them (the root had none), that key.
-#[derive(Debug, Clone)]
-pub struct HandOver {
-    pub index: Index,
-    pub key: Option<Signing>,
-}
-
-/// The guard's one write, at the end of its run: keeps `hand_over`'s builds (and key) for the
-/// install hook; with nothing to hand over, or when keeping fails, drops everything. Returns how
-/// many builds the install hook can use.
-pub fn hand_over(layout: &Layout, hand_over: Option<&HandOver>) -> usize {
-    let usable = hand_over.filter(|h| !h.index.builds.is_empty());
-    let key_kept = match usable.and_then(|h| h.key.as_ref()) {
-        Some(key) => keep_key(layout, key).map_err(|e| log::warn!("{e:#}: the install hook builds again")),
-        None => Ok(()),
-    };
-    let (Some(HandOver { index, .. }), Ok(())) = (usable, key_kept) else {
+/// The guard's one write, at the end of its run: keeps the builds of `index` (and the key dkms
+/// made for them, already in place) for the install hook; with no build to hand over, drops
+/// everything. Returns how many builds the install hook can use. A write that fails leaves no
+/// index: the install hook builds again, and the next run of another transaction clears the
+/// builds.
+pub fn hand_over(layout: &Layout, index: Option<&Index>) -> usize {
+    let Some(index) = index.filter(|i| !i.builds.is_empty()) else {
         clear(layout);
         return 0;
     };
-    // Written last: a write that fails leaves no index, so the install hook builds again, and the
-    // next run of another transaction clears the builds.
     match save(layout, index) {
         Ok(()) => index.builds.len(),
         Err(e) => {

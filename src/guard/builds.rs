@@ -10,7 +10,7 @@ use crate::config::{Excludes, Verbosity};
 use crate::domain::{Job, JobKind, Layout, ModuleId, Operation, Outcome, TestBuild};
 use crate::inventory::{self, Inventory};
 use crate::plan::{self, Plan};
-use crate::prebuilt::{self, HandOver, Prebuilt};
+use crate::prebuilt::{self, Index, Prebuilt};
 use crate::report::count;
 use crate::run::JobResult;
 use crate::state::State;
@@ -137,7 +137,7 @@ pub struct Checked {
     /// warnings.
     pub text: String,
     /// What the install hook of this transaction gets (`None`: nothing).
-    pub hand_over: Option<HandOver>,
+    pub hand_over: Option<Index>,
     /// Test builds that worked, of how many, when the builds ran to the end.
     pub tested: Option<(usize, usize)>,
 }

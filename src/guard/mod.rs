@@ -86,6 +86,20 @@ fn check(config: &Config) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
+    let checked = steps(config, &session, &targets);
+    if config.dry_run {
+        return checked.map(|c| c.code);
+    }
+    // Whatever came of the steps (an error included), the one write of the prebuilt records.
+    let kept = prebuilt::hand_over(&config.layout, checked.as_ref().ok().and_then(|c| c.hand_over.as_ref()));
+    let checked = checked?;
+    let report = checked.report(config.verbosity, kept);
+    reporter.print(&report);
+    Ok(checked.code)
+}
+
+/// The steps once the session holds the lock.
+fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checked> {
     let layout = &config.layout;
     let transaction = Transaction::discover(layout);
     let current = session.inventory(Scope::default())?;
@@ -96,20 +110,16 @@ fn check(config: &Config) -> Result<ExitCode> {
         true => Scratch::new("dkms-hook-guard.")?,
         false => Scratch::new_in(&layout.prebuilt_dir(), "incoming.")?,
     };
-    let incoming = Incoming::find(&transaction, &targets, &current, scratch.path());
+    let incoming = Incoming::find(&transaction, targets, &current, scratch.path());
     let paths = Paths { layout, scratch: scratch.path(), incoming: &incoming };
     let tests = plan_tests(&paths, &current, &session.state(), &config.excludes);
+    let reporter = session.reporter();
     reporter.print(&tests.warnings);
     if config.dry_run {
         reporter.dry_run(&tests.plan);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Checked::done(ExitCode::SUCCESS, String::new()));
     }
-    let checked = build_and_judge(config, &session, &paths, &tests.plan, &current, transaction.id);
-    let kept = prebuilt::hand_over(layout, checked.as_ref().ok().and_then(|c| c.hand_over.as_ref()));
-    let checked = checked?;
-    let report = checked.report(config.verbosity, kept);
-    reporter.print(&report);
-    Ok(checked.code)
+    build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id)
 }
 
 /// The targets the guard acts on: headers (`build/…`) and module sources; a kernel image alone

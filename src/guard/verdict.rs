@@ -13,7 +13,7 @@ use crate::config::{Config, Verbosity};
 use crate::domain::{Outcome, Signing};
 use crate::inventory::Inventory;
 use crate::plan::Plan;
-use crate::prebuilt::{HandOver, Index};
+use crate::prebuilt::{self, Index};
 use crate::report::Heading;
 use crate::run::JobResult;
 use crate::session::Session;
@@ -45,8 +45,8 @@ pub(super) fn build_and_judge(
     // hook adopts as the root's (see `prebuilt`).
     let own = Signing::of(&config.layout);
     let signing = match own.exists() {
-        true => own.clone(),
-        false => Signing { key: paths.scratch.join("mok.key"), cert: paths.scratch.join("mok.pub") },
+        true => own,
+        false => prebuilt::temporary_key(&config.layout),
     };
     reporter.start(Heading::Guard, plan);
     let results = session.run_builds(plan, signing.clone())?;
@@ -61,12 +61,11 @@ pub(super) fn build_and_judge(
     let builds = paths.prebuilt(plan, &results, current);
     let signed = signing.cert.exists();
     let certificate = signed.then(|| crate::digest::of_file(&signing.cert).ok()).flatten();
-    let key = (signed && signing != own).then_some(signing);
     let index = Index { transaction, certificate, builds };
     Ok(Checked {
         code: ExitCode::SUCCESS,
         text: verdict.warnings(plan),
-        hand_over: Some(HandOver { index, key }),
+        hand_over: Some(index),
         tested: Some((verdict.built(&results), plan.jobs.len())),
     })
 }
