@@ -47,9 +47,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     let state = session.state();
     let mut inventory = session.inventory(scope)?;
     let mut plan = plan::plan(operation, &targets, &inventory, &state);
-    // The quiet path (every module already installed) evaluates no dkms.conf dkms registered;
-    // a job needs them all.
-    if plan.jobs.iter().any(|job| inventory.unevaluated.contains(&job.module)) {
+    // The lazy reading only tells that there is nothing to do (the quiet path: every module
+    // already installed); anything to do is planned on the whole system.
+    if scope.lazy && !(plan.jobs.is_empty() && plan.depmod.is_empty()) {
         inventory = session.inventory(Scope { lazy: false, ..scope })?;
         plan = plan::plan(operation, &targets, &inventory, &state);
     }

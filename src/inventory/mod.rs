@@ -50,9 +50,6 @@ pub struct Inventory {
     pub upgrading: BTreeSet<String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
-    /// Module versions whose dkms.conf was not evaluated ([`Scope::lazy`]): their source's
-    /// `conf` holds only the name and version dkms registered the directory under.
-    pub unevaluated: BTreeSet<ModuleId>,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -69,11 +66,12 @@ pub struct Scope<'a> {
     pub incoming: bool,
     /// Read what the guard built for the running transaction (and the digests of their sources).
     pub prebuilt: bool,
-    /// Read for the install plan's quiet path: module sources no package owns are left out unless
-    /// their digest is asked for, and no dkms.conf is evaluated whose module version dkms has
-    /// registered from that very directory, unless its digest is asked for: the name and version
-    /// are dkms's, the rest is unknown (see [`Inventory::unevaluated`]). Evaluating costs a bash
-    /// run: a caller that plans a job for such a module version reads again without `lazy`.
+    /// Read just enough to tell whether the install plan has anything to do (the quiet path):
+    /// module sources no package owns are left out unless their digest is asked for, and no
+    /// dkms.conf is evaluated whose module version dkms has registered from that very directory,
+    /// unless its digest is asked for: its `conf` holds only the name and version dkms knows it
+    /// by. Evaluating costs a bash run. A caller whose plan has anything to do reads again
+    /// without `lazy`.
     pub lazy: bool,
 }
 
@@ -140,7 +138,6 @@ impl Inventory {
                 None => evaluated.next().unwrap_or_else(|| Err("reading dkms.conf failed".to_owned())),
             })
             .collect();
-        let unevaluated = known.into_iter().flatten().collect();
         let owners = owners?;
         let sources: BTreeMap<String, ModuleSource> = dirs
             .into_iter()
@@ -159,15 +156,7 @@ impl Inventory {
             true => incoming::Transaction::discover(layout).upgraded(&packages),
             false => BTreeSet::new(),
         };
-        Ok(Inventory {
-            kernels: owners.kernels,
-            sources,
-            tree,
-            package_versions: owners.versions,
-            upgrading,
-            prebuilt,
-            unevaluated,
-        })
+        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading, prebuilt })
     }
 }
 
