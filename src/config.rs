@@ -102,6 +102,9 @@ pub struct Config {
     pub critical: Vec<glob::Pattern>,
     /// Whether the pre-transaction guard test-builds at all (`guard = false` turns it off).
     pub guard: bool,
+    /// Glob patterns of module names whose package's exact-version dependencies do not lock them
+    /// to their companions (see `plan::companions`); empty: every such module is locked.
+    pub unlocked: Vec<glob::Pattern>,
 }
 
 /// The configuration file, below the root.
@@ -139,6 +142,8 @@ pub struct FileConfig {
     pub critical: Option<Vec<String>>,
     /// Whether the pre-transaction guard test-builds (default true).
     pub guard: Option<bool>,
+    /// Glob patterns of module names not locked to the packages they depend on exactly.
+    pub unlocked: Option<Vec<String>>,
 }
 
 /// The keys `FileConfig` accepts, for documentation checks.
@@ -154,6 +159,7 @@ pub const FILE_KEYS: &[&str] = &[
     "lock_timeout",
     "critical",
     "guard",
+    "unlocked",
 ];
 
 /// A configuration file that cannot be used, located as precisely as the parser allows.
@@ -197,6 +203,7 @@ impl FileConfig {
             ("exclude_kernels", &self.exclude_kernels),
             ("exclude_modules", &self.exclude_modules),
             ("critical", &self.critical),
+            ("unlocked", &self.unlocked),
         ] {
             for p in patterns.iter().flatten() {
                 if let Err(e) = glob::Pattern::new(p) {
@@ -297,6 +304,7 @@ impl Config {
             lock_timeout: Duration::from_secs(file.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT)),
             critical: patterns(file.critical),
             guard: file.guard.unwrap_or(true),
+            unlocked: patterns(file.unlocked),
             layout,
         })
     }
@@ -333,13 +341,15 @@ mod tests {
     fn every_key_parses() {
         let text = "jobs = 3\ndkms = \"/d\"\ndepmod = \"/m\"\nexclude_kernels = [\"*-rt-*\"]\n\
                     exclude_modules = [\"nvidia\", \"zfs/2.*\"]\nlog_dir = \"/var/log/x\"\nkeep_logs = 5\n\
-                    job_timeout = 900\nlock_timeout = 60\ncritical = [\"zfs\", \"nvidia*\"]\nguard = false\n";
+                    job_timeout = 900\nlock_timeout = 60\ncritical = [\"zfs\", \"nvidia*\"]\nguard = false\n\
+                    unlocked = [\"nvidia-470xx\"]\n";
         let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(f.jobs, Some(3));
         assert_eq!(f.exclude_modules.as_deref().unwrap(), ["nvidia", "zfs/2.*"]);
         assert_eq!(f.job_timeout, Some(900));
         assert_eq!(f.critical.as_deref().unwrap(), ["zfs", "nvidia*"]);
         assert_eq!(f.guard, Some(false));
+        assert_eq!(f.unlocked.as_deref().unwrap(), ["nvidia-470xx"]);
         for key in FILE_KEYS {
             assert!(text.contains(&format!("{key} =")), "{key} is not in the test");
         }

@@ -9,6 +9,7 @@
 pub mod dkms_conf;
 pub mod dkms_tree;
 pub mod incoming;
+pub mod locks;
 pub mod package;
 pub mod pacman;
 
@@ -53,6 +54,9 @@ pub struct Inventory {
     /// Module versions whose dkms.conf was not evaluated ([`Scope::lazy`]): their source's
     /// `conf` holds only the name and version dkms registered the directory under.
     pub unevaluated: BTreeSet<ModuleId>,
+    /// The exact-version dependencies of the module packages, by package (`locks`); their
+    /// companions' installed versions are in `package_versions`.
+    pub locks: locks::Locks,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -167,6 +171,7 @@ impl Inventory {
             upgrading,
             prebuilt,
             unevaluated,
+            locks: owners.locks,
         })
     }
 }
