@@ -129,6 +129,8 @@ pub enum Pkg {
     DkmsStub(Dkms),
     /// A file-less package NAME VERSION, standing in for what the root has from the host.
     Stub(&'static str, &'static str),
+    /// A module package with one more `depends` entry (e.g. `nvidia-utils=590-1`).
+    Depending(Module, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
 }
@@ -155,6 +157,10 @@ impl Pkg {
             Pkg::Module(m) => {
                 let src = Path::new(REPO).join("tests/real/modules").join(m.source);
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
+            }
+            Pkg::Depending(m, depend) => {
+                let src = Path::new(REPO).join("tests/real/modules").join(m.source);
+                shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver, depend])
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
