@@ -93,7 +93,8 @@ impl<'c> Session<'c> {
 
     /// Reads what `scope` asks for of the system.
     pub fn inventory(&self, scope: Scope) -> Result<Inventory> {
-        let inventory = Inventory::read_scope(&self.config.layout, scope, Evaluate::AsDkmsWould)?;
+        let mut inventory = Inventory::read_scope(&self.config.layout, scope, Evaluate::AsDkmsWould)?;
+        crate::plan::companions::drop_unlocked(&mut inventory, &self.config.unlocked);
         log::debug!("{inventory:#?}");
         Ok(inventory)
     }
@@ -132,7 +133,11 @@ impl<'c> Session<'c> {
                     || inventory.sources.values().any(|s| s.conf.as_ref().is_ok_and(|c| c.name == m && c.version == v)))
         });
         let mut state_error = None;
+        let mut locked = std::collections::BTreeSet::new();
         let stats = self.run_plan(plan, Signing::of(&config.layout), &mut |_, job, result, log| {
+            if let Outcome::Kept { old, .. } = &result.outcome {
+                locked.extend(crate::plan::companions::kept_line(inventory, &job.module, old));
+            }
             let digest = job.is_install().then(|| digests.of(&config.layout, &job.module.name, &job.module.version));
             state.record(job, &result.outcome, log, state::now(), digest.flatten().as_deref());
             if let Err(e) = state.save(&state_file) {
@@ -143,6 +148,9 @@ impl<'c> Session<'c> {
             log::warn!("{e:#}: `dkms-hook status` may not explain every failure");
         }
         self.drop_unneeded_kept_sources(&state, &digests);
+        for line in &locked {
+            self.reporter.print(line);
+        }
         let code = self.reporter.finish(plan, &stats);
         if let Some(signal) = interrupt::received() {
             self.reporter.stopped(signal, stats.interrupted);

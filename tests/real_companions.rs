@@ -3,7 +3,9 @@
 //! `tests/real/mod.rs`). A stand-in `nvidia-dkms` depends on `nvidia-utils=VERSION`, as Arch's does;
 //! its new release does not compile. Upgraded together with its companion, the guard stops the
 //! upgrade although nothing is critical; upgraded alone, the ordinary rule holds (a warning, and
-//! the build-first swap keeps the old module). Each scenario runs with dkms 3.0.10 and 3.2.2.
+//! the build-first swap keeps the old module). Let through with the guard off, the kept old module
+//! is reported, after the transaction and by `status`, as not working with the new companion. Each
+//! scenario runs with dkms 3.0.10 and 3.2.2.
 //!
 //! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
 
@@ -61,6 +63,18 @@ fn locked_module_stops_the_upgrade_of_its_companion(dkms: Dkms) {
     assert_eq!(root.version_of("nvidia-utils").as_deref(), Some("580-1"));
     assert_eq!(root.snapshot(KEPT), before, "the aborted transaction changed the system");
     root.assert_modules(&[(NVIDIA_580, &[LINUX])]);
+
+    // Let through: the build-first swap keeps 580, and the report does not call that safe.
+    let t = root.pacman_env(&[("DKMS_HOOK_GUARD", "off")], &["-Syu"]);
+    assert_eq!(t.code, Some(0), "pacman -Syu failed:\n{}", t.output);
+    t.assert_line(&["nvidia/590 for", LINUX.kver, "failed", "kept nvidia/580"]);
+    t.assert_line(&[
+        "warning: the kept nvidia/580 will not work with nvidia-utils 590-1 (nvidia-dkms is locked to it)",
+    ]);
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(!status.status.success(), "status says all is well:\n{}", status.output);
+    let line = status.output.lines().find(|l| l.contains("nvidia/580 will not work with nvidia-utils 590-1"));
+    assert!(line.is_some(), "status does not tell:\n{}", status.output);
 }
 
 /// nvidia-dkms 581 for the nvidia-utils already installed: nothing moves with it, so the ordinary
@@ -76,4 +90,8 @@ fn locked_module_upgraded_alone_keeps_the_ordinary_rule(dkms: Dkms) {
     t.assert_line(&["nvidia/581 for", LINUX.kver, "failed", "kept nvidia/580"]);
     assert_eq!(root.version_of("nvidia-dkms").as_deref(), Some(NVIDIA_581_BROKEN.version));
     assert_eq!(root.modinfo(&format!("usr/lib/modules/{}/updates/dkms/nvidia.ko", LINUX.kver), "version"), "580");
+    // The kept 580 goes with the nvidia-utils installed: nothing more to say.
+    t.assert_lacks("will not work with");
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(!status.output.contains("will not work with"), "{}", status.output);
 }

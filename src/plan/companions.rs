@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::domain::ModuleId;
 use crate::inventory::locks::{self, Lock, Locks};
+use crate::inventory::Inventory;
 
 /// A companion that moves to another version with the module package locked to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,65 @@ pub fn describe(moved: &[Moved]) -> String {
     each.join(", ")
 }
 
+/// Drops the locks of module packages whose modules `unlocked` opts out.
+pub fn drop_unlocked(inv: &mut Inventory, unlocked: &[glob::Pattern]) {
+    if unlocked.is_empty() {
+        return;
+    }
+    let opted_out: BTreeSet<String> = inv
+        .sources
+        .values()
+        .filter(|s| s.conf.as_ref().is_ok_and(|c| !is_locked(&c.name, unlocked)))
+        .filter_map(|s| s.package.clone())
+        .collect();
+    inv.locks.retain(|package, _| !opted_out.contains(package));
+}
+
+/// The companions (`name version`) the installed version `old` of a module does not go with:
+/// those the module's package (`package`, as installed now) is locked to whose installed version
+/// is not `old` (a locked companion's pkgver is the driver's version, as nvidia-utils' is
+/// nvidia's). Empty: the kept version still matches, or the module is not locked.
+pub fn out_of_step(inv: &Inventory, package: &str, old: &str) -> Vec<String> {
+    let Some(locks) = inv.locks.get(package) else { return Vec::new() };
+    locks
+        .iter()
+        .filter_map(|lock| {
+            let installed = inv.package_versions.get(&lock.companion)?;
+            (pkgver(installed) != old).then(|| format!("{} {installed}", lock.companion))
+        })
+        .collect()
+}
+
+/// The package that brings the module `name` `version`, when one does.
+pub fn package_of<'a>(inv: &'a Inventory, name: &str, version: &str) -> Option<&'a str> {
+    inv.sources
+        .values()
+        .find(|s| s.conf.as_ref().is_ok_and(|c| c.name == name && c.version == version))
+        .and_then(|s| s.package.as_deref())
+}
+
+/// The line after a transaction in which `module` failed and its version `old` was kept although
+/// its package is locked to companions it does not go with; `None` when it still goes with them.
+pub fn kept_line(inv: &Inventory, module: &ModuleId, old: &str) -> Option<String> {
+    let package = package_of(inv, &module.name, &module.version)?;
+    let companions = out_of_step(inv, package, old);
+    if companions.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "warning: the kept {}/{old} will not work with {} ({package} is locked to it): fix {module}, or downgrade \
+         {package} and its companions together\n",
+        module.name,
+        companions.join(", ")
+    ))
+}
+
+/// `[epoch:]pkgver-pkgrel` without epoch and pkgrel.
+fn pkgver(version: &str) -> &str {
+    let version = version.split_once(':').map_or(version, |(_, v)| v);
+    version.rsplit_once('-').map_or(version, |(v, _)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +192,27 @@ mod tests {
         let unlocked = [glob::Pattern::new("nvidia-470*").unwrap()];
         assert!(!is_locked("nvidia-470xx", &unlocked));
         assert!(is_locked("nvidia", &unlocked));
+    }
+
+    #[test]
+    fn a_kept_version_out_of_step_with_its_companion_is_told() {
+        use crate::inventory::{DkmsConf, ModuleSource};
+        let mut inv = Inventory::default();
+        let conf = DkmsConf { name: "nvidia".into(), version: "590".into(), ..Default::default() };
+        let source = ModuleSource {
+            dir: "nvidia-590".into(),
+            package: Some("nvidia-dkms".into()),
+            conf: Ok(conf),
+            digest: None,
+        };
+        inv.sources.insert("nvidia-590".into(), source);
+        inv.locks.insert("nvidia-dkms".into(), vec![lock("nvidia-utils", "590-1", &[])]);
+        inv.package_versions.insert("nvidia-utils".into(), "590-1".into());
+        let id = ModuleId::new("nvidia", "590");
+        let line = kept_line(&inv, &id, "580").unwrap();
+        assert!(line.starts_with("warning: the kept nvidia/580 will not work with nvidia-utils 590-1"), "{line}");
+        assert_eq!(kept_line(&inv, &id, "590"), None);
+        drop_unlocked(&mut inv, &[glob::Pattern::new("nvidia").unwrap()]);
+        assert_eq!(kept_line(&inv, &id, "580"), None);
     }
 }

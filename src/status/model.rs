@@ -249,6 +249,16 @@ fn pair(
                 }
                 _ => format!("{still}; run `dkms-hook sync` to build {version}"),
             };
+            let reason = match crate::plan::companions::package_of(inv, module, version) {
+                Some(package) => match crate::plan::companions::out_of_step(inv, package, old).as_slice() {
+                    [] => reason,
+                    moved => format!(
+                        "{reason}; {module}/{old} will not work with {} ({package} is locked to it)",
+                        moved.join(", ")
+                    ),
+                },
+                None => reason,
+            };
             (PairState::Kept, Some(reason), log)
         }
         _ if kernel.headers.is_none() => (
