@@ -134,7 +134,11 @@ impl<'c> Session<'c> {
         });
         let mut state_error = None;
         let mut locked = std::collections::BTreeSet::new();
+        let mut changed = std::collections::BTreeSet::new();
         let stats = self.run_plan(plan, Signing::of(&config.layout), &mut |_, job, result, log| {
+            if matches!(result.outcome, Outcome::Installed | Outcome::Replaced { .. } | Outcome::Removed) {
+                changed.extend(job.kernel().map(str::to_owned));
+            }
             if let Outcome::Kept { old, .. } = &result.outcome {
                 locked.extend(crate::plan::companions::kept_line(inventory, &job.module, old));
             }
@@ -151,12 +155,44 @@ impl<'c> Session<'c> {
         for line in &locked {
             self.reporter.print(line);
         }
-        let code = self.reporter.finish(plan, &stats);
+        let images_failed = self.regenerate_images(inventory, &changed);
+        let code = match self.reporter.finish(plan, &stats) {
+            code if images_failed && code == ExitCode::SUCCESS => ExitCode::from(1),
+            code => code,
+        };
         if let Some(signal) = interrupt::received() {
             self.reporter.stopped(signal, stats.interrupted);
             return Ok(ExitCode::from(interrupt::exit_status(signal)));
         }
         Ok(code)
+    }
+
+    /// Regenerates the boot images of the kernels whose modules `changed` (after depmod), as
+    /// `plan::boot` says; true when one failed.
+    fn regenerate_images(&self, inventory: &Inventory, changed: &std::collections::BTreeSet<String>) -> bool {
+        let config = self.config;
+        let in_transaction = matches!(config.action, Action::Hook(_));
+        let regens = crate::plan::boot::regenerate(inventory, changed, config.initramfs, in_transaction);
+        let mut failed = false;
+        for regen in &regens {
+            if interrupt::received().is_some() {
+                break;
+            }
+            self.reporter.print(&format!(
+                "==> Regenerating the boot image of kernel {}: {}\n",
+                regen.kver,
+                regen.argv.join(" ")
+            ));
+            if let Err(why) = run::boot::regenerate(&config.layout, regen, &interrupt::STOP) {
+                self.reporter.print(&format!(
+                    "error: the boot image of kernel {} is not regenerated: {why}: fix it, then run `{}`\n",
+                    regen.kver,
+                    regen.argv.join(" ")
+                ));
+                failed = true;
+            }
+        }
+        failed
     }
 
     /// Runs the guard's test builds (signing with `signing`): each finished build goes to the

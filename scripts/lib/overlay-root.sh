@@ -108,6 +108,7 @@ pkg_write() {
     local entries=(.PKGINFO)
     [[ -f $stage/.INSTALL ]] && entries+=(.INSTALL)
     [[ -d $stage/usr ]] && entries+=(usr)
+    [[ -d $stage/etc ]] && entries+=(etc)
     (cd "$stage" && bsdtar --zstd --uid 0 --gid 0 --uname root --gname root -cf "$file" "${entries[@]}") || return 1
     printf '%s\n' "$file"
 }
@@ -125,6 +126,15 @@ pkg_stage() {
 pkg_stub() {
     local stage
     stage=$(pkg_stage) || return 1
+    pkg_write "$1" "$stage" "$2" "$2" "$3"
+    rm -rf "$stage"
+}
+
+# pkg_tree OUT NAME VERSION DIR: a package holding a copy of DIR's files (usr/, etc/).
+pkg_tree() {
+    local stage
+    stage=$(pkg_stage) || return 1
+    cp -a "$4/." "$stage/" || return 1
     pkg_write "$1" "$stage" "$2" "$2" "$3"
     rm -rf "$stage"
 }

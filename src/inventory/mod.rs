@@ -6,6 +6,7 @@
 //! `pacman::read` (it is not `Send`); everything returned is plain owned data the planner and
 //! the runner can use freely.
 
+pub mod boot;
 pub mod dkms_conf;
 pub mod dkms_tree;
 pub mod incoming;
@@ -57,6 +58,8 @@ pub struct Inventory {
     /// The exact-version dependencies of the module packages, by package (`locks`); their
     /// companions' installed versions are in `package_versions`.
     pub locks: locks::Locks,
+    /// The boot image generators installed (`boot`).
+    pub boot: boot::Boot,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -172,6 +175,7 @@ impl Inventory {
             prebuilt,
             unevaluated,
             locks: owners.locks,
+            boot: owners.boot,
         })
     }
 }

@@ -49,6 +49,8 @@ pub struct Owners {
     pub versions: BTreeMap<String, String>,
     /// The exact-version dependencies of the module packages, by package.
     pub locks: super::locks::Locks,
+    /// The boot image generators installed.
+    pub boot: super::boot::Boot,
 }
 
 /// Fails, naming the fix, unless `layout` has a readable local pacman database.
@@ -172,6 +174,7 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
             owners.locks.insert(name, locks);
         }
     }
+    owners.boot = super::boot::read(layout, handle);
     Ok(owners)
 }
 

@@ -131,6 +131,8 @@ pub enum Pkg {
     Stub(&'static str, &'static str),
     /// A module package with one more `depends` entry (e.g. `nvidia-utils=590-1`).
     Depending(Module, &'static str),
+    /// Package NAME VERSION holding the files below `tests/real/DIR` (e.g. a stand-in generator).
+    Tree(&'static str, &'static str, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
 }
@@ -161,6 +163,10 @@ impl Pkg {
             Pkg::Depending(m, depend) => {
                 let src = Path::new(REPO).join("tests/real/modules").join(m.source);
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver, depend])
+            }
+            Pkg::Tree(name, version, dir) => {
+                let dir = Path::new(REPO).join("tests/real").join(dir);
+                shell("pkg_tree", &[out, name, version, dir.to_str().unwrap()])
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
