@@ -4,7 +4,8 @@
 //! preset for `linux`. In a transaction, mkinitcpio's own hook is left to rebuild the images;
 //! `dkms-hook sync` after a fixed module regenerates that kernel's image once, with
 //! `mkinitcpio -p linux`, and the image holds the new module; with `initramfs = "off"` nothing is
-//! regenerated. Each scenario runs with dkms 3.0.10 and 3.2.2.
+//! regenerated, and `status`, reading the image back, says it holds the old build and how to fix
+//! it. Each scenario runs with dkms 3.0.10 and 3.2.2.
 //!
 //! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
 
@@ -40,6 +41,10 @@ fn kept_after_a_failed_upgrade(dkms: Dkms, extra: &str) -> Option<Root> {
     fs::write(root.path("etc/dkms-hook.toml"), format!("guard = false\n{extra}")).unwrap();
     let t = root.install(&[HELLO_1_0.pkg()]);
     t.assert_hooks_ok();
+    // The image as mkinitcpio's own hook would have made it, holding hello 1.0.
+    let made = root.chroot(&["mkinitcpio", "-p", "linux"]);
+    assert!(made.status.success(), "{}", made.output);
+    fs::remove_file(root.path(CALLS)).unwrap();
     let t2 = root.upgrade(&[HELLO_1_1_BROKEN.pkg()]);
     t2.assert_line(&["hello/1.1 for", LINUX.kver, "failed", "kept hello/1.0"]);
     for t in [&t, &t2] {
@@ -75,6 +80,10 @@ fn sync_regenerates_the_image_of_the_fixed_kernel_once(dkms: Dkms) {
     let again = root.chroot(&["dkms-hook", "sync"]);
     assert!(again.status.success(), "{}", again.output);
     assert_eq!(calls(&root), ["-p linux"], "{}", again.output);
+    // status reads the image back: in step.
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(status.status.success(), "{}", status.output);
+    assert!(!status.output.contains("boot image"), "{}", status.output);
 }
 
 fn initramfs_off_regenerates_nothing(dkms: Dkms) {
@@ -85,5 +94,12 @@ fn initramfs_off_regenerates_nothing(dkms: Dkms) {
     root.assert_modules(&[(HELLO_1_1, &[LINUX])]);
     assert!(!sync.output.contains("Regenerating"), "{}", sync.output);
     assert_eq!(calls(&root), Vec::<String>::new());
-    assert!(!root.path("boot/initramfs-linux.img").exists());
+    // The image still holds hello 1.0: status says so, with the fix.
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(!status.status.success(), "{}", status.output);
+    let line = "the boot image /boot/initramfs-linux.img of kernel";
+    let found =
+        status.output.lines().find(|l| l.contains(line) && l.contains("out of step with the installed hello/1.1"));
+    let found = found.unwrap_or_else(|| panic!("status does not tell:\n{}", status.output));
+    assert!(found.contains("it holds version 1.0: regenerate it: mkinitcpio -p linux"), "{found}");
 }

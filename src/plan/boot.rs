@@ -37,7 +37,7 @@ pub fn regenerate(
         .map(|kernel| {
             let (kver, base) = (kernel.kver.clone(), kernel.pkgbase.as_str());
             let argv: Vec<String> = match generator {
-                Generator::Mkinitcpio if inv.boot.presets.contains(base) => {
+                Generator::Mkinitcpio if inv.boot.presets.contains_key(base) => {
                     vec!["mkinitcpio".into(), "-p".into(), base.into()]
                 }
                 Generator::Mkinitcpio => {
@@ -72,6 +72,26 @@ pub fn regenerate(
         .collect()
 }
 
+/// The boot image of `kernel` the installed generator writes: mkinitcpio's preset's
+/// `default_image`, or the generator's own name for it; `None` without a generator.
+pub fn image_of(inv: &Inventory, kernel: &crate::inventory::Kernel) -> Option<String> {
+    let base = kernel.pkgbase.as_str();
+    match inv.boot.generators.first()? {
+        Generator::Mkinitcpio => match inv.boot.presets.get(base) {
+            Some(Some(image)) => Some(image.clone()),
+            _ => Some(format!("/boot/initramfs-{base}.img")),
+        },
+        Generator::Dracut => Some(format!("/boot/initramfs-{base}.img")),
+        Generator::Booster => Some(format!("/boot/booster-{base}.img")),
+    }
+}
+
+/// The command that regenerates the image of `kernel`, for the user; `None` without a generator.
+pub fn command_for(inv: &Inventory, kernel: &crate::inventory::Kernel) -> Option<String> {
+    let one: BTreeSet<String> = [kernel.kver.clone()].into();
+    regenerate(inv, &one, Initramfs::Auto, false).first().map(|r| r.argv.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,7 +104,7 @@ mod tests {
             inv.kernels.insert(kver.into(), kernel);
         }
         inv.boot.generators = generators.to_vec();
-        inv.boot.presets = presets.iter().map(|p| p.to_string()).collect();
+        inv.boot.presets = presets.iter().map(|p| (p.to_string(), None)).collect();
         inv
     }
 
