@@ -190,6 +190,22 @@ impl<'c> Session<'c> {
                     regen.argv.join(" ")
                 ));
                 failed = true;
+                continue;
+            }
+            // Read back: an image that still holds another build than the installed one.
+            let Some(image) =
+                inventory.kernels.get(&regen.kver).and_then(|k| crate::plan::boot::image_of(inventory, k))
+            else {
+                continue;
+            };
+            let seen = crate::inventory::boot::read_image(&config.layout, &regen.kver, &image);
+            for (stem, _) in seen.held.iter().filter(|(_, (_, same))| !same) {
+                self.reporter.print(&format!(
+                    "warning: the boot image {image} of kernel {} still holds another build of {stem} than the \
+                     installed one: check the generator's configuration, then run `{}`\n",
+                    regen.kver,
+                    regen.argv.join(" ")
+                ));
             }
         }
         failed

@@ -69,6 +69,7 @@ fn sync_regenerates_the_image_of_the_fixed_kernel_once(dkms: Dkms) {
     let line = format!("==> Regenerating the boot image of kernel {}: mkinitcpio -p linux", LINUX.kver);
     assert_eq!(sync.output.lines().filter(|l| l.contains(&line)).count(), 1, "{}", sync.output);
     assert_eq!(calls(&root), ["-p linux"]);
+    assert!(!sync.output.contains("still holds"), "{}", sync.output);
     root.assert_modules(&[(HELLO_1_1, &[LINUX])]);
     // The image holds the new module.
     let image = root.path("boot/initramfs-linux.img");

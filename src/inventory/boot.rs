@@ -82,6 +82,44 @@ fn shell_value(text: &str, name: &str) -> Option<String> {
         .next_back()
 }
 
+/// A kernel's boot image, as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSeen {
+    /// The image (on the system, not below the root).
+    pub path: String,
+    /// Why its modules could not be listed.
+    pub error: Option<String>,
+    /// The DKMS modules it holds, by file stem, with the `version=` of the copy in the image and
+    /// whether that copy is the installed one (byte for byte, decompressed).
+    pub held: BTreeMap<String, (Option<String>, bool)>,
+}
+
+/// Reads the boot image `image` (a path on the system) of kernel `kver` below `layout`'s root and
+/// compares the DKMS modules inside with the installed files.
+pub fn read_image(layout: &Layout, kver: &str, image: &str) -> ImageSeen {
+    let mut seen = ImageSeen { path: image.to_owned(), ..ImageSeen::default() };
+    match image_modules(&layout.on_root(Path::new(image)), kver) {
+        Ok(modules) => {
+            let installed = layout.kernel_dir(kver);
+            let prefix = format!("usr/lib/modules/{kver}/");
+            for module in modules {
+                let rel = module.path.trim_start_matches(&prefix);
+                let on_disk = std::fs::read(installed.join(rel)).ok();
+                let on_disk = match rel.ends_with(".zst") {
+                    true => on_disk.and_then(|d| unzstd(&d).ok()),
+                    false => on_disk,
+                };
+                let same = on_disk.as_deref() == Some(module.contents.as_slice());
+                let base = rel.rsplit('/').next().unwrap_or(rel);
+                let stem = base.find(".ko").map_or(base, |i| &base[..i]);
+                seen.held.insert(stem.to_owned(), (modinfo_version(&module.contents), same));
+            }
+        }
+        Err(e) => seen.error = Some(format!("{e:#}")),
+    }
+    seen
+}
+
 /// One DKMS module file inside a boot image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageModule {

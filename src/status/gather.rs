@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::domain::Layout;
+use crate::inventory::boot::ImageSeen;
 use crate::inventory::Inventory;
 use crate::state::State;
 
@@ -23,18 +24,6 @@ pub struct Observed {
     pub images: BTreeMap<String, ImageSeen>,
     /// Per kernel: the module version (`name/version`) each installed module file stem belongs to.
     pub owners: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-/// A kernel's boot image, as read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageSeen {
-    /// The image (on the system, not below the root).
-    pub path: String,
-    /// Why its modules could not be listed.
-    pub error: Option<String>,
-    /// The DKMS modules it holds, by file stem, with the `version=` of the copy in the image and
-    /// whether that copy is the installed one (byte for byte, decompressed).
-    pub held: BTreeMap<String, (Option<String>, bool)>,
 }
 
 /// Reads what `status` needs besides the inventory and the state file.
@@ -70,24 +59,7 @@ pub fn gather(layout: &Layout, inv: &Inventory, state: &State) -> Observed {
         if !file.exists() {
             continue;
         }
-        let mut seen_image = ImageSeen { path: image, ..ImageSeen::default() };
-        match crate::inventory::boot::image_modules(&file, &kernel.kver) {
-            Ok(modules) => {
-                let installed = layout.kernel_dir(&kernel.kver);
-                for module in modules {
-                    let rel = module.path.trim_start_matches(&format!("usr/lib/modules/{}/", kernel.kver));
-                    let on_disk = std::fs::read(installed.join(rel)).ok();
-                    let on_disk = match rel.ends_with(".zst") {
-                        true => on_disk.and_then(|d| crate::inventory::boot::unzstd(&d).ok()),
-                        false => on_disk,
-                    };
-                    let same = on_disk.as_deref() == Some(module.contents.as_slice());
-                    let version = crate::inventory::boot::modinfo_version(&module.contents);
-                    seen_image.held.insert(stem(rel).to_owned(), (version, same));
-                }
-            }
-            Err(e) => seen_image.error = Some(format!("{e:#}")),
-        }
+        let seen_image = crate::inventory::boot::read_image(layout, &kernel.kver, &image);
         seen.images.insert(kernel.kver.clone(), seen_image);
     }
     seen.existing_logs = state.records().filter_map(|r| r.log.clone()).filter(|l| l.is_file()).collect();
