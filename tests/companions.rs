@@ -2,7 +2,9 @@
 //! on its companion at one exact version (nvidia-dkms on `nvidia-utils=VERSION`) and comes with a
 //! new version of the companion makes its test build critical, whatever `critical` says; a kernel
 //! upgrade alone, a module upgrade that leaves the companion where it is, and `unlocked` keep the
-//! ordinary rule. The real tier (`real_companions.rs`) runs the same with the real pacman and dkms.
+//! ordinary rule. Let through, a kept old module is reported, after the transaction and by `status`,
+//! as not working with the new companion. The real tier (`real_companions.rs`) runs the same with
+//! the real pacman and dkms.
 
 mod common;
 
@@ -90,4 +92,35 @@ fn a_kernel_upgrade_alone_keeps_the_ordinary_rule_for_a_locked_module() {
     let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     guard.assert_code(0);
     guard.expect_line(&[&format!("warning: nvidia/580 for {K_NEW} does not build"), "not critical"]);
+}
+
+#[test]
+fn after_the_transaction_a_kept_locked_module_is_not_called_safe() {
+    let t = nvidia_system();
+    offer_nvidia(&t, "590", "590-1");
+    t.offer("nvidia-utils", "590-1", &[]);
+    // The guard is off: pacman goes on. Before: nvidia 580's sources are kept for dkms.
+    t.run(&["remove", "--no-depmod"], "usr/src/nvidia-580/dkms.conf\n").assert_code(0);
+    t.remove_package("nvidia-dkms").remove_package("nvidia-utils");
+    t.module_pkg_version("nvidia-dkms", "590-1", "nvidia-590", &dkms_conf("nvidia", "590"));
+    t.depends("nvidia-dkms", &["dkms", "nvidia-utils=590-1"]);
+    t.package("nvidia-utils", "590-1", &[("usr/lib/libnvidia-glcore.so.590", "590\n")]);
+    let fail = format!("nvidia/590/{K1}=10");
+
+    let post = t.run_env(&["install"], "usr/src/nvidia-590/dkms.conf\n", &[("FAKE_DKMS_FAIL", &fail)]);
+    post.assert_code(1);
+    post.expect_line(&[&format!("nvidia/590 for {K1}"), "failed", "kept nvidia/580"]);
+    post.expect_line(&[
+        "warning: the kept nvidia/580 will not work with nvidia-utils 590-1 (nvidia-dkms is locked to it)",
+    ]);
+    assert_eq!(t.installed_for("nvidia", K1).as_deref(), Some("580"));
+
+    let status = t.run(&["status"], "");
+    status.assert_code(1);
+    status.expect_line(&[&format!("nvidia/590 for {K1}"), "nvidia/580 will not work with nvidia-utils 590-1"]);
+
+    // Opted out: nothing more is said.
+    config(&t, "unlocked = [\"nvidia\"]\n");
+    let status = t.run(&["status"], "");
+    assert!(!status.stdout.contains("will not work"), "{status}");
 }
