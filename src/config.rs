@@ -102,6 +102,23 @@ pub struct Config {
     pub critical: Vec<glob::Pattern>,
     /// Whether the pre-transaction guard test-builds at all (`guard = false` turns it off).
     pub guard: bool,
+    /// Glob patterns of module names whose package's exact-version dependencies do not lock them
+    /// to their companions (see `plan::companions`); empty: every such module is locked.
+    pub unlocked: Vec<glob::Pattern>,
+    /// Whether boot images are regenerated for the kernels whose modules changed when no
+    /// generator hook of pacman's will (`initramfs = "off"` turns it off).
+    pub initramfs: Initramfs,
+}
+
+/// The `initramfs` setting.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Initramfs {
+    /// Regenerate with the generators found installed (none found: nothing).
+    #[default]
+    Auto,
+    /// Never regenerate.
+    Off,
 }
 
 /// The configuration file, below the root.
@@ -139,6 +156,10 @@ pub struct FileConfig {
     pub critical: Option<Vec<String>>,
     /// Whether the pre-transaction guard test-builds (default true).
     pub guard: Option<bool>,
+    /// Glob patterns of module names not locked to the packages they depend on exactly.
+    pub unlocked: Option<Vec<String>>,
+    /// `"auto"` (default) or `"off"`: regenerate boot images after modules change.
+    pub initramfs: Option<Initramfs>,
 }
 
 /// The keys `FileConfig` accepts, for documentation checks.
@@ -154,6 +175,8 @@ pub const FILE_KEYS: &[&str] = &[
     "lock_timeout",
     "critical",
     "guard",
+    "unlocked",
+    "initramfs",
 ];
 
 /// A configuration file that cannot be used, located as precisely as the parser allows.
@@ -197,6 +220,7 @@ impl FileConfig {
             ("exclude_kernels", &self.exclude_kernels),
             ("exclude_modules", &self.exclude_modules),
             ("critical", &self.critical),
+            ("unlocked", &self.unlocked),
         ] {
             for p in patterns.iter().flatten() {
                 if let Err(e) = glob::Pattern::new(p) {
@@ -297,6 +321,8 @@ impl Config {
             lock_timeout: Duration::from_secs(file.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT)),
             critical: patterns(file.critical),
             guard: file.guard.unwrap_or(true),
+            unlocked: patterns(file.unlocked),
+            initramfs: file.initramfs.unwrap_or_default(),
             layout,
         })
     }
@@ -333,13 +359,16 @@ mod tests {
     fn every_key_parses() {
         let text = "jobs = 3\ndkms = \"/d\"\ndepmod = \"/m\"\nexclude_kernels = [\"*-rt-*\"]\n\
                     exclude_modules = [\"nvidia\", \"zfs/2.*\"]\nlog_dir = \"/var/log/x\"\nkeep_logs = 5\n\
-                    job_timeout = 900\nlock_timeout = 60\ncritical = [\"zfs\", \"nvidia*\"]\nguard = false\n";
+                    job_timeout = 900\nlock_timeout = 60\ncritical = [\"zfs\", \"nvidia*\"]\nguard = false\n\
+                    unlocked = [\"nvidia-470xx\"]\ninitramfs = \"off\"\n";
         let f = FileConfig::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(f.jobs, Some(3));
         assert_eq!(f.exclude_modules.as_deref().unwrap(), ["nvidia", "zfs/2.*"]);
         assert_eq!(f.job_timeout, Some(900));
         assert_eq!(f.critical.as_deref().unwrap(), ["zfs", "nvidia*"]);
         assert_eq!(f.guard, Some(false));
+        assert_eq!(f.unlocked.as_deref().unwrap(), ["nvidia-470xx"]);
+        assert_eq!(f.initramfs, Some(Initramfs::Off));
         for key in FILE_KEYS {
             assert!(text.contains(&format!("{key} =")), "{key} is not in the test");
         }

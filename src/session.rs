@@ -93,7 +93,8 @@ impl<'c> Session<'c> {
 
     /// Reads what `scope` asks for of the system.
     pub fn inventory(&self, scope: Scope) -> Result<Inventory> {
-        let inventory = Inventory::read_scope(&self.config.layout, scope, Evaluate::AsDkmsWould)?;
+        let mut inventory = Inventory::read_scope(&self.config.layout, scope, Evaluate::AsDkmsWould)?;
+        crate::plan::companions::drop_unlocked(&mut inventory, &self.config.unlocked);
         log::debug!("{inventory:#?}");
         Ok(inventory)
     }
@@ -132,7 +133,15 @@ impl<'c> Session<'c> {
                     || inventory.sources.values().any(|s| s.conf.as_ref().is_ok_and(|c| c.name == m && c.version == v)))
         });
         let mut state_error = None;
+        let mut locked = std::collections::BTreeSet::new();
+        let mut changed = std::collections::BTreeSet::new();
         let stats = self.run_plan(plan, Signing::of(&config.layout), &mut |_, job, result, log| {
+            if matches!(result.outcome, Outcome::Installed | Outcome::Replaced { .. } | Outcome::Removed) {
+                changed.extend(job.kernel().map(str::to_owned));
+            }
+            if let Outcome::Kept { old, .. } = &result.outcome {
+                locked.extend(crate::plan::companions::kept_line(inventory, &job.module, old));
+            }
             let digest = job.is_install().then(|| digests.of(&config.layout, &job.module.name, &job.module.version));
             state.record(job, &result.outcome, log, state::now(), digest.flatten().as_deref());
             if let Err(e) = state.save(&state_file) {
@@ -143,12 +152,63 @@ impl<'c> Session<'c> {
             log::warn!("{e:#}: `dkms-hook status` may not explain every failure");
         }
         self.drop_unneeded_kept_sources(&state, &digests);
-        let code = self.reporter.finish(plan, &stats);
+        for line in &locked {
+            self.reporter.print(line);
+        }
+        let images_failed = self.regenerate_images(inventory, &changed);
+        let code = match self.reporter.finish(plan, &stats) {
+            code if images_failed && code == ExitCode::SUCCESS => ExitCode::from(1),
+            code => code,
+        };
         if let Some(signal) = interrupt::received() {
             self.reporter.stopped(signal, stats.interrupted);
             return Ok(ExitCode::from(interrupt::exit_status(signal)));
         }
         Ok(code)
+    }
+
+    /// Regenerates the boot images of the kernels whose modules `changed` (after depmod), as
+    /// `plan::boot` says; true when one failed.
+    fn regenerate_images(&self, inventory: &Inventory, changed: &std::collections::BTreeSet<String>) -> bool {
+        let config = self.config;
+        let in_transaction = matches!(config.action, Action::Hook(_));
+        let regens = crate::plan::boot::regenerate(inventory, changed, config.initramfs, in_transaction);
+        let mut failed = false;
+        for regen in &regens {
+            if interrupt::received().is_some() {
+                break;
+            }
+            self.reporter.print(&format!(
+                "==> Regenerating the boot image of kernel {}: {}\n",
+                regen.kver,
+                regen.argv.join(" ")
+            ));
+            if let Err(why) = run::boot::regenerate(&config.layout, regen, &interrupt::STOP) {
+                self.reporter.print(&format!(
+                    "error: the boot image of kernel {} is not regenerated: {why}: fix it, then run `{}`\n",
+                    regen.kver,
+                    regen.argv.join(" ")
+                ));
+                failed = true;
+                continue;
+            }
+            // Read back: an image that still holds another build than the installed one.
+            let Some(image) =
+                inventory.kernels.get(&regen.kver).and_then(|k| crate::plan::boot::image_of(inventory, k))
+            else {
+                continue;
+            };
+            let seen = crate::inventory::boot::read_image(&config.layout, &regen.kver, &image);
+            for (stem, _) in seen.held.iter().filter(|(_, (_, same))| !same) {
+                self.reporter.print(&format!(
+                    "warning: the boot image {image} of kernel {} still holds another build of {stem} than the \
+                     installed one: check the generator's configuration, then run `{}`\n",
+                    regen.kver,
+                    regen.argv.join(" ")
+                ));
+            }
+        }
+        failed
     }
 
     /// Runs the guard's test builds (signing with `signing`): each finished build goes to the

@@ -108,6 +108,7 @@ pkg_write() {
     local entries=(.PKGINFO)
     [[ -f $stage/.INSTALL ]] && entries+=(.INSTALL)
     [[ -d $stage/usr ]] && entries+=(usr)
+    [[ -d $stage/etc ]] && entries+=(etc)
     (cd "$stage" && bsdtar --zstd --uid 0 --gid 0 --uname root --gname root -cf "$file" "${entries[@]}") || return 1
     printf '%s\n' "$file"
 }
@@ -125,6 +126,15 @@ pkg_stage() {
 pkg_stub() {
     local stage
     stage=$(pkg_stage) || return 1
+    pkg_write "$1" "$stage" "$2" "$2" "$3"
+    rm -rf "$stage"
+}
+
+# pkg_tree OUT NAME VERSION DIR: a package holding a copy of DIR's files (usr/, etc/).
+pkg_tree() {
+    local stage
+    stage=$(pkg_stage) || return 1
+    cp -a "$4/." "$stage/" || return 1
     pkg_write "$1" "$stage" "$2" "$2" "$3"
     rm -rf "$stage"
 }
@@ -176,13 +186,14 @@ pkg_headers() {
 # pkg_dkms OUT PKGNAME VERSION SRC MODNAME MODVER: a *-dkms package (no .install file) with SRC's
 # files in usr/src/MODNAME-MODVER/. In every file @MODVER@ becomes MODVER and @PKGREL@ the pkgrel
 # of VERSION, so one source directory serves several versions.
+# Any further arguments are more `depends` (e.g. `nvidia-utils=590-1`).
 pkg_dkms() {
     local out=$1 name=$2 version=$3 src=$4 mod=$5 modver=$6 stage dest
     stage=$(pkg_stage) || return 1
     dest="$stage/usr/src/$mod-$modver"
     mkdir -p "$stage/usr/src" && cp -r "$src" "$dest" || return 1
     find "$dest" -type f -exec sed -i -e "s/@MODVER@/$modver/g" -e "s/@PKGREL@/${version##*-}/g" {} + || return 1
-    pkg_write "$out" "$stage" "$name" "$name" "$version" dkms
+    pkg_write "$out" "$stage" "$name" "$name" "$version" dkms "${@:7}"
     rm -rf "$stage"
 }
 

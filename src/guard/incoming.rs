@@ -2,14 +2,16 @@
 //! (found as `inventory::incoming` describes), with the headers and module sources extracted, and
 //! the system as it will be after the transaction ([`after_transaction`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::digest;
 use crate::domain::ModuleId;
 use crate::inventory::incoming::{Located, Transaction};
+use crate::inventory::locks::{self, Locks};
 use crate::inventory::package::{self, Package};
 use crate::inventory::{dkms_conf, Evaluate, Inventory, Kernel, ModuleSource};
+use crate::plan::companions::{self, Moved};
 use crate::targets::Targets;
 
 /// One incoming kernel's headers, extracted.
@@ -33,6 +35,11 @@ pub struct Incoming {
     pub leaving: BTreeSet<String>,
     /// Targets that could not be checked, and why.
     pub unreachable: Vec<(String, String)>,
+    /// The exact-version dependencies of the incoming module packages, by package.
+    pub locks: Locks,
+    /// The incoming module packages whose locked companions the transaction moves, by package
+    /// (see `plan::companions`).
+    pub moved: BTreeMap<String, Vec<Moved>>,
 }
 
 impl Incoming {
@@ -75,13 +82,20 @@ impl Incoming {
             }
         }
         let mut sources = Vec::new();
+        let mut incoming_locks = Locks::new();
         for dir in &targets.module_dirs {
             if let Some(package) = found(&source_path(dir), &format!("usr/src/{dir}")) {
+                let locks = locks::of(package.depends.iter().map(|d| d.text.as_str()));
+                if !locks.is_empty() {
+                    incoming_locks.insert(package.name.clone(), locks);
+                }
                 sources.push((dir.clone(), package.name));
                 incoming.targets.module_dirs.insert(dir.clone());
             }
         }
         incoming.kernels = kernels;
+        incoming.moved = companions::moved(&incoming_locks, &current.package_versions, &current.locks);
+        incoming.locks = incoming_locks;
         let tree = into.join("usr/src");
         let confs: Vec<PathBuf> = sources.iter().map(|(dir, _)| tree.join(dir).join("dkms.conf")).collect();
         let confs = dkms_conf::read_many(&confs, Evaluate::Unprivileged);
@@ -110,6 +124,14 @@ impl Incoming {
             .map(|k| k.kver.clone())
             .collect();
         incoming
+    }
+
+    /// The companions a test build of `id` is locked to that the transaction moves, and the
+    /// package that brings the module; `None`: not locked, or opted out (`unlocked`).
+    pub(super) fn locked(&self, id: &ModuleId, unlocked: &[glob::Pattern]) -> Option<(&str, &[Moved])> {
+        let package = self.source(id)?.package.as_deref()?;
+        let moved = self.moved.get(package)?;
+        companions::is_locked(&id.name, unlocked).then_some((package, moved.as_slice()))
     }
 
     pub(super) fn kernel(&self, kver: &str) -> Option<&IncomingKernel> {

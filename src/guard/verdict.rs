@@ -12,6 +12,7 @@ use super::incoming::Incoming;
 use crate::config::{Config, Verbosity};
 use crate::domain::{Outcome, Signing};
 use crate::inventory::Inventory;
+use crate::plan::companions;
 use crate::plan::Plan;
 use crate::prebuilt::{self, Index};
 use crate::report::Heading;
@@ -50,13 +51,14 @@ pub(super) fn build_and_judge(
     };
     reporter.start(Heading::Guard, plan);
     let results = session.run_builds(plan, signing.clone())?;
-    let verdict = Verdict::of(plan, &results, &config.critical);
+    let verdict = Verdict::of(plan, &results, &with_locked(plan, paths.incoming, config));
     if let Some(signal) = crate::interrupt::received() {
         let stopped = "==> Stopped: the transaction does not go on\n".to_owned();
         return Ok(Checked::done(ExitCode::from(crate::interrupt::exit_status(signal)), stopped));
     }
     if !verdict.critical.is_empty() {
-        return Ok(Checked::done(ExitCode::from(1), verdict.abort_message(plan, paths.incoming)));
+        let text = verdict.abort_message(plan, paths.incoming, &config.unlocked);
+        return Ok(Checked::done(ExitCode::from(1), text));
     }
     let builds = paths.prebuilt(plan, &results, current);
     let signed = signing.cert.exists();
@@ -68,6 +70,18 @@ pub(super) fn build_and_judge(
         hand_over: Some(index),
         tested: Some((verdict.built(&results), plan.jobs.len())),
     })
+}
+
+/// `critical`, and the modules of the plan locked to a companion the transaction moves
+/// (`plan::companions`): after the transaction neither their old nor their new version would work.
+fn with_locked(plan: &Plan, incoming: &Incoming, config: &Config) -> Vec<glob::Pattern> {
+    let mut critical = config.critical.clone();
+    for job in &plan.jobs {
+        if incoming.locked(&job.module, &config.unlocked).is_some() {
+            critical.extend(glob::Pattern::new(&glob::Pattern::escape(&job.module.name)));
+        }
+    }
+    critical
 }
 
 /// One test build that failed.
@@ -146,19 +160,35 @@ impl Verdict {
 
     /// What to tell the user when the transaction stops: each critical failure with its first
     /// compiler error, and the ways forward.
-    pub(super) fn abort_message(&self, plan: &Plan, incoming: &Incoming) -> String {
+    pub(super) fn abort_message(&self, plan: &Plan, incoming: &Incoming, unlocked: &[glob::Pattern]) -> String {
         let mut text = String::new();
         let mut hold: BTreeSet<String> = BTreeSet::new();
         for failure in &self.critical {
             let job = &plan.jobs[failure.job];
             let kernel = job.kernel().unwrap_or_default();
+            let locked = incoming.locked(&job.module, unlocked);
+            let why = match locked {
+                Some((_, moved)) => {
+                    let names: Vec<&str> = moved.iter().map(|m| m.companion.as_str()).collect();
+                    format!("is locked to {}", names.join(", "))
+                }
+                None => "is critical".to_owned(),
+            };
             text.push_str(&format!(
-                "error: {} is critical and does not build for kernel {kernel}: stopping the transaction before \
-                 anything is changed\n",
+                "error: {} {why} and does not build for kernel {kernel}: stopping the transaction before anything \
+                 is changed\n",
                 job.module
             ));
             if let Some(cause) = &failure.cause {
                 text.push_str(&format!("       {cause}\n"));
+            }
+            if let Some((package, moved)) = locked {
+                text.push_str(&format!(
+                    "       {package} comes with {}: the installed {} would not work with it after the transaction\n",
+                    companions::describe(moved),
+                    job.module.name
+                ));
+                hold.extend(companions::hold(package, moved));
             }
             match incoming.kernel(kernel) {
                 Some(k) => {

@@ -6,9 +6,11 @@
 //! `pacman::read` (it is not `Send`); everything returned is plain owned data the planner and
 //! the runner can use freely.
 
+pub mod boot;
 pub mod dkms_conf;
 pub mod dkms_tree;
 pub mod incoming;
+pub mod locks;
 pub mod package;
 pub mod pacman;
 
@@ -50,6 +52,11 @@ pub struct Inventory {
     pub upgrading: BTreeSet<String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
+    /// The exact-version dependencies of the module packages, by package (`locks`); their
+    /// companions' installed versions are in `package_versions`.
+    pub locks: locks::Locks,
+    /// The boot image generators installed (`boot`).
+    pub boot: boot::Boot,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -156,7 +163,16 @@ impl Inventory {
             true => incoming::Transaction::discover(layout).upgraded(&packages),
             false => BTreeSet::new(),
         };
-        Ok(Inventory { kernels: owners.kernels, sources, tree, package_versions: owners.versions, upgrading, prebuilt })
+        Ok(Inventory {
+            kernels: owners.kernels,
+            sources,
+            tree,
+            package_versions: owners.versions,
+            upgrading,
+            prebuilt,
+            locks: owners.locks,
+            boot: owners.boot,
+        })
     }
 }
 

@@ -47,6 +47,10 @@ pub struct Owners {
     pub sources: BTreeMap<String, String>,
     /// The versions of the packages named above, by package name.
     pub versions: BTreeMap<String, String>,
+    /// The exact-version dependencies of the module packages, by package.
+    pub locks: super::locks::Locks,
+    /// The boot image generators installed.
+    pub boot: super::boot::Boot,
 }
 
 /// Fails, naming the fix, unless `layout` has a readable local pacman database.
@@ -158,7 +162,45 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
             owners.versions.insert(name, pkg.version().to_string());
         }
     }
+    let modules: BTreeSet<String> = owners.sources.values().cloned().collect();
+    for name in modules {
+        let locks = installed_locks(handle, &name);
+        for lock in &locks {
+            if let Ok(pkg) = handle.localdb().pkg(lock.companion.as_str()) {
+                owners.versions.insert(lock.companion.clone(), pkg.version().to_string());
+            }
+        }
+        if !locks.is_empty() {
+            owners.locks.insert(name, locks);
+        }
+    }
+    owners.boot = super::boot::read(layout, handle);
     Ok(owners)
+}
+
+/// The exact-version dependencies of the installed package `name`, each with the other installed
+/// packages that depend on its companion at one exact version.
+fn installed_locks(handle: &Alpm, name: &str) -> Vec<super::locks::Lock> {
+    let Ok(pkg) = handle.localdb().pkg(name) else { return Vec::new() };
+    let depends: Vec<String> = pkg.depends().iter().map(|d| d.to_string()).collect();
+    let mut locks = super::locks::of(depends.iter().map(String::as_str));
+    for lock in &mut locks {
+        let Ok(companion) = handle.localdb().pkg(lock.companion.as_str()) else { continue };
+        lock.dependents = companion
+            .required_by()
+            .iter()
+            .filter(|other| *other != name)
+            .filter(|other| {
+                handle.localdb().pkg(*other).is_ok_and(|o| {
+                    o.depends()
+                        .iter()
+                        .any(|d| super::locks::exact(&d.to_string()).is_some_and(|(c, _)| c == lock.companion))
+                })
+            })
+            .map(str::to_owned)
+            .collect();
+    }
+    locks
 }
 
 /// Where a kernel's headers come from, if it has any: the package owning `build/` (a directory,

@@ -16,6 +16,8 @@
 //! installed modules (they still load). depmod runs once per kernel that changed and stays,
 //! never for a leaving kernel, never for the rebuild removal of the upgrade hook.
 
+pub mod boot;
+pub mod companions;
 mod exclude;
 mod install;
 mod jobs;

@@ -13,6 +13,7 @@
 //! "could not start dkms" is kept apart from "dkms failed". Workers never print: the runner
 //! hands each finished job to the caller's event sink, on the caller's thread.
 
+pub mod boot;
 pub mod build;
 mod command;
 mod job;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::domain::Layout;
+use crate::inventory::boot::ImageSeen;
 use crate::inventory::Inventory;
 use crate::state::State;
 
@@ -19,6 +20,10 @@ pub struct Observed {
     pub known_modules: BTreeMap<String, BTreeSet<String>>,
     /// Log files that exist (so a pruned log is not pointed to).
     pub existing_logs: BTreeSet<PathBuf>,
+    /// Per kernel with a boot image the installed generator writes: what it holds.
+    pub images: BTreeMap<String, ImageSeen>,
+    /// Per kernel: the module version (`name/version`) each installed module file stem belongs to.
+    pub owners: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Reads what `status` needs besides the inventory and the state file.
@@ -41,10 +46,21 @@ pub fn gather(layout: &Layout, inv: &Inventory, state: &State) -> Observed {
             let stems = seen.known_modules.entry(kver.clone()).or_default();
             for path in crate::inventory::dkms_tree::built_modules(&layout.dkms_tree, m, v, kver) {
                 if let Some(name) = path.file_name() {
-                    stems.insert(stem(&name.to_string_lossy()).to_owned());
+                    let stem = stem(&name.to_string_lossy()).to_owned();
+                    seen.owners.entry(kver.clone()).or_default().insert(stem.clone(), format!("{m}/{v}"));
+                    stems.insert(stem);
                 }
             }
         }
+    }
+    for kernel in inv.kernels.values() {
+        let Some(image) = crate::plan::boot::image_of(inv, kernel) else { continue };
+        let file = layout.on_root(Path::new(&image));
+        if !file.exists() {
+            continue;
+        }
+        let seen_image = crate::inventory::boot::read_image(layout, &kernel.kver, &image);
+        seen.images.insert(kernel.kver.clone(), seen_image);
     }
     seen.existing_logs = state.records().filter_map(|r| r.log.clone()).filter(|l| l.is_file()).collect();
     seen

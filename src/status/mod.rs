@@ -27,7 +27,8 @@ pub use model::{KernelStatus, OutOfPlace, OutOfPlaceKind, PairState, PairStatus,
 /// no lock; exits 0 when everything is as it should be, 1 otherwise.
 pub fn run(config: &Config, json: bool) -> Result<ExitCode> {
     let layout = &config.layout;
-    let inventory = Inventory::read(layout, Evaluate::Unprivileged)?;
+    let mut inventory = Inventory::read(layout, Evaluate::Unprivileged)?;
+    crate::plan::companions::drop_unlocked(&mut inventory, &config.unlocked);
     let state = State::load_or_warn(&layout.state_file());
     let seen = gather(layout, &inventory, &state);
     let status = Status::build(layout, &inventory, &state, &config.excludes, &seen);

@@ -123,6 +123,9 @@ pub enum OutOfPlaceKind {
     OrphanRegistration,
     /// A module file under `usr/lib/modules/K/updates/dkms` that dkms does not know.
     UnknownModuleFile,
+    /// A kernel's boot image holds another build of an installed module than the installed one,
+    /// or none of a module its generator's configuration puts in it.
+    StaleBootImage,
 }
 
 /// Something that should not be there.
@@ -249,6 +252,16 @@ fn pair(
                 }
                 _ => format!("{still}; run `dkms-hook sync` to build {version}"),
             };
+            let reason = match crate::plan::companions::package_of(inv, module, version) {
+                Some(package) => match crate::plan::companions::out_of_step(inv, package, old).as_slice() {
+                    [] => reason,
+                    moved => format!(
+                        "{reason}; {module}/{old} will not work with {} ({package} is locked to it)",
+                        moved.join(", ")
+                    ),
+                },
+                None => reason,
+            };
             (PairState::Kept, Some(reason), log)
         }
         _ if kernel.headers.is_none() => (
@@ -312,6 +325,37 @@ fn out_of_place(layout: &Layout, inv: &Inventory, seen: &Observed) -> Vec<OutOfP
                 path: None,
                 fix: "`dkms-hook sync` removes it".to_owned(),
             });
+        }
+    }
+    for (kver, image) in &seen.images {
+        let Some(kernel) = inv.kernels.get(kver) else { continue };
+        let owners = seen.owners.get(kver);
+        let command = crate::plan::boot::command_for(inv, kernel).unwrap_or_default();
+        let mut stale = |stem: &str, inside: String| {
+            let owner = owners.and_then(|o| o.get(stem));
+            let (module, version) = match owner.and_then(|o| o.split_once('/')) {
+                Some((m, v)) => (m.to_owned(), Some(v.to_owned())),
+                None => (stem.to_owned(), None),
+            };
+            items.push(OutOfPlace {
+                kind: OutOfPlaceKind::StaleBootImage,
+                module: Some(module),
+                version,
+                kernels: vec![kver.clone()],
+                path: Some(PathBuf::from(&image.path)),
+                fix: format!("it holds {inside}: regenerate it: {command}"),
+            });
+        };
+        for (stem, (version, same)) in &image.held {
+            if !same {
+                let inside = version.as_ref().map_or_else(|| "another build".to_owned(), |v| format!("version {v}"));
+                stale(stem, inside);
+            }
+        }
+        for stem in &inv.boot.modules {
+            if owners.is_some_and(|o| o.contains_key(stem)) && !image.held.contains_key(stem) {
+                stale(stem, "no build of it".to_owned());
+            }
         }
     }
     for (kver, files) in &seen.module_files {

@@ -124,6 +124,14 @@ fn describe(o: &OutOfPlace) -> String {
         OutOfPlaceKind::UnknownModuleFile => {
             format!("{} is not known to dkms", o.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
         }
+        OutOfPlaceKind::StaleBootImage => {
+            let image = o.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let module = match &o.version {
+                Some(_) => format!("the installed {id}"),
+                None => o.module.clone().unwrap_or_default(),
+            };
+            format!("the boot image {image} of kernel {kernels} is out of step with {module}")
+        }
     }
 }
 

@@ -196,6 +196,16 @@ impl TestRoot {
         self
     }
 
+    /// Gives the installed package `name` the `depends` entries (as written: `nvidia-utils=590-1`).
+    pub fn depends(&self, name: &str, depends: &[&str]) -> &Self {
+        let version = self.installed_version(name).expect("the package is installed");
+        let desc = self.local_db().join(format!("{name}-{version}/desc"));
+        let mut text = fs::read_to_string(&desc).unwrap();
+        text.push_str(&format!("%DEPENDS%\n{}\n\n", depends.join("\n")));
+        fs::write(desc, text).unwrap();
+        self
+    }
+
     /// The version of installed package `name`, if any.
     pub fn installed_version(&self, name: &str) -> Option<String> {
         for entry in fs::read_dir(self.local_db()).unwrap() {
@@ -518,6 +528,12 @@ impl TestRoot {
     /// Like [`TestRoot::offer_upgrade`], with the package holding `entries` (as for
     /// [`TestRoot::package`]): what the guard extracts.
     pub fn offer(&self, name: &str, version: &str, entries: &[(&str, &str)]) -> &Self {
+        self.offer_depending(name, version, entries, &[])
+    }
+
+    /// Like [`TestRoot::offer`], with `depends` entries (as written: `nvidia-utils=590-1`) in the
+    /// package's metadata.
+    pub fn offer_depending(&self, name: &str, version: &str, entries: &[(&str, &str)], depends: &[&str]) -> &Self {
         let bsdtar = |args: &[&std::ffi::OsStr]| {
             let ok = Command::new("bsdtar").args(args).status().expect("bsdtar (libarchive-tools)").success();
             assert!(ok, "bsdtar {args:?} failed");
@@ -527,7 +543,10 @@ impl TestRoot {
         fs::create_dir_all(&pkg).unwrap();
         fs::write(
             pkg.join(".PKGINFO"),
-            format!("pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = x86_64\nsize = 0\n"),
+            format!(
+                "pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = x86_64\nsize = 0\n{}",
+                depend_lines(depends)
+            ),
         )
         .unwrap();
         for (path, content) in entries {
@@ -925,4 +944,9 @@ pub fn assert_relocated(t: &TestRoot, run: &Run) {
     for call in run.depmod() {
         assert_eq!(call.value("-b"), Some(r.as_str()), "depmod without -b ROOT: {call}\n{run}");
     }
+}
+
+/// `.PKGINFO` lines for `depends` entries.
+fn depend_lines(depends: &[&str]) -> String {
+    depends.iter().map(|d| format!("depend = {d}\n")).collect()
 }

@@ -129,6 +129,10 @@ pub enum Pkg {
     DkmsStub(Dkms),
     /// A file-less package NAME VERSION, standing in for what the root has from the host.
     Stub(&'static str, &'static str),
+    /// A module package with one more `depends` entry (e.g. `nvidia-utils=590-1`).
+    Depending(Module, &'static str),
+    /// Package NAME VERSION holding the files below `tests/real/DIR` (e.g. a stand-in generator).
+    Tree(&'static str, &'static str, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
 }
@@ -155,6 +159,14 @@ impl Pkg {
             Pkg::Module(m) => {
                 let src = Path::new(REPO).join("tests/real/modules").join(m.source);
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
+            }
+            Pkg::Depending(m, depend) => {
+                let src = Path::new(REPO).join("tests/real/modules").join(m.source);
+                shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver, depend])
+            }
+            Pkg::Tree(name, version, dir) => {
+                let dir = Path::new(REPO).join("tests/real").join(dir);
+                shell("pkg_tree", &[out, name, version, dir.to_str().unwrap()])
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
