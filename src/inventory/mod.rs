@@ -11,6 +11,7 @@ pub mod dkms_tree;
 pub mod incoming;
 pub mod package;
 pub mod pacman;
+pub mod signing;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -152,10 +152,13 @@ impl Runner<'_> {
         outcome
     }
 
-    /// `headers` mounted at the running system's `/lib/modules/KERNEL/build` for one dkms.
+    /// `headers` mounted at the root's `/lib/modules/KERNEL/build` for one dkms.
     fn headers_mount(&self, kernel: &str, headers: &Path) -> Result<PrivateMount, String> {
         // `/lib` is a link to `usr/lib` on Arch: cover the directory it leads to.
-        let modules = std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules"));
+        let modules = match self.layout.is_relocated() {
+            true => self.layout.module_dir.clone(),
+            false => std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules")),
+        };
         PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"))
             .map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
     }

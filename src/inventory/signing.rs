@@ -1,0 +1,198 @@
+//! How the system acted on signs the modules dkms builds, read the way dkms ≥ 3.3 reads it, once
+//! per run and where dkms-hook itself runs: the signing variables of `/etc/dkms/framework.conf`
+//! and `framework.conf.d/*.conf` (shell, sourced one by one; a value set there wins over the
+//! environment, as in dkms's `read_framework_conf`), dkms's chroot test (`running_in_chroot`),
+//! and per kernel the hash `CONFIG_MODULE_SIG_HASH` of its headers' `.config`.
+//!
+//! dkms-hook's builds for an incoming kernel run in a private mount namespace, which dkms ≥ 3.3
+//! takes for a chroot: the decision made here is what makes those builds come out as a direct
+//! `dkms install` would (see `run::build`).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::domain::{Layout, SignPolicy, Signing};
+use crate::interrupt::Stop;
+use crate::process::{self, Output};
+
+/// The magic string the kernel's `sign-file` appends to a signed module.
+const SIGNATURE_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// The signing variables dkms accepts from framework.conf.
+const VARIABLES: [&str; 4] = ["try_sign_modules", "mok_signing_key", "mok_certificate", "sign_file"];
+
+/// How the system signs modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemSigning {
+    /// Whether a direct `dkms install` here signs.
+    pub policy: SignPolicy,
+    /// The key and certificate framework.conf names, when it names both (they win over the
+    /// paths dkms-hook passes in the environment).
+    pub key: Option<Signing>,
+    /// framework.conf's `sign_file`, if set.
+    pub sign_file: Option<PathBuf>,
+}
+
+impl SystemSigning {
+    /// Reads the root's framework files and makes dkms's chroot test here.
+    pub fn read(layout: &Layout) -> SystemSigning {
+        let values = framework_values(&layout.root);
+        let get = |name: &str| values.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let try_sign = get("try_sign_modules").or_else(|| std::env::var("try_sign_modules").ok());
+        let policy = SignPolicy::decide(try_sign.as_deref(), in_chroot());
+        let key = match (get("mok_signing_key"), get("mok_certificate")) {
+            (Some(key), Some(cert)) if !key.is_empty() && !cert.is_empty() => {
+                Some(Signing { key: key.into(), cert: cert.into() })
+            }
+            _ => None,
+        };
+        let sign_file = get("sign_file").filter(|s| !s.is_empty()).map(PathBuf::from);
+        SystemSigning { policy, key, sign_file }
+    }
+
+    /// The key dkms signs with: framework.conf's, else `default` (what dkms-hook passes it).
+    pub fn key_or<'a>(&'a self, default: &'a Signing) -> &'a Signing {
+        self.key.as_ref().unwrap_or(default)
+    }
+
+    /// The `sign-file` program for a kernel whose headers are `headers`.
+    pub fn sign_file_for(&self, headers: &Path) -> PathBuf {
+        self.sign_file.clone().unwrap_or_else(|| headers.join("scripts/sign-file"))
+    }
+}
+
+/// The signing variables the root's framework files set, in dkms's order (framework.conf, then
+/// framework.conf.d/*.conf; a later file wins). A file bash cannot source sets nothing.
+fn framework_values(root: &Path) -> Vec<(String, String)> {
+    let dir = root.join("etc/dkms");
+    let mut files = vec![dir.join("framework.conf")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(dir.join("framework.conf.d"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    more.sort();
+    files.extend(more);
+    let files: Vec<PathBuf> = files.into_iter().filter(|f| f.is_file()).collect();
+    if files.is_empty() {
+        return Vec::new();
+    }
+    // Each file in a subshell of its own, as dkms's safe_source does; a variable it leaves unset
+    // is not printed, so an earlier file's value stands.
+    let script = format!(
+        r#"for f; do ( . "$f" >/dev/null 2>&1 || exit 0; for v in {}; do [[ -v $v ]] && printf '%s=%s\0' "$v" "${{!v}}"; done ); done"#,
+        VARIABLES.join(" ")
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["--norc", "--noprofile", "-c", &script, "dkms-hook"])
+        .args(&files)
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C");
+    let never = Stop::new();
+    let opts = process::Options {
+        output: Output::Separate,
+        cap: 1 << 16,
+        timeout: Some(Duration::from_secs(10)),
+        ..process::Options::new(&never)
+    };
+    let Ok(done) = process::run(cmd, &opts) else {
+        log::warn!("failed to run bash to read {}: signing follows the defaults", files[0].display());
+        return Vec::new();
+    };
+    parse(&done.stdout)
+}
+
+/// `NAME=value\0…` into pairs, the last value of a name winning.
+fn parse(output: &[u8]) -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = Vec::new();
+    for item in output.split(|b| *b == 0).filter(|i| !i.is_empty()) {
+        let item = String::from_utf8_lossy(item);
+        if let Some((name, value)) = item.split_once('=') {
+            values.retain(|(k, _)| k != name);
+            values.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    values
+}
+
+/// dkms's `running_in_chroot`, made in this process: our mounts differ from PID 1's, or (as
+/// root) our `/` is not PID 1's root; without root dkms assumes a chroot.
+pub fn in_chroot() -> bool {
+    if let (Ok(init), Ok(ours)) = (std::fs::read("/proc/1/mountinfo"), std::fs::read("/proc/self/mountinfo")) {
+        if init != ours {
+            return true;
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root")) {
+        (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
+        _ => false,
+    }
+}
+
+/// The hash a kernel signs modules with (`CONFIG_MODULE_SIG_HASH` in its headers' `.config`);
+/// `None` when it has no module signing (dkms then signs nothing).
+pub fn kernel_hash(headers: &Path) -> Option<String> {
+    let config = std::fs::read_to_string(headers.join(".config")).ok()?;
+    hash_of(&config)
+}
+
+fn hash_of(config: &str) -> Option<String> {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_MODULE_SIG_HASH="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether a module file carries a signature; `None` when that cannot be told from the file
+/// (compressed) or it cannot be read.
+pub fn is_signed(module: &Path) -> Option<bool> {
+    if module.extension().is_none_or(|e| e != "ko") {
+        return None;
+    }
+    let bytes = std::fs::read(module).ok()?;
+    Some(bytes.ends_with(SIGNATURE_MAGIC))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_values_win() {
+        let out = b"try_sign_modules=true\0sign_file=/x\0try_sign_modules=false\0";
+        assert_eq!(
+            parse(out),
+            [("sign_file".to_owned(), "/x".to_owned()), ("try_sign_modules".to_owned(), "false".to_owned())]
+        );
+    }
+
+    #[test]
+    fn framework_files_are_sourced_in_dkms_order() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("etc/dkms/framework.conf.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(root.path().join("etc/dkms/framework.conf"), "try_sign_modules=\"true\"\nsign_file=/s\n")
+            .unwrap();
+        std::fs::write(dir.join("10-off.conf"), "x=1; try_sign_modules=false\n").unwrap();
+        std::fs::write(dir.join("20-broken.conf"), "try_sign_modules=true; exit 3\n").unwrap();
+        std::fs::write(dir.join("30-ignored.txt"), "try_sign_modules=true\n").unwrap();
+        let values = framework_values(root.path());
+        assert!(values.contains(&("try_sign_modules".into(), "false".into())), "{values:?}");
+        assert!(values.contains(&("sign_file".into(), "/s".into())), "{values:?}");
+    }
+
+    #[test]
+    fn kernel_hash_from_config() {
+        assert_eq!(hash_of("CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_HASH=\"sha512\"\n").as_deref(), Some("sha512"));
+        assert_eq!(hash_of("# CONFIG_MODULE_SIG is not set\n"), None);
+    }
+}

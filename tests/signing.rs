@@ -1,0 +1,81 @@
+//! Signing follows the system, never dkms-hook's namespaces: with the fake dkms signing by dkms
+//! 3.4's rule (no signing where its mounts differ from PID 1's unless `try_sign_modules=true`),
+//! the guard's builds for an incoming kernel — made in a private mount namespace — come out
+//! signed with the root's key exactly when a direct `dkms install` would sign them.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// The kver the offered kernel upgrade brings.
+const K_NEW: &str = "6.2.0-1-arch";
+
+/// The fake dkms signing as dkms does on a kernel with module signing.
+const SIGN: [(&str, &str); 1] = [("FAKE_DKMS_SIGN", "1")];
+
+fn headers_target(kver: &str) -> String {
+    format!("usr/lib/modules/{kver}/build/include/\n")
+}
+
+/// `linux` at K1 with headers and hello 1.0 installed (and signed) for it; `linux` 2.0-1 at
+/// K_NEW is offered as `pacman -Syu` has it downloaded.
+fn signed_system_with_a_kernel_upgrade(framework: Option<&str>) -> TestRoot {
+    let t = TestRoot::new();
+    if let Some(text) = framework {
+        fs::create_dir_all(t.path("etc/dkms")).unwrap();
+        fs::write(t.path("etc/dkms/framework.conf"), text).unwrap();
+    }
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN).assert_code(0);
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
+    t
+}
+
+/// The guard, pacman's kernel upgrade and the install hook.
+fn guarded_kernel_upgrade(t: &TestRoot) -> Run {
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &SIGN);
+    guard.assert_code(0);
+    t.remove_package("linux").remove_package("linux-headers");
+    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
+    let post = t.run_env(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)), &SIGN);
+    post.assert_code(0);
+    post
+}
+
+/// The signer line the fake dkms appended to an installed module, if any.
+fn signer(t: &TestRoot, kver: &str) -> Option<String> {
+    let bytes = fs::read(t.path(&format!("usr/lib/modules/{kver}/updates/dkms/hello.ko"))).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    text.ends_with("~Module signature appended~\n")
+        .then(|| text.lines().find_map(|l| l.strip_prefix("fake signature by ")).unwrap_or_default().to_owned())
+}
+
+#[test]
+fn a_guarded_kernel_upgrade_installs_modules_signed_with_the_roots_key() {
+    let t = signed_system_with_a_kernel_upgrade(None);
+    let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
+    let certificate = certificate.lines().next().unwrap();
+    assert_eq!(signer(&t, K1).as_deref(), Some(certificate), "a direct install signs here");
+    let post = guarded_kernel_upgrade(&t);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    assert_eq!(
+        signer(&t, K_NEW).as_deref(),
+        Some(certificate),
+        "the guard's build is not signed as a direct install:\n{post}"
+    );
+}
+
+#[test]
+fn with_signing_disabled_by_policy_nothing_is_signed_and_nothing_complains() {
+    let t = signed_system_with_a_kernel_upgrade(Some("try_sign_modules=\"false\"\n"));
+    assert_eq!(signer(&t, K1), None);
+    let post = guarded_kernel_upgrade(&t);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    assert_eq!(signer(&t, K_NEW), None, "{post}");
+    assert!(!t.path("var/lib/dkms/mok.key").exists(), "a key was made although nothing is signed");
+}
