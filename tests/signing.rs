@@ -23,6 +23,13 @@ fn headers_target(kver: &str) -> String {
 /// K_NEW is offered as `pacman -Syu` has it downloaded.
 fn signed_system_with_a_kernel_upgrade(framework: Option<&str>) -> TestRoot {
     let t = TestRoot::new();
+    offer_kernel_upgrade(&t, framework, &[]);
+    t
+}
+
+/// Sets up `t` as [`signed_system_with_a_kernel_upgrade`] does, with `more` files in the offered
+/// headers package.
+fn offer_kernel_upgrade(t: &TestRoot, framework: Option<&str>, more: &[(String, String)]) {
     if let Some(text) = framework {
         fs::create_dir_all(t.path("etc/dkms")).unwrap();
         fs::write(t.path("etc/dkms/framework.conf"), text).unwrap();
@@ -32,8 +39,9 @@ fn signed_system_with_a_kernel_upgrade(framework: Option<&str>) -> TestRoot {
     t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN).assert_code(0);
     let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
     t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
-    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
-    t
+    let mut headers = headers_entries(K_NEW);
+    headers.extend(more.iter().cloned());
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers));
 }
 
 /// The guard, pacman's kernel upgrade and the install hook.
@@ -78,4 +86,27 @@ fn with_signing_disabled_by_policy_nothing_is_signed_and_nothing_complains() {
     post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
     assert_eq!(signer(&t, K_NEW), None, "{post}");
     assert!(!t.path("var/lib/dkms/mok.key").exists(), "a key was made although nothing is signed");
+}
+
+#[test]
+fn a_module_framework_conf_keeps_unsigned_in_the_namespace_is_signed_with_the_kernels_sign_file() {
+    // framework.conf's not_in_chroot wins over the environment: dkms leaves the guard's build
+    // unsigned, and dkms-hook signs it as the direct install would have.
+    let t = TestRoot::new();
+    let sign_file = t.scratch().join("sign-file");
+    fs::write(
+        &sign_file,
+        "#!/bin/sh\n# sign-file HASH KEY CERT MODULE\n[ \"$1\" = sha512 ] || exit 2\n\
+         printf '\\nfake signature by %s\\n~Module signature appended~\\n' \"$(head -n 1 \"$3\")\" >>\"$4\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&sign_file, fs::Permissions::from_mode(0o755)).unwrap();
+    let framework = format!("try_sign_modules=\"not_in_chroot\"\nsign_file={}\n", sign_file.display());
+    let config = (format!("usr/lib/modules/{K_NEW}/build/.config"), "CONFIG_MODULE_SIG_HASH=\"sha512\"\n".to_owned());
+    offer_kernel_upgrade(&t, Some(&framework), &[config]);
+    let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
+    let post = guarded_kernel_upgrade(&t);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next(), "{post}");
 }

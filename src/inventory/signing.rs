@@ -137,11 +137,13 @@ pub fn in_chroot() -> bool {
     }
 }
 
-/// The hash a kernel signs modules with (`CONFIG_MODULE_SIG_HASH` in its headers' `.config`);
-/// `None` when it has no module signing (dkms then signs nothing).
+/// The hash a kernel signs modules with (`CONFIG_MODULE_SIG_HASH` in its headers'
+/// `include/config/auto.conf`, else `.config`, as dkms reads it); `None` when it has no module
+/// signing (dkms then signs nothing).
 pub fn kernel_hash(headers: &Path) -> Option<String> {
-    let config = std::fs::read_to_string(headers.join(".config")).ok()?;
-    hash_of(&config)
+    let auto = headers.join("include/config/auto.conf");
+    let file = if auto.exists() { auto } else { headers.join(".config") };
+    hash_of(&std::fs::read_to_string(file).ok()?)
 }
 
 fn hash_of(config: &str) -> Option<String> {
