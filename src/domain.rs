@@ -140,6 +140,9 @@ pub struct TestBuild {
     /// namespace in which the headers are mounted there (for Makefiles that ignore
     /// `--kernelsourcedir`).
     pub mount_headers: bool,
+    /// With `mount_headers`: one of the kernel's own compressed modules, relative to its module
+    /// directory, shown (empty) in the namespace so dkms ≥ 3.4 compresses as a direct install.
+    pub compressed_module: Option<String>,
 }
 
 /// One dkms invocation.

@@ -23,13 +23,18 @@ fn headers_target(kver: &str) -> String {
 /// K_NEW is offered as `pacman -Syu` has it downloaded.
 fn signed_system_with_a_kernel_upgrade(framework: Option<&str>) -> TestRoot {
     let t = TestRoot::new();
-    offer_kernel_upgrade(&t, framework, &[]);
+    offer_kernel_upgrade(&t, framework, &[], &[]);
     t
 }
 
 /// Sets up `t` as [`signed_system_with_a_kernel_upgrade`] does, with `more` files in the offered
-/// headers package.
-fn offer_kernel_upgrade(t: &TestRoot, framework: Option<&str>, more: &[(String, String)]) {
+/// headers package and `kernel_more` in the kernel package.
+fn offer_kernel_upgrade(
+    t: &TestRoot,
+    framework: Option<&str>,
+    more: &[(String, String)],
+    kernel_more: &[(String, String)],
+) {
     if let Some(text) = framework {
         fs::create_dir_all(t.path("etc/dkms")).unwrap();
         fs::write(t.path("etc/dkms/framework.conf"), text).unwrap();
@@ -38,7 +43,9 @@ fn offer_kernel_upgrade(t: &TestRoot, framework: Option<&str>, more: &[(String, 
     t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
     t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN).assert_code(0);
     let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
-    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    let mut kernel_files = vec![(kernel, "fake vmlinuz\n".to_owned())];
+    kernel_files.extend(kernel_more.iter().cloned());
+    t.offer("linux", "2.0-1", &borrowed(&kernel_files));
     let mut headers = headers_entries(K_NEW);
     headers.extend(more.iter().cloned());
     t.offer("linux-headers", "2.0-1", &borrowed(&headers));
@@ -57,7 +64,16 @@ fn guarded_kernel_upgrade(t: &TestRoot) -> Run {
 
 /// The signer line the fake dkms appended to an installed module, if any.
 fn signer(t: &TestRoot, kver: &str) -> Option<String> {
-    let bytes = fs::read(t.path(&format!("usr/lib/modules/{kver}/updates/dkms/hello.ko"))).unwrap();
+    let path = t.path(&format!("usr/lib/modules/{kver}/updates/dkms/hello.ko"));
+    let bytes = match path.exists() {
+        true => fs::read(path).unwrap(),
+        false => {
+            let out =
+                std::process::Command::new("zstd").arg("-dc").arg(path.with_extension("ko.zst")).output().unwrap();
+            assert!(out.status.success(), "no hello.ko or hello.ko.zst for {kver}");
+            out.stdout
+        }
+    };
     let text = String::from_utf8_lossy(&bytes);
     text.ends_with("~Module signature appended~\n")
         .then(|| text.lines().find_map(|l| l.strip_prefix("fake signature by ")).unwrap_or_default().to_owned())
@@ -104,9 +120,24 @@ fn a_module_framework_conf_keeps_unsigned_in_the_namespace_is_signed_with_the_ke
     fs::set_permissions(&sign_file, fs::Permissions::from_mode(0o755)).unwrap();
     let framework = format!("try_sign_modules=\"not_in_chroot\"\nsign_file={}\n", sign_file.display());
     let config = (format!("usr/lib/modules/{K_NEW}/build/.config"), "CONFIG_MODULE_SIG_HASH=\"sha512\"\n".to_owned());
-    offer_kernel_upgrade(&t, Some(&framework), &[config]);
+    offer_kernel_upgrade(&t, Some(&framework), &[config], &[]);
     let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
     let post = guarded_kernel_upgrade(&t);
     post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
     assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next(), "{post}");
+}
+
+#[test]
+fn a_guarded_build_for_a_kernel_with_compressed_modules_is_compressed_and_signed_as_a_direct_install() {
+    // Arch's kernels ship *.ko.zst; dkms 3.4 compresses its modules to match what it finds in
+    // the kernel's module directory, which in the guard's namespace is a fresh tmpfs.
+    let t = TestRoot::new();
+    let own = (format!("usr/lib/modules/{K_NEW}/kernel/fs/ext4.ko.zst"), "compressed in-tree module\n".to_owned());
+    offer_kernel_upgrade(&t, None, &[], &[own]);
+    let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
+    let post = guarded_kernel_upgrade(&t);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    let dir = t.path(&format!("usr/lib/modules/{K_NEW}/updates/dkms"));
+    assert!(dir.join("hello.ko.zst").is_file() && !dir.join("hello.ko").exists(), "{post}");
+    assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next());
 }

@@ -81,6 +81,7 @@ impl Paths<'_> {
             Some(_) => self.scratch.join("usr/src"),
             None => self.layout.source_tree.clone(),
         };
+        let compressed_module = self.incoming.kernel(kernel).and_then(|k| k.compressed_module.clone());
         let (headers, mount_headers) = match self.incoming.kernel(kernel) {
             Some(_) => {
                 let headers = self.scratch.join("usr/lib/modules").join(kernel).join("build");
@@ -95,7 +96,7 @@ impl Paths<'_> {
             None => (self.layout.kernel_dir(kernel).join("build"), false),
         };
         let tree = prebuilt::tree(self.layout, &id.name, &id.version, kernel);
-        TestBuild { headers, source_tree, tree, mount_headers }
+        TestBuild { headers, source_tree, tree, mount_headers, compressed_module }
     }
 
     /// The successful builds, described for the install hook.

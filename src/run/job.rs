@@ -123,7 +123,8 @@ impl Runner<'_> {
         limits: Limits,
         output: &mut String,
     ) -> Outcome {
-        let mount = match build.mount_headers.then(|| self.headers_mount(kernel, &build.headers)).transpose() {
+        let mount = build.mount_headers.then(|| self.headers_mount(kernel, build));
+        let mount = match mount.transpose() {
             Ok(mount) => mount,
             Err(error) => return Outcome::ExecFailed { error },
         };
@@ -152,15 +153,21 @@ impl Runner<'_> {
         outcome
     }
 
-    /// `headers` mounted at the root's `/lib/modules/KERNEL/build` for one dkms.
-    fn headers_mount(&self, kernel: &str, headers: &Path) -> Result<PrivateMount, String> {
+    /// The build's headers mounted at the root's `/lib/modules/KERNEL/build` for one dkms, beside
+    /// an empty stand-in for one of the kernel's own compressed modules (dkms ≥ 3.4 picks the
+    /// compression of its modules from those it finds there).
+    fn headers_mount(&self, kernel: &str, build: &TestBuild) -> Result<PrivateMount, String> {
+        let headers = &build.headers;
         // `/lib` is a link to `usr/lib` on Arch: cover the directory it leads to.
         let modules = match self.layout.is_relocated() {
             true => self.layout.module_dir.clone(),
             false => std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules")),
         };
-        PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"))
-            .map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
+        let mut mount = PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"));
+        if let Some(own) = &build.compressed_module {
+            mount = mount.and_then(|m| m.with_empty_file(&modules.join(kernel).join(own)));
+        }
+        mount.map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
     }
 
     /// `DKMSTREE/M/V/K`: where dkms keeps a module version's build for a kernel.
