@@ -141,3 +141,26 @@ fn a_guarded_build_for_a_kernel_with_compressed_modules_is_compressed_and_signed
     assert!(dir.join("hello.ko.zst").is_file() && !dir.join("hello.ko").exists(), "{post}");
     assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next());
 }
+
+#[test]
+fn an_unsigned_build_from_before_the_transaction_is_built_again_when_the_system_signs() {
+    let t = signed_system_with_a_kernel_upgrade(None);
+    let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
+    // The guard builds while signing is off by policy; the admin turns it back on before the
+    // install hook runs (the same happens to a build made where dkms would not sign).
+    fs::create_dir_all(t.path("etc/dkms")).unwrap();
+    fs::write(t.path("etc/dkms/framework.conf"), "try_sign_modules=false\n").unwrap();
+    t.run_env(&["guard"], headers_target(K_NEW), &SIGN).assert_code(0);
+    fs::remove_file(t.path("etc/dkms/framework.conf")).unwrap();
+    t.remove_package("linux").remove_package("linux-headers");
+    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
+    fs::write(t.path(&format!("usr/lib/modules/{K_NEW}/build/.config")), "CONFIG_MODULE_SIG_HASH=\"sha512\"\n")
+        .unwrap();
+    let post = t.run_env(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)), &SIGN);
+    post.assert_code(0);
+    assert!(!post.stdout.contains("built before the transaction"), "{post}");
+    post.expect_line(&[
+        "built again: the build from before the transaction left hello.ko unsigned, and this system signs modules",
+    ]);
+    assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next(), "{post}");
+}

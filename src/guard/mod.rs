@@ -261,7 +261,13 @@ mod tests {
             tail: vec!["make: Entering".into(), "zfs.c:3:1: error: boom".into()],
         };
         let result = |outcome: Outcome| {
-            Some(JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false })
+            Some(JobResult {
+                outcome,
+                duration: Duration::ZERO,
+                output: String::new(),
+                prebuilt: false,
+                prebuilt_refused: None,
+            })
         };
         let results = [
             result(failed.clone()),

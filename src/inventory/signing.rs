@@ -161,7 +161,12 @@ pub fn is_signed(module: &Path) -> Option<bool> {
         return None;
     }
     let bytes = std::fs::read(module).ok()?;
-    Some(bytes.ends_with(SIGNATURE_MAGIC))
+    Some(has_signature(&bytes))
+}
+
+/// Whether a module's (decompressed) bytes end in a signature.
+pub fn has_signature(bytes: &[u8]) -> bool {
+    bytes.ends_with(SIGNATURE_MAGIC)
 }
 
 #[cfg(test)]
