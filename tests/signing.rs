@@ -164,3 +164,36 @@ fn an_unsigned_build_from_before_the_transaction_is_built_again_when_the_system_
     ]);
     assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next(), "{post}");
 }
+
+#[test]
+fn status_names_who_signed_each_module_and_asks_for_a_rebuild_of_unsigned_ones() {
+    let t = TestRoot::new();
+    fs::create_dir_all(t.path("etc/dkms")).unwrap();
+    fs::write(t.path("etc/dkms/framework.conf"), "try_sign_modules=false\n").unwrap();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    fs::write(t.path(&format!("usr/lib/modules/{K1}/build/.config")), "CONFIG_MODULE_SIG_HASH=\"sha512\"\n").unwrap();
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &SIGN).assert_code(0);
+    let status = t.run(&["status"], "");
+    status.assert_code(0);
+    status.expect_line(&[&format!("hello/1.0 for {K1}: installed, unsigned")]);
+
+    // Signing turned on: the unsigned module needs attention, with the fix.
+    fs::remove_file(t.path("etc/dkms/framework.conf")).unwrap();
+    let status = t.run(&["status"], "");
+    status.assert_code(1);
+    status.expect_line(&[
+        &format!("hello/1.0 for {K1}: installed, unsigned: this system signs modules"),
+        &format!("`dkms remove -m hello -v 1.0 -k {K1}`, then `dkms-hook sync`"),
+    ]);
+    let json = t.run(&["status", "--json"], "");
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["modules"][0]["signature"], "unsigned");
+
+    // The fix given works.
+    t.dkms("remove", "hello", "1.0", K1);
+    t.run_env(&["sync"], "", &SIGN).assert_code(0);
+    let status = t.run(&["status"], "");
+    status.assert_code(0);
+    status.expect_line(&[&format!("hello/1.0 for {K1}: installed, signed with dkms's key")]);
+}

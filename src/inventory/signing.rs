@@ -203,3 +203,102 @@ mod tests {
         assert_eq!(hash_of("# CONFIG_MODULE_SIG is not set\n"), None);
     }
 }
+
+/// Who signed a module (its decompressed bytes): `None` unsigned, `Some(true)` the holder of
+/// `certificate` (DER, as dkms makes `mok.pub`), `Some(false)` another key. A PKCS#7 module
+/// signature names its signer by the certificate's issuer and serial number, DER-encoded as in
+/// the certificate itself; a certificate that is not DER is looked for by its first line.
+pub fn signed_with(module: &[u8], certificate: &[u8]) -> Option<bool> {
+    let body = module.strip_suffix(SIGNATURE_MAGIC)?;
+    // struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], sig_len (BE).
+    let block = match body.len().checked_sub(12).map(|at| &body[at..]) {
+        Some(info) => {
+            let len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+            let end = body.len() - 12;
+            end.checked_sub(len).map_or(body, |start| &body[start..end])
+        }
+        None => body,
+    };
+    let marks = certificate_marks(certificate);
+    Some(!marks.is_empty() && marks.iter().all(|m| contains(block, m)))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What names a certificate in a signature: the DER issuer and serial number, or (not DER) its
+/// first line.
+fn certificate_marks(cert: &[u8]) -> Vec<Vec<u8>> {
+    if let Some(marks) = issuer_and_serial(cert) {
+        return marks;
+    }
+    let line = cert.split(|b| *b == b'\n').next().unwrap_or_default();
+    if line.is_empty() {
+        Vec::new()
+    } else {
+        vec![line.to_vec()]
+    }
+}
+
+/// One DER element at the start of `der`: (the whole element, its contents, the rest).
+fn tlv(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let short = *der.get(1)?;
+    let (len, header) = if short < 0x80 {
+        (short as usize, 2)
+    } else {
+        let n = (short & 0x7f) as usize;
+        let bytes = der.get(2..2 + n).filter(|_| (1..=4).contains(&n))?;
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize), 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    (der.len() >= end).then(|| (&der[..end], &der[header..end], &der[end..]))
+}
+
+/// The DER issuer Name and serialNumber of an X.509 certificate.
+fn issuer_and_serial(cert: &[u8]) -> Option<Vec<Vec<u8>>> {
+    if cert.first() != Some(&0x30) {
+        return None;
+    }
+    let (_, certificate, _) = tlv(cert)?;
+    let (_, tbs, _) = tlv(certificate)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = tlv(rest)?.2;
+    }
+    let (serial, _, rest) = tlv(rest)?;
+    let (_, _, rest) = tlv(rest)?; // signature algorithm
+    let (issuer, _, _) = tlv(rest)?;
+    (serial.first() == Some(&0x02) && issuer.first() == Some(&0x30)).then(|| vec![issuer.to_vec(), serial.to_vec()])
+}
+
+#[cfg(test)]
+mod signer_tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_names_its_certificate() {
+        // A certificate's start: SEQUENCE { SEQUENCE { [0] v3, INTEGER 0x1234, SEQUENCE {}, issuer } }.
+        let issuer = [0x30, 0x03, 0x31, 0x01, 0x41];
+        let mut tbs = vec![0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x02, 0x12, 0x34, 0x30, 0x00];
+        tbs.extend(issuer);
+        let mut inner = vec![0x30, tbs.len() as u8];
+        inner.extend(&tbs);
+        let mut cert = vec![0x30, inner.len() as u8];
+        cert.extend(&inner);
+        let mut blob = b"pkcs7...".to_vec();
+        blob.extend(issuer);
+        blob.extend([0x02, 0x02, 0x12, 0x34]);
+        let mut module = b"\x7fELF module".to_vec();
+        module.extend(&blob);
+        module.extend([0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, blob.len() as u8]);
+        module.extend(SIGNATURE_MAGIC);
+        assert_eq!(signed_with(&module, &cert), Some(true));
+        let mut other = cert.clone();
+        let last = other.len() - 1;
+        other[last] = 0x42;
+        assert_eq!(signed_with(&module, &other), Some(false));
+        assert_eq!(signed_with(b"\x7fELF module", &cert), None);
+        assert_eq!(signed_with(b"x\nfake signature by cert 1\n~Module signature appended~\n", b"cert 1\n"), Some(true));
+    }
+}

@@ -296,7 +296,7 @@ mod tests {
         );
         assert_eq!(
             keys(&json["modules"][0]),
-            ["kernel", "log", "module", "ok", "reason", "serving", "state", "version"]
+            ["kernel", "log", "module", "ok", "reason", "serving", "signature", "state", "version"]
         );
         assert_eq!(
             keys(&json["kernels"][0]),
@@ -308,6 +308,35 @@ mod tests {
         );
         assert_eq!(json["modules"][0]["state"], "installed");
         assert_eq!(json["schema"], 1);
+    }
+
+    #[test]
+    fn modules_not_signed_as_the_system_signs_need_attention() {
+        use super::gather::Signature;
+        let mut w = world();
+        w.tree("a", "1", Some("a-1"), &["k1", "k2"], &["k1", "k2"]);
+        let key = |k: &str| ("a".to_owned(), "1".to_owned(), k.to_owned());
+        w.seen.signatures.insert(key("k1"), Signature::SystemKey);
+        w.seen.signatures.insert(key("k2"), Signature::Unsigned);
+        // The system does not sign: shown, nothing to do.
+        let s = w.status();
+        assert!(s.modules.iter().filter(|p| p.kernel != "k3").all(|p| p.ok), "{s:?}");
+        assert!(s.text(false).contains("a/1 for k2: installed, unsigned\n"));
+        w.seen.system_signs = true;
+        w.seen.signing_kernels = ["k1".to_owned(), "k2".to_owned()].into();
+        let s = w.status();
+        let k2 = s.modules.iter().find(|p| p.kernel == "k2").unwrap();
+        assert!(!k2.ok && k2.signature == Some(Signature::Unsigned));
+        assert!(s.modules.iter().find(|p| p.kernel == "k1").unwrap().ok);
+        let text = s.text(false);
+        assert!(text.contains("a/1 for k1: installed, signed with dkms's key\n"), "{text}");
+        assert!(
+            text.contains(
+                "a/1 for k2: installed, unsigned: this system signs modules, and this one will not load where \
+                 signatures are enforced: `dkms remove -m a -v 1 -k k2`, then `dkms-hook sync`"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

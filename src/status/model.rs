@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::gather::{stem, Observed};
+use super::gather::{stem, Observed, Signature};
 use crate::config::Excludes;
 use crate::domain::Layout;
 use crate::inventory::Inventory;
@@ -111,6 +111,9 @@ pub struct PairStatus {
     pub serving: Option<String>,
     /// The log of the last job for this pair, when it still exists.
     pub log: Option<PathBuf>,
+    /// When installed: who signed its modules. Needs attention when the system signs modules,
+    /// the kernel supports it, and it is not `system_key`.
+    pub signature: Option<Signature>,
 }
 
 /// What kind of thing is out of place.
@@ -266,15 +269,28 @@ fn pair(
         _ if built => (PairState::Built, Some("run `dkms-hook sync` to install it".to_owned()), None),
         _ => (PairState::Missing, Some("run `dkms-hook sync` to build it".to_owned()), None),
     };
+    let signature = seen.signatures.get(&(module.to_owned(), version.to_owned(), kver.to_owned())).copied();
+    let mut ok = state.is_ok();
+    let mut reason = reason;
+    let must_sign = seen.system_signs && seen.signing_kernels.contains(kver);
+    if let (true, PairState::Installed, Some(Signature::Unsigned | Signature::OtherKey)) = (must_sign, state, signature)
+    {
+        ok = false;
+        reason = Some(format!(
+            "this system signs modules, and this one will not load where signatures are enforced: \
+             `dkms remove -m {module} -v {version} -k {kver}`, then `dkms-hook sync`"
+        ));
+    }
     PairStatus {
         module: module.to_owned(),
         version: version.to_owned(),
         kernel: kver.to_owned(),
         state,
-        ok: state.is_ok(),
+        ok,
         reason,
         serving,
         log,
+        signature,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::gather::Signature;
 use super::model::{OutOfPlace, OutOfPlaceKind, PairState, PairStatus, SourceStatus, Status};
 
 impl Status {
@@ -46,6 +47,12 @@ impl Status {
         }
         for p in modules {
             let _ = write!(t, "  -> {}/{} for {}: {}", p.module, p.version, p.kernel, word(p.state));
+            match p.signature {
+                Some(Signature::SystemKey) => t.push_str(", signed with dkms's key"),
+                Some(Signature::OtherKey) => t.push_str(", signed with another key"),
+                Some(Signature::Unsigned) => t.push_str(", unsigned"),
+                None => {}
+            }
             if let Some(r) = &p.reason {
                 let _ = write!(t, ": {r}");
             }
