@@ -129,7 +129,9 @@ pub enum Command {
     /// key, or nobody. When the system signs modules (dkms's try_sign_modules, and a kernel built
     /// with CONFIG_MODULE_SIG_HASH), an unsigned or foreign-signed module needs attention: it will
     /// not load under Secure Boot or module.sig_enforce=1; the fix is to remove it with dkms and
-    /// run `dkms-hook sync`.
+    /// run `dkms-hook sync`. When the running kernel enforces module signatures (lockdown,
+    /// module.sig_enforce), it also says whether that certificate is among the keys the kernel
+    /// trusts (/proc/keys), and if not, how to enroll it (`mokutil --import CERT` for shim).
     ///
     /// Exits 0 when everything is as it should be, 1 otherwise. Reads only; takes no lock.
     Status {

@@ -272,6 +272,53 @@ fn issuer_and_serial(cert: &[u8]) -> Option<Vec<Vec<u8>>> {
     (serial.first() == Some(&0x02) && issuer.first() == Some(&0x30)).then(|| vec![issuer.to_vec(), serial.to_vec()])
 }
 
+/// Why the running kernel refuses unsigned modules: the lockdown mode
+/// (`/sys/kernel/security/lockdown`, e.g. `none [integrity] confidentiality`) or
+/// `module.sig_enforce`; `None` when it loads them.
+pub fn enforcement() -> Option<String> {
+    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    let enforce = std::fs::read_to_string("/sys/module/module/parameters/sig_enforce").unwrap_or_default();
+    enforced_by(&lockdown, &enforce)
+}
+
+fn enforced_by(lockdown: &str, sig_enforce: &str) -> Option<String> {
+    let mode = lockdown.split_whitespace().find_map(|w| w.strip_prefix('[')?.strip_suffix(']'));
+    match mode {
+        Some(mode) if mode != "none" => Some(format!("lockdown ({mode})")),
+        _ if sig_enforce.trim() == "Y" => Some("module.sig_enforce".to_owned()),
+        _ => None,
+    }
+}
+
+/// Whether the kernel holds `certificate` (DER) among its asymmetric keys (`/proc/keys`, which
+/// lists the keys of `.builtin_trusted_keys`, `.secondary_trusted_keys`, `.machine` and
+/// `.platform` to root): the kernel names an X.509 key by its subject key identifier (or serial
+/// number) in hex. `None` when the certificate cannot be read.
+pub fn kernel_trusts(certificate: &[u8]) -> Option<bool> {
+    let keys = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+    trusted_in(&keys, certificate)
+}
+
+fn trusted_in(proc_keys: &str, certificate: &[u8]) -> Option<bool> {
+    let id = key_id(certificate)?;
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    Some(proc_keys.lines().any(|l| l.contains(" asymmetric ") && l.contains(&format!(": {hex}"))))
+}
+
+/// The id the kernel names an X.509 key by: the subject key identifier extension's value, else
+/// the serial number's contents.
+fn key_id(cert: &[u8]) -> Option<Vec<u8>> {
+    // Extension { OID 2.5.29.14, OCTET STRING { OCTET STRING skid } }
+    const SKID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x0e];
+    if let Some(at) = cert.windows(SKID.len()).position(|w| w == SKID) {
+        let (_, outer, _) = tlv(&cert[at + SKID.len()..])?;
+        let (_, skid, _) = tlv(outer)?;
+        return Some(skid.to_vec());
+    }
+    let marks = issuer_and_serial(cert)?;
+    tlv(&marks[1]).map(|(_, serial, _)| serial.to_vec())
+}
+
 #[cfg(test)]
 mod signer_tests {
     use super::*;
@@ -300,5 +347,18 @@ mod signer_tests {
         assert_eq!(signed_with(&module, &other), Some(false));
         assert_eq!(signed_with(b"\x7fELF module", &cert), None);
         assert_eq!(signed_with(b"x\nfake signature by cert 1\n~Module signature appended~\n", b"cert 1\n"), Some(true));
+    }
+
+    #[test]
+    fn enforcement_and_trusted_keys() {
+        assert_eq!(enforced_by("[none] integrity confidentiality\n", "N\n"), None);
+        assert_eq!(enforced_by("none [integrity] confidentiality\n", "N\n").as_deref(), Some("lockdown (integrity)"));
+        assert_eq!(enforced_by("", "Y\n").as_deref(), Some("module.sig_enforce"));
+        // A certificate's subject key identifier extension, as openssl writes it.
+        let mut cert = vec![0x30, 0x00];
+        cert.extend([0x06, 0x03, 0x55, 0x1d, 0x0e, 0x04, 0x04, 0x04, 0x02, 0x99, 0x92]);
+        let keys = "1f2e3d4c I------     1 perm 1f030000     0     0 asymmetric DKMS module signing key: 9992 X509.rsa 9992 []\n";
+        assert_eq!(trusted_in(keys, &cert), Some(true));
+        assert_eq!(trusted_in("2a I-- 1 perm 1f0 0 0 keyring .machine: 1\n", &cert), Some(false));
     }
 }

@@ -41,6 +41,11 @@ pub struct Observed {
     pub signing_kernels: BTreeSet<String>,
     /// Whether a direct `dkms install` here signs modules.
     pub system_signs: bool,
+    /// The certificate dkms signs with.
+    pub certificate: PathBuf,
+    /// When the running kernel refuses unsigned modules (root `/` only): why, and whether it
+    /// trusts `certificate` (`None`: the certificate cannot be read).
+    pub enforced: Option<(String, Option<bool>)>,
 }
 
 /// Reads what `status` needs besides the inventory and the state file.
@@ -78,7 +83,11 @@ fn read_signatures(layout: &Layout, inv: &Inventory, seen: &mut Observed) {
     let system = SystemSigning::read(layout);
     seen.system_signs = system.policy.signs();
     let own = Signing::of(layout);
-    let certificate = std::fs::read(&system.key_or(&own).cert).unwrap_or_default();
+    seen.certificate = system.key_or(&own).cert.clone();
+    let certificate = std::fs::read(&seen.certificate).unwrap_or_default();
+    if !layout.is_relocated() {
+        seen.enforced = signing::enforcement().map(|why| (why, signing::kernel_trusts(&certificate)));
+    }
     for kver in inv.kernels.keys() {
         if signing::kernel_hash(&layout.kernel_dir(kver).join("build")).is_some() {
             seen.signing_kernels.insert(kver.clone());

@@ -292,7 +292,18 @@ mod tests {
         let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(
             keys(&json),
-            ["kernels", "modules", "ok", "out_of_place", "problems", "root", "running_kernel", "schema", "sources"]
+            [
+                "kernels",
+                "module_signing",
+                "modules",
+                "ok",
+                "out_of_place",
+                "problems",
+                "root",
+                "running_kernel",
+                "schema",
+                "sources"
+            ]
         );
         assert_eq!(
             keys(&json["modules"][0]),
@@ -337,6 +348,35 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn an_enforcing_kernel_that_does_not_trust_dkms_certificate_needs_attention() {
+        let mut w = world();
+        w.tree("a", "1", Some("a-1"), &["k1", "k2"], &["k1", "k2"]);
+        w.inv.kernels.remove("k3");
+        w.seen.certificate = "/var/lib/dkms/mok.pub".into();
+        w.seen.enforced = Some(("lockdown (integrity)".into(), Some(true)));
+        w.seen.system_signs = true;
+        let s = w.status();
+        assert!(s.ok, "{s:?}");
+        assert!(s.text(false).contains(
+            "==> Module signing: the running kernel enforces signatures (lockdown (integrity))\n  -> dkms's \
+             certificate /var/lib/dkms/mok.pub is among the keys the kernel trusts\n"
+        ));
+        w.seen.enforced = Some(("module.sig_enforce".into(), Some(false)));
+        let s = w.status();
+        assert!(!s.ok && s.problems == 1, "{s:?}");
+        let text = s.text(true);
+        assert!(
+            text.contains(
+                "  -> dkms's certificate /var/lib/dkms/mok.pub is not among the keys the kernel trusts: enroll it: \
+                 `mokutil --import /var/lib/dkms/mok.pub`"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["module_signing"]["trusted"], false);
     }
 
     #[test]

@@ -61,6 +61,21 @@ impl Status {
                 let _ = writeln!(t, "     log: {}", l.display());
             }
         }
+        if let Some(m) = &self.module_signing {
+            if !problems_only || m.trusted != Some(true) {
+                let _ = writeln!(t, "==> Module signing: the running kernel enforces signatures ({})", m.enforced_by);
+                let said = match m.trusted {
+                    Some(true) => "is among the keys the kernel trusts".to_owned(),
+                    Some(false) => "is not among the keys the kernel trusts".to_owned(),
+                    None => "cannot be read".to_owned(),
+                };
+                let _ = write!(t, "  -> dkms's certificate {} {said}", m.certificate.display());
+                if let Some(fix) = &m.fix {
+                    let _ = write!(t, ": {fix}");
+                }
+                t.push('\n');
+            }
+        }
         if !self.out_of_place.is_empty() {
             let _ = writeln!(t, "==> Out of place");
         }
