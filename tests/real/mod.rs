@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub mod booted;
 pub mod packages;
 #[path = "../common/skip.rs"]
 pub mod skip;
