@@ -41,6 +41,14 @@ impl Root {
         t
     }
 
+    /// The (major, minor) version of the dkms in the root (`dkms --version`).
+    pub fn dkms_version(&self) -> (u32, u32) {
+        let ran = self.chroot(&["dkms", "--version"]);
+        let v = ran.output.trim().trim_start_matches("dkms-").to_owned();
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
     /// The subject of the root's dkms certificate (`CN = …`), as `modinfo -F signer` names it.
     pub fn dkms_certificate_subject(&self) -> String {
         let ran =
