@@ -20,6 +20,7 @@ for_each_dkms! {
     guarded_kernel_upgrade_signed_by_the_roots_key => s2_guarded_kernel_upgrade_signed_by_the_roots_key_dkms_3_0,
         s2_guarded_kernel_upgrade_signed_by_the_roots_key_dkms_3_2;
     signing_off_by_policy => s3_signing_off_by_policy_dkms_3_0, s3_signing_off_by_policy_dkms_3_2;
+    module_upgrade_stays_signed => s4_module_upgrade_stays_signed_dkms_3_0, s4_module_upgrade_stays_signed_dkms_3_2;
 }
 
 fn ko(kernel: Kernel) -> String {
@@ -73,4 +74,15 @@ fn signing_off_by_policy(dkms: Dkms) {
     }
     let status = root.chroot(&["dkms-hook", "status"]);
     assert!(status.status.success(), "status complains:\n{}", status.output);
+}
+
+/// (d) A module upgrade through the build-first swap (hello 1.0 to 1.1, built privately before
+/// the installed version is removed) stays signed by the root's key.
+fn module_upgrade_stays_signed(dkms: Dkms) {
+    let Some(root) = booted_with(dkms, &[LINUX], None) else { return };
+    let subject = root.dkms_certificate_subject();
+    let t = root.booted_install(&[HELLO_1_1.pkg()]);
+    t.assert_hooks_ok();
+    assert_eq!(root.modinfo(&ko(LINUX), "version"), "1.1");
+    assert_eq!(root.modinfo(&ko(LINUX), "signer"), subject);
 }
