@@ -123,6 +123,16 @@ pub enum Command {
     /// (its upgrade failed or is pending: the version that was installed still is) or excluded.
     /// Then what is out of place: dkms builds for kernels that are gone, registrations whose
     /// source is gone, and module files under updates/dkms that dkms does not know.
+    ///
+    /// An installed pair also says who signed its modules: dkms's key (the mok_certificate dkms
+    /// signs with, /var/lib/dkms/mok.pub unless /etc/dkms/framework.conf names another), another
+    /// key, or nobody. When the system signs modules (dkms's try_sign_modules, and a kernel built
+    /// with CONFIG_MODULE_SIG_HASH), an unsigned or foreign-signed module needs attention: it will
+    /// not load under Secure Boot or module.sig_enforce=1; the fix is to remove it with dkms and
+    /// run `dkms-hook sync`. When the running kernel enforces module signatures (lockdown,
+    /// module.sig_enforce), it also says whether that certificate is among the keys the kernel
+    /// trusts (/proc/keys), and if not, how to enroll it (`mokutil --import CERT` for shim).
+    ///
     /// Exits 0 when everything is as it should be, 1 otherwise. Reads only; takes no lock.
     Status {
         /// Print JSON (a stable, documented format) instead of text

@@ -140,6 +140,9 @@ pub struct TestBuild {
     /// namespace in which the headers are mounted there (for Makefiles that ignore
     /// `--kernelsourcedir`).
     pub mount_headers: bool,
+    /// With `mount_headers`: one of the kernel's own compressed modules, relative to its module
+    /// directory, shown (empty) in the namespace so dkms ≥ 3.4 compresses as a direct install.
+    pub compressed_module: Option<String>,
 }
 
 /// One dkms invocation.
@@ -297,5 +300,55 @@ impl Signing {
     /// Whether both files exist.
     pub fn exists(&self) -> bool {
         self.key.exists() && self.cert.exists()
+    }
+}
+
+/// Whether dkms signs the modules it builds on the system acted on, decided once per run where
+/// dkms-hook itself runs — never inside the private mount namespaces of its builds, which dkms
+/// ≥ 3.3 would take for a chroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignPolicy {
+    /// A direct `dkms install` signs (on kernels built with module signing).
+    Sign,
+    /// A direct `dkms install` signs nothing, for the reason given (dkms's own words).
+    Unsigned(String),
+}
+
+impl SignPolicy {
+    /// dkms ≥ 3.3's rule (`prepare_signing`): `try_sign_modules` `false` never signs, `true`
+    /// always does, anything else counts as the default `not_in_chroot`. dkms 3.0–3.2 sign
+    /// regardless: what they build in a namespace is signed either way.
+    pub fn decide(try_sign_modules: Option<&str>, in_chroot: bool) -> SignPolicy {
+        match try_sign_modules {
+            Some("false") => SignPolicy::Unsigned("module signing is disabled by policy (try_sign_modules)".into()),
+            Some("true") => SignPolicy::Sign,
+            _ if in_chroot => SignPolicy::Unsigned("running in a chroot, modules are not signed".into()),
+            _ => SignPolicy::Sign,
+        }
+    }
+
+    /// Whether modules are to be signed.
+    pub fn signs(&self) -> bool {
+        matches!(self, SignPolicy::Sign)
+    }
+}
+
+#[cfg(test)]
+mod sign_policy_tests {
+    use super::SignPolicy;
+
+    #[test]
+    fn dkms_rule_for_signing() {
+        for (value, chroot, signs) in [
+            (None, false, true),
+            (None, true, false),
+            (Some("not_in_chroot"), true, false),
+            (Some("not_in_chroot"), false, true),
+            (Some("true"), true, true),
+            (Some("false"), false, false),
+            (Some("yes"), true, false),
+        ] {
+            assert_eq!(SignPolicy::decide(value, chroot).signs(), signs, "{value:?} {chroot}");
+        }
     }
 }

@@ -179,6 +179,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             output: "Building module...\nError! Bad return status".into(),
             prebuilt: false,
+            prebuilt_refused: None,
         };
         let path = logs.write(&job(JobKind::Install { kernel: "k1".into() }), &failed).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -191,6 +192,7 @@ mod tests {
                 duration: Duration::ZERO,
                 output: String::new(),
                 prebuilt: false,
+                prebuilt_refused: None,
             };
             let p = logs.write(&job(JobKind::Install { kernel: (*k).into() }), &ok).unwrap();
             let t = SystemTime::now() + Duration::from_secs(10 * (i as u64 + 1));
@@ -211,8 +213,13 @@ mod tests {
     fn keep_zero_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let logs = Logs::new(dir.path(), 0);
-        let ok =
-            JobResult { outcome: Outcome::Installed, duration: Duration::ZERO, output: "x".into(), prebuilt: false };
+        let ok = JobResult {
+            outcome: Outcome::Installed,
+            duration: Duration::ZERO,
+            output: "x".into(),
+            prebuilt: false,
+            prebuilt_refused: None,
+        };
         assert!(logs.write(&job(JobKind::Unregister), &ok).is_none());
     }
 }

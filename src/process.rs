@@ -81,6 +81,9 @@ pub struct PrivateMount {
     cover: CString,
     /// The directories to make below `cover`, parents first; the last is the target.
     dirs: Vec<CString>,
+    /// Further directories to make below `cover` (parents first), then empty files in them.
+    more_dirs: Vec<CString>,
+    files: Vec<CString>,
 }
 
 impl PrivateMount {
@@ -102,7 +105,31 @@ impl PrivateMount {
         if dirs.is_empty() {
             return Err(std::io::Error::other(format!("{} is {}", target.display(), cover.display())));
         }
-        Ok(PrivateMount { source: c(source)?, cover: c(cover)?, dirs })
+        Ok(PrivateMount { source: c(source)?, cover: c(cover)?, dirs, more_dirs: Vec::new(), files: Vec::new() })
+    }
+
+    /// Also shows an empty file at `path` (below `cover`, not below the target): a placeholder
+    /// for what the program looks for in the covered directory.
+    pub fn with_empty_file(mut self, path: &Path) -> std::io::Result<PrivateMount> {
+        use std::os::unix::ffi::OsStrExt;
+        let cover = Path::new(std::ffi::OsStr::from_bytes(self.cover.as_bytes())).to_path_buf();
+        let below = path
+            .strip_prefix(&cover)
+            .map_err(|_| std::io::Error::other(format!("{} is not below {}", path.display(), cover.display())))?;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other(format!("{p:?} holds a NUL")))
+        };
+        let mut at = cover.clone();
+        let parts: Vec<_> = below.components().collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            at.push(part);
+            let dir = c(&at)?;
+            if !self.dirs.contains(&dir) && !self.more_dirs.contains(&dir) {
+                self.more_dirs.push(dir);
+            }
+        }
+        self.files.push(c(path)?);
+        Ok(self)
     }
 
     /// Sets the mount up in the calling process. Runs between fork and exec: only system calls,
@@ -127,7 +154,18 @@ impl PrivateMount {
                 check(libc::mkdir(dir.as_ptr(), 0o755))?;
             }
             let target = self.dirs.last().map_or(self.cover.as_ptr(), |d| d.as_ptr());
-            check(libc::mount(self.source.as_ptr(), target, none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))
+            check(libc::mount(self.source.as_ptr(), target, none, libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+            for dir in &self.more_dirs {
+                check(libc::mkdir(dir.as_ptr(), 0o755))?;
+            }
+            for file in &self.files {
+                let fd = libc::open(file.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
         }
     }
 }

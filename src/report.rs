@@ -173,6 +173,9 @@ impl Reporter {
         }
         let said = describe(job, &result.outcome, result.duration, result.prebuilt);
         let mut text = format!("  -> ({}/{total}) {job}: {said}\n", index + 1);
+        if let Some(why) = &result.prebuilt_refused {
+            text.push_str(&format!("     {why}\n"));
+        }
         let cause = match &result.outcome {
             Outcome::Kept { failure, .. } => failure,
             other => other,

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 
 use crate::config::{Action, Config};
 use crate::domain::{Job, Outcome, Signing};
+use crate::inventory::signing::SystemSigning;
 use crate::inventory::{DkmsTree, Evaluate, Inventory, Scope};
 use crate::lock::{self, Lock};
 use crate::logs::Logs;
@@ -223,7 +224,8 @@ impl<'c> Session<'c> {
     /// log, goes to `finished` (with the log's path) and then to the reporter.
     fn run_plan(&self, plan: &Plan, signing: Signing, finished: &mut JobDone) -> Result<run::Stats> {
         let config = self.config;
-        let tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
+        let mut tools = Tools::resolve(&config.dkms, &config.depmod, self.lock.as_ref().map(Lock::fd))?;
+        tools.signing = Some(SystemSigning::read(&config.layout));
         run::preflight(&config.layout)?;
         let logs = Logs::new(&config.log_dir, config.keep_logs);
         let runner = Runner {

@@ -81,18 +81,22 @@ impl Paths<'_> {
             Some(_) => self.scratch.join("usr/src"),
             None => self.layout.source_tree.clone(),
         };
+        let compressed_module = self.incoming.kernel(kernel).and_then(|k| k.compressed_module.clone());
         let (headers, mount_headers) = match self.incoming.kernel(kernel) {
             Some(_) => {
                 let headers = self.scratch.join("usr/lib/modules").join(kernel).join("build");
-                // Only where the build runs on the system the hook changes: under --root, a
-                // Makefile's /lib/modules is another system's.
-                let missing = !Path::new("/lib/modules").join(kernel).join("build").exists();
-                (headers, missing && !self.layout.is_relocated())
+                // Where the root expects them (`/lib/modules/K/build` on the running system).
+                // Under --root, where no Makefile looks, only when we may make a namespace: the
+                // build then sees the root as a build on that root would, and tests run the same
+                // path as a booted system does.
+                let missing = !self.layout.kernel_dir(kernel).join("build").exists();
+                let may = !self.layout.is_relocated() || nix::unistd::geteuid().is_root();
+                (headers, missing && may)
             }
             None => (self.layout.kernel_dir(kernel).join("build"), false),
         };
         let tree = prebuilt::tree(self.layout, &id.name, &id.version, kernel);
-        TestBuild { headers, source_tree, tree, mount_headers }
+        TestBuild { headers, source_tree, tree, mount_headers, compressed_module }
     }
 
     /// The successful builds, described for the install hook.

@@ -21,6 +21,10 @@ pub struct IncomingKernel {
     /// The headers package and its version.
     pub headers_package: String,
     pub headers_version: String,
+    /// One of the kernel's own compressed modules, relative to its module directory
+    /// (`kernel/fs/ext4.ko.zst`), from the incoming kernel package's file list: dkms ≥ 3.4
+    /// compresses its modules as it finds the kernel's.
+    pub compressed_module: Option<String>,
 }
 
 /// What the transaction brings that the guard can build with.
@@ -77,6 +81,7 @@ impl Incoming {
                     kver: kver.clone(),
                     headers_package: package.name.clone(),
                     headers_version: package.version.clone(),
+                    compressed_module: compressed_module(transaction, kver, &package.name),
                 });
                 incoming.targets.kernels.insert(kver.clone(), *change);
             }
@@ -141,6 +146,21 @@ impl Incoming {
     pub(super) fn source(&self, id: &ModuleId) -> Option<&ModuleSource> {
         self.sources.iter().find(|s| s.conf.as_ref().is_ok_and(|c| c.name == id.name && c.version == id.version))
     }
+}
+
+/// One compressed module the incoming kernel package of `kver` ships (see
+/// [`IncomingKernel::compressed_module`]); `None` when its modules are plain `.ko` or the
+/// package cannot be found.
+fn compressed_module(transaction: &Transaction, kver: &str, headers_package: &str) -> Option<String> {
+    let image = format!("usr/lib/modules/{kver}/vmlinuz");
+    let kernel_package = headers_package.strip_suffix("-headers").unwrap_or(headers_package).to_owned();
+    let located = transaction.locate(std::slice::from_ref(&image), |name, _| name == kernel_package);
+    let Some(Located::Found(package)) = located.get(&image) else { return None };
+    let dir = format!("usr/lib/modules/{kver}/");
+    package.files.iter().find_map(|f| {
+        let rel = f.strip_prefix(&dir)?;
+        [".ko.zst", ".ko.xz", ".ko.gz"].iter().any(|s| rel.ends_with(s)).then(|| rel.to_owned())
+    })
 }
 
 /// The system as it will be after the transaction, as far as the install hook's planning goes:

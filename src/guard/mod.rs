@@ -184,6 +184,7 @@ mod tests {
             kver: "6.2-arch".into(),
             headers_package: "linux-headers".into(),
             headers_version: "6.2-1".into(),
+            compressed_module: None,
         });
         incoming.leaving.insert("6.1-arch".into());
         incoming.targets = Targets::parse(b"usr/lib/modules/6.2-arch/build/include/\n");
@@ -198,6 +199,7 @@ mod tests {
             source_tree: "/s".into(),
             tree: format!("/t/{id}/{kernel}").into(),
             mount_headers: false,
+            compressed_module: None,
         };
         let (plan, _) = test_plan(&install, &build);
         plan.jobs.iter().map(|j| format!("{} {j}", j.verb())).collect()
@@ -240,6 +242,7 @@ mod tests {
             source_tree: "/s".into(),
             tree: "/t".into(),
             mount_headers: false,
+            compressed_module: None,
         };
         let (plan, skipped) = test_plan(&install, &build);
         assert!(plan.jobs.is_empty());
@@ -248,8 +251,13 @@ mod tests {
 
     #[test]
     fn only_critical_modules_that_fail_stop_the_transaction() {
-        let build =
-            TestBuild { headers: "/h".into(), source_tree: "/s".into(), tree: "/t".into(), mount_headers: false };
+        let build = TestBuild {
+            headers: "/h".into(),
+            source_tree: "/s".into(),
+            tree: "/t".into(),
+            mount_headers: false,
+            compressed_module: None,
+        };
         let job = |name: &str| Job {
             kind: JobKind::Test { kernel: "6.2".into(), build: build.clone() },
             module: ModuleId::new(name, "1"),
@@ -263,7 +271,13 @@ mod tests {
             tail: vec!["make: Entering".into(), "zfs.c:3:1: error: boom".into()],
         };
         let result = |outcome: Outcome| {
-            Some(JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false })
+            Some(JobResult {
+                outcome,
+                duration: Duration::ZERO,
+                output: String::new(),
+                prebuilt: false,
+                prebuilt_refused: None,
+            })
         };
         let results = [
             result(failed.clone()),

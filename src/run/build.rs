@@ -15,6 +15,7 @@ use super::command::{Limits, Tools};
 use super::output::{excerpt, exit_meaning, TAIL_LINES};
 use super::vermagic::judge_vermagic;
 use crate::domain::{Layout, ModuleId, Outcome, Signing};
+use crate::inventory::signing;
 use crate::process::PrivateMount;
 
 /// One private build.
@@ -128,6 +129,7 @@ impl PrivateBuild<'_> {
                     });
                 }
                 judge_vermagic(&modules, self.kernel, &text)?;
+                self.sign_as_the_system_does(tools, limits, &modules, output);
                 Ok(Built { dir, modules })
             }
             Some(77) => Err(Outcome::Skipped),
@@ -135,6 +137,38 @@ impl PrivateBuild<'_> {
                 let log_text = std::fs::read_to_string(&log).unwrap_or_else(|_| text.clone());
                 let log = log.is_file().then_some(log);
                 Err(Outcome::Failed { code, meaning: exit_meaning(code), log, tail: excerpt(&log_text, TAIL_LINES) })
+            }
+        }
+    }
+}
+
+impl PrivateBuild<'_> {
+    /// A build in a private mount namespace comes out signed exactly when a direct `dkms install`
+    /// on this system would sign: dkms was told so (`try_sign_modules`), but framework.conf can
+    /// override that, so a module left unsigned is signed here with the kernel's `sign-file`.
+    /// What cannot be signed here (no key yet, a compressed module) is left to the install hook,
+    /// which checks every prebuilt module before installing it.
+    fn sign_as_the_system_does(&self, tools: &Tools, limits: Limits, modules: &[PathBuf], output: &mut String) {
+        let (Some(_), Some(system)) = (self.mount, &tools.signing) else { return };
+        if !system.policy.signs() {
+            return;
+        }
+        let Some(hash) = signing::kernel_hash(self.headers) else { return };
+        let key = system.key_or(self.signing);
+        let sign_file = system.sign_file_for(self.headers);
+        for module in modules.iter().filter(|m| signing::is_signed(m) == Some(false)) {
+            if !key.exists() {
+                output.push_str(&format!(
+                    "\ndkms-hook: {} is unsigned and there is no key to sign it with\n",
+                    module.display()
+                ));
+                continue;
+            }
+            match tools.sign_module(&sign_file, &hash, key, module, limits) {
+                Ok(()) => {
+                    output.push_str(&format!("\ndkms-hook: signed {} as this system signs modules\n", module.display()))
+                }
+                Err(e) => output.push_str(&format!("\ndkms-hook: {e}\n")),
             }
         }
     }

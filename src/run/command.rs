@@ -11,6 +11,7 @@ use anyhow::Result;
 
 use crate::domain::{Job, JobKind, Layout, Signing};
 use crate::interrupt::Stop;
+use crate::inventory::signing::SystemSigning;
 use crate::process::{self, Finished};
 
 /// The external commands, resolved to paths.
@@ -22,6 +23,9 @@ pub struct Tools {
     pub depmod: PathBuf,
     /// The run's lock, kept open in every dkms and depmod (see `process`).
     pub lock_fd: Option<RawFd>,
+    /// How the system signs modules, decided once per run; `None`: builds sign as dkms decides
+    /// where they run (`lint --build`, which installs nothing).
+    pub signing: Option<SystemSigning>,
 }
 
 /// When to give up on a running command.
@@ -42,7 +46,7 @@ impl Tools {
         let depmod = find_program(depmod).map_err(|why| {
             anyhow::anyhow!("depmod not found ({why}): install kmod or set --depmod / `depmod` in the config")
         })?;
-        Ok(Tools { dkms, depmod, lock_fd })
+        Ok(Tools { dkms, depmod, lock_fd, signing: None })
     }
 
     /// Runs dkms with `args` (an action and its arguments, relocated as needed), with
@@ -78,10 +82,40 @@ impl Tools {
         }
         let mut cmd = Command::new(&self.dkms);
         cmd.args(args).env("mok_signing_key", &signing.key).env("mok_certificate", &signing.cert);
+        if let (Some(_), Some(system)) = (mount, &self.signing) {
+            // dkms >= 3.3 takes the namespace for a chroot and would not sign: tell it what a
+            // direct install on this system does (framework.conf can still override it, which
+            // `run::build` checks afterwards).
+            cmd.env("try_sign_modules", if system.policy.signs() { "true" } else { "false" });
+        }
         self.run(cmd, limits, mount).map_err(|e| match mount {
             Some(_) => format!("failed to run {} in a private mount namespace: {e}", self.dkms.display()),
             None => format!("failed to run {}: {e}", self.dkms.display()),
         })
+    }
+
+    /// Signs `module` with the kernel's `sign-file` (`HASH KEY CERT MODULE`), as dkms does; the
+    /// error holds its output.
+    pub fn sign_module(
+        &self,
+        sign_file: &Path,
+        hash: &str,
+        key: &Signing,
+        module: &Path,
+        limits: Limits,
+    ) -> Result<(), String> {
+        let mut cmd = Command::new(sign_file);
+        cmd.arg(hash).arg(&key.key).arg(&key.cert).arg(module);
+        match self.run(cmd, limits, None) {
+            Ok(done) if done.code() == Some(0) => Ok(()),
+            Ok(done) => Err(format!(
+                "{} failed ({}): {}",
+                sign_file.display(),
+                done.code().map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
+                done.text().trim()
+            )),
+            Err(e) => Err(format!("failed to run {}: {e}", sign_file.display())),
+        }
     }
 
     /// Runs depmod for one kernel; the error holds its output.

@@ -19,9 +19,10 @@ use super::build::{Built, PrivateBuild};
 use super::command::{self, Limits};
 use super::output::{excerpt, exit_meaning, TAIL_LINES};
 use super::runner::{JobResult, Runner};
-use super::vermagic::judge_vermagic;
+use super::vermagic::{self, judge_vermagic};
 use crate::domain::{Job, JobKind, ModuleId, Outcome, TestBuild};
 use crate::interrupt::Stop;
+use crate::inventory::signing;
 use crate::process::{Finished, PrivateMount};
 
 /// The locks a job takes: its own module version's, and for a replacement of another version,
@@ -74,6 +75,8 @@ impl Runner<'_> {
         make_jobs: usize,
     ) -> JobResult {
         let started = Instant::now();
+        let prebuilt_refused = prebuilt.and_then(|dir| self.refuse_prebuilt(job, dir));
+        let prebuilt = prebuilt.filter(|_| prebuilt_refused.is_none());
         let limits = Limits { timeout: self.timeout, stop: self.stop };
         let mut output = String::new();
         let out = &mut output;
@@ -108,7 +111,35 @@ impl Runner<'_> {
         };
         // A build that could not be moved in (another file system) was built again in place.
         let used = prebuilt.is_some_and(|dir| !dir.exists());
-        JobResult { outcome, duration: started.elapsed(), output, prebuilt: used }
+        JobResult { outcome, duration: started.elapsed(), output, prebuilt: used, prebuilt_refused }
+    }
+
+    /// Why the guard's build in `dir` must not be installed: the system signs modules (and the
+    /// kernel supports it) and a module of the build carries no signature — a build dkms made
+    /// somewhere it would not sign. Which key signed it the guard's index already tells
+    /// (`prebuilt::load`).
+    fn refuse_prebuilt(&self, job: &Job, dir: &Path) -> Option<String> {
+        let system = self.tools.signing.as_ref()?;
+        let kernel = job.kernel()?;
+        if !system.policy.signs() || signing::kernel_hash(&self.layout.kernel_dir(kernel).join("build")).is_none() {
+            return None;
+        }
+        let modules = crate::dirs::subdirs(dir).unwrap_or_default().into_iter().flat_map(|arch| {
+            let at = dir.join(arch).join("module");
+            crate::dirs::names(&at).unwrap_or_default().into_iter().map(move |n| (at.join(&n), n))
+        });
+        for (module, name) in modules.filter(|(_, n)| n.contains(".ko")) {
+            match vermagic::module_bytes(&module) {
+                Ok(bytes) if signing::has_signature(&bytes) => {}
+                Ok(_) => {
+                    return Some(format!(
+                        "built again: the build from before the transaction left {name} unsigned, and this system signs modules"
+                    ))
+                }
+                Err(e) => return Some(format!("built again: cannot read {name} of the build from before the transaction: {e}")),
+            }
+        }
+        None
     }
 
     /// The guard's build: private, from wherever `build` says, with nothing installed. A build
@@ -123,7 +154,8 @@ impl Runner<'_> {
         limits: Limits,
         output: &mut String,
     ) -> Outcome {
-        let mount = match build.mount_headers.then(|| self.headers_mount(kernel, &build.headers)).transpose() {
+        let mount = build.mount_headers.then(|| self.headers_mount(kernel, build));
+        let mount = match mount.transpose() {
             Ok(mount) => mount,
             Err(error) => return Outcome::ExecFailed { error },
         };
@@ -152,12 +184,21 @@ impl Runner<'_> {
         outcome
     }
 
-    /// `headers` mounted at the running system's `/lib/modules/KERNEL/build` for one dkms.
-    fn headers_mount(&self, kernel: &str, headers: &Path) -> Result<PrivateMount, String> {
+    /// The build's headers mounted at the root's `/lib/modules/KERNEL/build` for one dkms, beside
+    /// an empty stand-in for one of the kernel's own compressed modules (dkms ≥ 3.4 picks the
+    /// compression of its modules from those it finds there).
+    fn headers_mount(&self, kernel: &str, build: &TestBuild) -> Result<PrivateMount, String> {
+        let headers = &build.headers;
         // `/lib` is a link to `usr/lib` on Arch: cover the directory it leads to.
-        let modules = std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules"));
-        PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"))
-            .map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
+        let modules = match self.layout.is_relocated() {
+            true => self.layout.module_dir.clone(),
+            false => std::fs::canonicalize("/lib/modules").unwrap_or_else(|_| PathBuf::from("/usr/lib/modules")),
+        };
+        let mut mount = PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"));
+        if let Some(own) = &build.compressed_module {
+            mount = mount.and_then(|m| m.with_empty_file(&modules.join(kernel).join(own)));
+        }
+        mount.map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
     }
 
     /// `DKMSTREE/M/V/K`: where dkms keeps a module version's build for a kernel.

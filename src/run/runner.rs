@@ -17,6 +17,9 @@ pub struct JobResult {
     pub output: String,
     /// The job installed what the pre-transaction guard built, instead of building.
     pub prebuilt: bool,
+    /// Why the guard's build was not installed and the job built again (its signature does not
+    /// match the system's signing).
+    pub prebuilt_refused: Option<String>,
 }
 
 /// What the runner tells its caller, in order.

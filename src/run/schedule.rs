@@ -115,7 +115,13 @@ impl<'r, 'p> Schedule<'r, 'p> {
             self.started[i] = true;
             self.finish(
                 i,
-                JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false },
+                JobResult {
+                    outcome,
+                    duration: Duration::ZERO,
+                    output: String::new(),
+                    prebuilt: false,
+                    prebuilt_refused: None,
+                },
                 sink,
             );
         }
@@ -131,7 +137,13 @@ impl<'r, 'p> Schedule<'r, 'p> {
                     Outcome::ExecFailed { error: "not started: the jobs it depends on never finished".into() };
                 self.finish(
                     i,
-                    JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false },
+                    JobResult {
+                        outcome,
+                        duration: Duration::ZERO,
+                        output: String::new(),
+                        prebuilt: false,
+                        prebuilt_refused: None,
+                    },
                     sink,
                 );
             }

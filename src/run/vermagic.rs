@@ -11,6 +11,11 @@ use crate::process::{self, Output};
 
 /// The vermagic string of a module file, e.g. `6.12.1-arch1-1 SMP preempt mod_unload`.
 pub fn read(path: &Path) -> Result<String, String> {
+    find(&module_bytes(path)?).ok_or_else(|| "no vermagic in the module".to_owned())
+}
+
+/// A module file's bytes, decompressed.
+pub fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tool = if name.ends_with(".ko.zst") {
         Some("zstd")
@@ -35,7 +40,7 @@ pub fn read(path: &Path) -> Result<String, String> {
             done.stdout
         }
     };
-    find(&bytes).ok_or_else(|| "no vermagic in the module".to_owned())
+    Ok(bytes)
 }
 
 /// Finds `vermagic=…` terminated by NUL in a module's bytes.

@@ -1,13 +1,29 @@
 //! What `status` reads besides the inventory and the state file: the running kernel, the module
-//! files dkms's builds put under each kernel's `updates/dkms`, and which job logs still exist.
+//! files dkms's builds put under each kernel's `updates/dkms`, which job logs still exist, and
+//! how the installed modules are signed against how the system signs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::domain::Layout;
+use serde::Serialize;
+
+use crate::domain::{Layout, Signing};
 use crate::inventory::boot::ImageSeen;
+use crate::inventory::signing::{self, SystemSigning};
 use crate::inventory::Inventory;
 use crate::state::State;
+
+/// Who signed an installed module (for a build of several modules: the least trusted of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signature {
+    /// No signature.
+    Unsigned,
+    /// Signed with another key than the one dkms signs with on this system.
+    OtherKey,
+    /// Signed with the key dkms signs with on this system.
+    SystemKey,
+}
 
 /// What `status` reads besides the inventory and the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +40,17 @@ pub struct Observed {
     pub images: BTreeMap<String, ImageSeen>,
     /// Per kernel: the module version (`name/version`) each installed module file stem belongs to.
     pub owners: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per installed (module, version, kernel): who signed its modules, when they could be read.
+    pub signatures: BTreeMap<(String, String, String), Signature>,
+    /// The kernels that sign modules when the system does (`CONFIG_MODULE_SIG_HASH`).
+    pub signing_kernels: BTreeSet<String>,
+    /// Whether a direct `dkms install` here signs modules.
+    pub system_signs: bool,
+    /// The certificate dkms signs with.
+    pub certificate: PathBuf,
+    /// When the running kernel refuses unsigned modules (root `/` only): why, and whether it
+    /// trusts `certificate` (`None`: the certificate cannot be read).
+    pub enforced: Option<(String, Option<bool>)>,
 }
 
 /// Reads what `status` needs besides the inventory and the state file.
@@ -63,7 +90,42 @@ pub fn gather(layout: &Layout, inv: &Inventory, state: &State) -> Observed {
         seen.images.insert(kernel.kver.clone(), seen_image);
     }
     seen.existing_logs = state.records().filter_map(|r| r.log.clone()).filter(|l| l.is_file()).collect();
+    read_signatures(layout, inv, &mut seen);
     seen
+}
+
+/// Who signed each installed module, and whether the system and each kernel sign.
+fn read_signatures(layout: &Layout, inv: &Inventory, seen: &mut Observed) {
+    let system = SystemSigning::read(layout);
+    seen.system_signs = system.policy.signs();
+    let own = Signing::of(layout);
+    seen.certificate = system.key_or(&own).cert.clone();
+    let certificate = std::fs::read(&seen.certificate).unwrap_or_default();
+    if !layout.is_relocated() {
+        seen.enforced = signing::enforcement().map(|why| (why, signing::kernel_trusts(&certificate)));
+    }
+    for kver in inv.kernels.keys() {
+        if signing::kernel_hash(&layout.kernel_dir(kver).join("build")).is_some() {
+            seen.signing_kernels.insert(kver.clone());
+        }
+    }
+    for ((m, v), entry) in &inv.tree.entries {
+        for kver in entry.installed.iter().filter(|k| inv.kernels.contains_key(*k)) {
+            let mut worst = None;
+            for path in crate::inventory::dkms_tree::built_modules(&layout.dkms_tree, m, v, kver) {
+                let Ok(bytes) = crate::run::vermagic::module_bytes(&path) else { continue };
+                let this = match signing::signed_with(&bytes, &certificate) {
+                    None => Signature::Unsigned,
+                    Some(false) => Signature::OtherKey,
+                    Some(true) => Signature::SystemKey,
+                };
+                worst = Some(worst.map_or(this, |w: Signature| w.min(this)));
+            }
+            if let Some(worst) = worst {
+                seen.signatures.insert((m.clone(), v.clone(), kver.clone()), worst);
+            }
+        }
+    }
 }
 
 /// Module files (`*.ko*`) below `dir`, as paths relative to it.

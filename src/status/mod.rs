@@ -293,11 +293,22 @@ mod tests {
         let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(
             keys(&json),
-            ["kernels", "modules", "ok", "out_of_place", "problems", "root", "running_kernel", "schema", "sources"]
+            [
+                "kernels",
+                "module_signing",
+                "modules",
+                "ok",
+                "out_of_place",
+                "problems",
+                "root",
+                "running_kernel",
+                "schema",
+                "sources"
+            ]
         );
         assert_eq!(
             keys(&json["modules"][0]),
-            ["kernel", "log", "module", "ok", "reason", "serving", "state", "version"]
+            ["kernel", "log", "module", "ok", "reason", "serving", "signature", "state", "version"]
         );
         assert_eq!(
             keys(&json["kernels"][0]),
@@ -309,6 +320,64 @@ mod tests {
         );
         assert_eq!(json["modules"][0]["state"], "installed");
         assert_eq!(json["schema"], 1);
+    }
+
+    #[test]
+    fn modules_not_signed_as_the_system_signs_need_attention() {
+        use super::gather::Signature;
+        let mut w = world();
+        w.tree("a", "1", Some("a-1"), &["k1", "k2"], &["k1", "k2"]);
+        let key = |k: &str| ("a".to_owned(), "1".to_owned(), k.to_owned());
+        w.seen.signatures.insert(key("k1"), Signature::SystemKey);
+        w.seen.signatures.insert(key("k2"), Signature::Unsigned);
+        // The system does not sign: shown, nothing to do.
+        let s = w.status();
+        assert!(s.modules.iter().filter(|p| p.kernel != "k3").all(|p| p.ok), "{s:?}");
+        assert!(s.text(false).contains("a/1 for k2: installed, unsigned\n"));
+        w.seen.system_signs = true;
+        w.seen.signing_kernels = ["k1".to_owned(), "k2".to_owned()].into();
+        let s = w.status();
+        let k2 = s.modules.iter().find(|p| p.kernel == "k2").unwrap();
+        assert!(!k2.ok && k2.signature == Some(Signature::Unsigned));
+        assert!(s.modules.iter().find(|p| p.kernel == "k1").unwrap().ok);
+        let text = s.text(false);
+        assert!(text.contains("a/1 for k1: installed, signed with dkms's key\n"), "{text}");
+        assert!(
+            text.contains(
+                "a/1 for k2: installed, unsigned: this system signs modules, and this one will not load where \
+                 signatures are enforced: `dkms remove -m a -v 1 -k k2`, then `dkms-hook sync`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_enforcing_kernel_that_does_not_trust_dkms_certificate_needs_attention() {
+        let mut w = world();
+        w.tree("a", "1", Some("a-1"), &["k1", "k2"], &["k1", "k2"]);
+        w.inv.kernels.remove("k3");
+        w.seen.certificate = "/var/lib/dkms/mok.pub".into();
+        w.seen.enforced = Some(("lockdown (integrity)".into(), Some(true)));
+        w.seen.system_signs = true;
+        let s = w.status();
+        assert!(s.ok, "{s:?}");
+        assert!(s.text(false).contains(
+            "==> Module signing: the running kernel enforces signatures (lockdown (integrity))\n  -> dkms's \
+             certificate /var/lib/dkms/mok.pub is among the keys the kernel trusts\n"
+        ));
+        w.seen.enforced = Some(("module.sig_enforce".into(), Some(false)));
+        let s = w.status();
+        assert!(!s.ok && s.problems == 1, "{s:?}");
+        let text = s.text(true);
+        assert!(
+            text.contains(
+                "  -> dkms's certificate /var/lib/dkms/mok.pub is not among the keys the kernel trusts: enroll it: \
+                 `mokutil --import /var/lib/dkms/mok.pub`"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["module_signing"]["trusted"], false);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::gather::{stem, Observed};
+use super::gather::{stem, Observed, Signature};
 use crate::config::Excludes;
 use crate::domain::Layout;
 use crate::inventory::Inventory;
@@ -33,6 +33,22 @@ pub struct Status {
     /// One entry per packaged module and installed kernel.
     pub modules: Vec<PairStatus>,
     pub out_of_place: Vec<OutOfPlace>,
+    /// When the running kernel refuses unsigned modules: whether it trusts dkms's certificate.
+    pub module_signing: Option<ModuleSigning>,
+}
+
+/// The running kernel's module signature enforcement and dkms's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleSigning {
+    /// What enforces signatures: `lockdown (integrity)`, `lockdown (confidentiality)` or
+    /// `module.sig_enforce`.
+    pub enforced_by: String,
+    /// The certificate dkms signs with.
+    pub certificate: PathBuf,
+    /// The kernel trusts it (it is in `/proc/keys`); null when it cannot be read.
+    pub trusted: Option<bool>,
+    /// How to make the kernel trust it, when it does not.
+    pub fix: Option<String>,
 }
 
 /// A module source directory `usr/src/DIR` with a dkms.conf.
@@ -111,6 +127,9 @@ pub struct PairStatus {
     pub serving: Option<String>,
     /// The log of the last job for this pair, when it still exists.
     pub log: Option<PathBuf>,
+    /// When installed: who signed its modules. Needs attention when the system signs modules,
+    /// the kernel supports it, and it is not `system_key`.
+    pub signature: Option<Signature>,
 }
 
 /// What kind of thing is out of place.
@@ -183,9 +202,23 @@ impl Status {
         modules.sort_by(|a, b| (&a.module, &a.version, &a.kernel).cmp(&(&b.module, &b.version, &b.kernel)));
 
         let out_of_place = out_of_place(layout, inv, seen);
+        let module_signing = seen.enforced.as_ref().map(|(why, trusted)| ModuleSigning {
+            enforced_by: why.clone(),
+            certificate: seen.certificate.clone(),
+            trusted: *trusted,
+            fix: (*trusted != Some(true)).then(|| {
+                format!(
+                    "enroll it: `mokutil --import {}`, reboot and confirm in MokManager (shim), or add it to the \
+                     kernel's trusted keys",
+                    seen.certificate.display()
+                )
+            }),
+        });
+        let untrusted = module_signing.as_ref().is_some_and(|m| m.trusted != Some(true)) && seen.system_signs;
         let problems = modules.iter().filter(|p| !p.ok).count()
             + sources.iter().filter(|s| s.package.is_some() && s.error.is_some()).count()
-            + out_of_place.len();
+            + out_of_place.len()
+            + usize::from(untrusted);
         Status {
             schema: SCHEMA,
             root: layout.root.clone(),
@@ -196,6 +229,7 @@ impl Status {
             kernels,
             modules,
             out_of_place,
+            module_signing,
         }
     }
 }
@@ -279,15 +313,28 @@ fn pair(
         _ if built => (PairState::Built, Some("run `dkms-hook sync` to install it".to_owned()), None),
         _ => (PairState::Missing, Some("run `dkms-hook sync` to build it".to_owned()), None),
     };
+    let signature = seen.signatures.get(&(module.to_owned(), version.to_owned(), kver.to_owned())).copied();
+    let mut ok = state.is_ok();
+    let mut reason = reason;
+    let must_sign = seen.system_signs && seen.signing_kernels.contains(kver);
+    if let (true, PairState::Installed, Some(Signature::Unsigned | Signature::OtherKey)) = (must_sign, state, signature)
+    {
+        ok = false;
+        reason = Some(format!(
+            "this system signs modules, and this one will not load where signatures are enforced: \
+             `dkms remove -m {module} -v {version} -k {kver}`, then `dkms-hook sync`"
+        ));
+    }
     PairStatus {
         module: module.to_owned(),
         version: version.to_owned(),
         kernel: kver.to_owned(),
         state,
-        ok: state.is_ok(),
+        ok,
         reason,
         serving,
         log,
+        signature,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::gather::Signature;
 use super::model::{OutOfPlace, OutOfPlaceKind, PairState, PairStatus, SourceStatus, Status};
 
 impl Status {
@@ -46,12 +47,33 @@ impl Status {
         }
         for p in modules {
             let _ = write!(t, "  -> {}/{} for {}: {}", p.module, p.version, p.kernel, word(p.state));
+            match p.signature {
+                Some(Signature::SystemKey) => t.push_str(", signed with dkms's key"),
+                Some(Signature::OtherKey) => t.push_str(", signed with another key"),
+                Some(Signature::Unsigned) => t.push_str(", unsigned"),
+                None => {}
+            }
             if let Some(r) = &p.reason {
                 let _ = write!(t, ": {r}");
             }
             t.push('\n');
             if let Some(l) = &p.log {
                 let _ = writeln!(t, "     log: {}", l.display());
+            }
+        }
+        if let Some(m) = &self.module_signing {
+            if !problems_only || m.trusted != Some(true) {
+                let _ = writeln!(t, "==> Module signing: the running kernel enforces signatures ({})", m.enforced_by);
+                let said = match m.trusted {
+                    Some(true) => "is among the keys the kernel trusts".to_owned(),
+                    Some(false) => "is not among the keys the kernel trusts".to_owned(),
+                    None => "cannot be read".to_owned(),
+                };
+                let _ = write!(t, "  -> dkms's certificate {} {said}", m.certificate.display());
+                if let Some(fix) = &m.fix {
+                    let _ = write!(t, ": {fix}");
+                }
+                t.push('\n');
             }
         }
         if !self.out_of_place.is_empty() {
