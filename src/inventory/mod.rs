@@ -58,6 +58,9 @@ pub struct Inventory {
     pub locks: locks::Locks,
     /// The boot image generators installed (`boot`).
     pub boot: boot::Boot,
+    /// Module source directories whose dkms.conf was not evaluated ([`Scope::lazy`]): their
+    /// `conf` holds only the name and version dkms knows them by.
+    pub unevaluated: BTreeSet<String>,
 }
 
 /// What to read, beyond kernels and the dkms tree.
@@ -78,8 +81,8 @@ pub struct Scope<'a> {
     /// module sources no package owns are left out unless their digest is asked for, and no
     /// dkms.conf is evaluated whose module version dkms has registered from that very directory,
     /// unless its digest is asked for: its `conf` holds only the name and version dkms knows it
-    /// by. Evaluating costs a bash run. A caller whose plan has anything to do reads again
-    /// without `lazy`.
+    /// by. Evaluating costs a bash run. A caller whose plan has anything to do makes the
+    /// reading whole with [`Inventory::complete`].
     pub lazy: bool,
 }
 
@@ -121,11 +124,19 @@ impl Inventory {
             let entry = &tree.entries[&(m.to_owned(), v.to_owned())];
             (entry.kept.is_none() && format!("{m}-{v}") == *dir).then(|| ModuleId::new(m, v))
         };
-        let known: Vec<Option<ModuleId>> = dirs.iter().map(registered).collect();
+        let mut unevaluated = BTreeSet::new();
+        let known: Vec<Option<Result<DkmsConf, String>>> = dirs
+            .iter()
+            .map(|dir| {
+                let id = registered(dir)?;
+                unevaluated.insert(dir.clone());
+                Some(Ok(DkmsConf { name: id.name, version: id.version, ..DkmsConf::default() }))
+            })
+            .collect();
         let paths: Vec<_> = dirs
             .iter()
             .zip(&known)
-            .filter(|(_, id)| id.is_none())
+            .filter(|(_, conf)| conf.is_none())
             .map(|(dir, _)| layout.source_tree.join(dir).join("dkms.conf"))
             .collect();
         let (owners, evaluated) = match lazy_owners {
@@ -140,10 +151,9 @@ impl Inventory {
         };
         let mut evaluated = evaluated.into_iter();
         let confs: Vec<Result<DkmsConf, String>> = known
-            .iter()
-            .map(|id| match id {
-                Some(id) => Ok(DkmsConf { name: id.name.clone(), version: id.version.clone(), ..DkmsConf::default() }),
-                None => evaluated.next().unwrap_or_else(|| Err("reading dkms.conf failed".to_owned())),
+            .into_iter()
+            .map(|conf| {
+                conf.unwrap_or_else(|| evaluated.next().unwrap_or_else(|| Err("reading dkms.conf failed".to_owned())))
             })
             .collect();
         let owners = owners?;
@@ -173,7 +183,31 @@ impl Inventory {
             prebuilt,
             locks: owners.locks,
             boot: owners.boot,
+            unevaluated,
         })
+    }
+}
+
+impl Inventory {
+    /// A lazy reading ([`Scope::lazy`]) made whole, as a full reading with the same scope would
+    /// have it: the module sources it left out (no package owns them) and the dkms.conf files it
+    /// did not evaluate are read now; the rest, libalpm's answers included, is taken over.
+    pub fn complete(mut self, layout: &Layout, evaluate: Evaluate) -> Result<Inventory> {
+        let missing: Vec<String> = dkms_conf::source_dirs(&layout.source_tree)?
+            .into_iter()
+            .filter(|dir| !self.sources.contains_key(dir) || self.unevaluated.contains(dir))
+            .collect();
+        let paths: Vec<_> = missing.iter().map(|dir| layout.source_tree.join(dir).join("dkms.conf")).collect();
+        for (dir, conf) in missing.into_iter().zip(dkms_conf::read_many(&paths, evaluate)) {
+            match self.sources.get_mut(&dir) {
+                Some(source) => source.conf = conf,
+                None => {
+                    self.sources.insert(dir.clone(), ModuleSource { dir, package: None, conf, digest: None });
+                }
+            }
+        }
+        self.unevaluated.clear();
+        Ok(self)
     }
 }
 
