@@ -11,6 +11,13 @@
 
 # The Debian header trees the kernel packages are made from live here (scripts/setup installs them).
 OVR_DEBIAN_HEADERS=${OVR_DEBIAN_HEADERS:-/usr/src}
+# Debian packages unpacked (never installed) by scripts/setup: the kernel images of those headers,
+# `linux-image-KVER/`, and real-world module packages such as `v4l2loopback-dkms/`.
+OVR_DEBIAN_DEPS=${OVR_DEBIAN_DEPS:-$(realpath -m "$(dirname "${BASH_SOURCE[0]}")/../../.deps/debian")}
+# The in-tree modules a kernel package ships (with every module they depend on): what the
+# real-world DKMS modules of the tests need (v4l2loopback needs videodev). Arch's packages ship the
+# whole tree; thousands of unused modules would only slow every transaction down.
+OVR_KERNEL_MODULES=${OVR_KERNEL_MODULES:-videodev}
 
 ovr_die() { printf 'overlay-root: error: %s\n' "$*" >&2; return 1; }
 
@@ -129,19 +136,59 @@ pkg_stub() {
     rm -rf "$stage"
 }
 
-# pkg_kernel OUT NAME VERSION KVER: an Arch-style kernel package for Debian's kernel KVER: it owns
-# usr/lib/modules/KVER/{vmlinuz,pkgbase,modules.order,modules.builtin,kernel/}.
+# _ovr_module_closure MODDIR NAME...: the files (relative to MODDIR) of the in-tree modules NAME
+# that the kernel has (a kernel built without one, like Debian's cloud kernel without video
+# drivers, simply lacks it) and of every module they depend on (modinfo's `depends`), found below
+# MODDIR/kernel.
+_ovr_module_closure() {
+    local dir=$1 name file dep
+    shift
+    local -A path=() seen=()
+    local todo=()
+    while IFS= read -r file; do
+        name=${file##*/}
+        name=${name%%.ko*}
+        path[${name//-/_}]=$file
+    done < <(cd "$dir" && find kernel -name '*.ko*')
+    for name; do
+        [[ -n ${path[${name//-/_}]:-} ]] && todo+=("$name")
+    done
+    while ((${#todo[@]})); do
+        name=${todo[0]//-/_}
+        todo=("${todo[@]:1}")
+        [[ -n ${seen[$name]:-} ]] && continue
+        seen[$name]=1
+        file=${path[$name]:-}
+        [[ -n $file ]] || { ovr_die "no in-tree module $name below $dir/kernel"; return 1; }
+        printf '%s\n' "$file"
+        IFS=, read -ra dep <<<"$(modinfo -F depends "$dir/$file")"
+        todo+=("${dep[@]}")
+    done
+}
+
+# pkg_kernel OUT NAME VERSION KVER: an Arch-style kernel package made from Debian's kernel image
+# of KVER (unpacked by scripts/setup below OVR_DEBIAN_DEPS), laid out as Arch's `linux` package:
+# usr/lib/modules/KVER/{vmlinuz,pkgbase,modules.order,modules.builtin,modules.builtin.modinfo}
+# and the kernel's own modules below kernel/ (those of OVR_KERNEL_MODULES and their dependencies).
+# Nothing goes to /boot: installing the package never touches the host's boot.
 pkg_kernel() {
-    local out=$1 name=$2 version=$3 kver=$4 stage m
+    local out=$1 name=$2 version=$3 kver=$4 stage m image file files
+    image="$OVR_DEBIAN_DEPS/linux-image-$kver"
+    [[ -f $image/boot/vmlinuz-$kver && -d $image/lib/modules/$kver/kernel ]] ||
+        { ovr_die "no Debian kernel image at $image: run scripts/setup"; return 1; }
     stage=$(pkg_stage) || return 1
     m="$stage/usr/lib/modules/$kver"
     mkdir -p "$m/kernel" || return 1
-    echo "stand-in for the $kver kernel image" >"$m/vmlinuz"
+    install -m 0644 "$image/boot/vmlinuz-$kver" "$m/vmlinuz" || return 1
     echo "$name" >"$m/pkgbase"
-    echo "the in-tree modules of $kver would live here" >"$m/kernel/README"
-    : >"$m/modules.order"
-    : >"$m/modules.builtin"
-    : >"$m/modules.builtin.modinfo"
+    for file in modules.order modules.builtin modules.builtin.modinfo; do
+        install -m 0644 "$image/lib/modules/$kver/$file" "$m/$file" || return 1
+    done
+    # shellcheck disable=SC2086 # a list of module names
+    files=$(_ovr_module_closure "$image/lib/modules/$kver" $OVR_KERNEL_MODULES) || { rm -rf "$stage"; return 1; }
+    while IFS= read -r file; do
+        [[ -z $file ]] || install -D -m 0644 "$image/lib/modules/$kver/$file" "$m/$file" || return 1
+    done <<<"$files"
     pkg_write "$out" "$stage" "$name" "$name" "$version"
     rm -rf "$stage"
 }
