@@ -8,9 +8,12 @@
 //! anything is still mounted below it (the root has the host's /dev inside it). Roots are made one at
 //! a time ([`SERIAL`]): a module build already uses both cores of the CI machine.
 //!
-//! Where the tier cannot run (not root, no overlayfs, no pacman 7.1, headers or kernel images) a
-//! test follows the common skip rule (`tests/common/skip.rs`): it fails under CI and reports itself
-//! skipped elsewhere.
+//! A scenario that leaves modules installed ends with the boot check ([`boot`]): each kernel of the
+//! root boots under QEMU and loads what dkms-hook installed for it.
+//!
+//! Where the tier cannot run (not root, no overlayfs, no pacman 7.1, headers, kernel images, QEMU or
+//! busybox) a test follows the common skip rule (`tests/common/skip.rs`): it fails under CI and
+//! reports itself skipped elsewhere.
 //!
 //! `DKMS_HOOK_REAL_BIN=/path/to/program` replaces the built binary inside the root (e.g. with a script
 //! that echoes its stdin, to see the targets pacman writes). `DKMS_HOOK_REAL_KEEP=1` unmounts roots
@@ -18,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod boot;
 pub mod packages;
 #[path = "../common/skip.rs"]
 pub mod skip;
@@ -167,7 +171,8 @@ fn unavailable(dkms: Dkms) -> Option<String> {
     if !fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
         return Some("the kernel has no overlayfs (not in /proc/filesystems)".into());
     }
-    for tool in ["pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl"] {
+    let tools = ["pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl"];
+    for tool in tools.into_iter().chain(["qemu-system-x86_64", "busybox"]) {
         if !on_path(tool) {
             return Some(format!("{tool} is not installed: run scripts/setup"));
         }
