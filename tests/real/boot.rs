@@ -343,7 +343,12 @@ impl Root {
                 "installed" => text("version"),
                 "kept" => text("serving"),
                 _ => {
-                    let names = stems.get(&module).cloned().unwrap_or_else(|| [kernel_name(&module)].into());
+                    // Never built anywhere: the kernel's name for the dkms module's own name.
+                    let names = stems
+                        .get(&module)
+                        .filter(|s| !s.is_empty())
+                        .cloned()
+                        .unwrap_or_else(|| [kernel_name(&module)].into());
                     for ko in names {
                         plan.absent.push((ko, format!("{module}/{}: {state}", text("version"))));
                     }

@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+#[allow(unused_imports)]
+pub use boot::Boot;
 pub use packages::*;
 
 /// Two tests for each `scenario => test_with_dkms_3_0, test_with_dkms_3_2;`: the scenario
