@@ -2,7 +2,7 @@
 //! database has installed, the images to regenerate are exactly those of the kernels whose modules
 //! changed, once each; nothing without a generator or with `initramfs = "off"`. A fixture root
 //! cannot run a generator (nothing to chroot into): that failure is reported with the command to
-//! run. The real tier (`real_boot.rs`) runs a stand-in generator in real roots.
+//! run. The real tier (`real_images.rs`) runs a stand-in generator in real roots.
 
 mod common;
 

@@ -3,7 +3,9 @@
 //! throwaway overlay roots (see `tests/real/mod.rs`). The kernel upgrade goes from `linux` at the
 //! amd64 kver to the rt kver, for which the `rtfail` module does not compile; `libmod` builds
 //! against `/lib/modules/K/build`, which the guard provides in a private mount namespace before
-//! the new kernel is installed. Each scenario runs with dkms 3.0.10 and 3.2.2.
+//! the new kernel is installed. Each scenario runs with dkms 3.0.10 and 3.2.2, and ends by booting the
+//! kernel it leaves modules for and loading them (the boot check, `tests/real/boot.rs`): the builds
+//! made before the transaction load in the kernel the transaction installed.
 //!
 //! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
 //! `cargo test --test real_guard -- --nocapture` shows every transaction's output.
@@ -56,6 +58,16 @@ fn first_change(t: &Transaction) -> usize {
         .unwrap_or_else(|| panic!("pacman changed no package:\n{}", t.output))
 }
 
+/// The boot check booted only KERNEL, and it loaded each of KOS.
+fn assert_loaded(root: &Root, kernel: Kernel, kos: &[&str]) {
+    let boots = root.assert_modules_load();
+    let booted: Vec<&str> = boots.iter().map(|b| b.kernel()).collect();
+    assert_eq!(booted, [kernel.kver], "the kernels with modules to load");
+    for ko in kos {
+        assert!(boots[0].loaded(ko), "{ko} is not loaded:\n{}", boots[0].summary());
+    }
+}
+
 /// Nothing of the rt kernel: no module directory, no dkms build, no guard build left.
 fn nothing_of_the_new_kernel(root: &Root) {
     assert!(!root.path("usr/lib/modules").join(LINUX_NEXT.kver).exists(), "the new kernel's directory exists");
@@ -94,6 +106,7 @@ fn critical_module_stops_a_kernel_upgrade(dkms: Dkms) {
     t.assert_line(&["rtfail/1.0 for", LINUX_NEXT.kver, "failed"]);
     assert_eq!(root.version_of("linux").as_deref(), Some(LINUX_NEXT.version));
     root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT]), (RTFAIL, &[])]);
+    assert_loaded(&root, LINUX_NEXT, &["hello"]);
 }
 
 /// (b) The same module not critical: one warning before pacman changes anything, the upgrade goes
@@ -112,6 +125,7 @@ fn other_module_warns_and_the_upgrade_goes_on(dkms: Dkms) {
     assert_eq!(root.version_of("linux").as_deref(), Some(LINUX_NEXT.version));
     root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT]), (LIBMOD, &[LINUX_NEXT]), (RTFAIL, &[])]);
     root.assert_kernel_dir_clean(LINUX.kver);
+    assert_loaded(&root, LINUX_NEXT, &["hello", "libmod"]);
 }
 
 /// (c) An upgrade where everything builds: a new kernel and a new module version at once. The guard
@@ -137,6 +151,7 @@ fn nothing_is_built_twice(dkms: Dkms) {
     root.assert_modules(&[(HELLO_1_1, &[LINUX_NEXT]), (LIBMOD, &[LINUX_NEXT]), (XPAD, &[LINUX_NEXT])]);
     assert!(!root.path("var/lib/dkms-hook/prebuilt").exists(), "the guard's builds outlived the transaction");
     assert!(!root.path("var/lib/dkms/hello/1.0").exists(), "hello/1.0 is still in the dkms tree");
+    assert_loaded(&root, LINUX_NEXT, &["hello", "libmod", "xpadneox"]);
 }
 
 /// xpad's dkms name.
@@ -167,6 +182,8 @@ fn critical_module_upgrade_that_fails(dkms: Dkms) {
     t.assert_line(&["hello/1.1 for", LINUX.kver, "failed", "kept hello/1.0"]);
     assert_eq!(root.version_of("hello-dkms").as_deref(), Some(HELLO_1_1_BROKEN.version));
     assert_eq!(root.modinfo(&format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX.kver), "version"), "1.0");
+    assert_loaded(&root, LINUX, &["hello"]);
+    assert_eq!(root.boot_plans()[0].load[0].state, "kept");
 }
 
 /// The first module of a system, installed with `pacman -S`: dkms has no signing key yet. The
@@ -200,4 +217,5 @@ fn first_module_before_dkms_has_a_key(dkms: Dkms) {
         assert_eq!(signer, "", "hello.ko is signed in a chroot");
     }
     assert!(!root.path("var/lib/dkms-hook/prebuilt").exists());
+    assert_loaded(&root, LINUX, &["hello"]);
 }

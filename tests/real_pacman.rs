@@ -3,7 +3,8 @@
 //! the real dkms against real Debian kernel headers, all inside throwaway overlay roots of the whole
 //! machine (see `tests/real/mod.rs`). Each scenario runs once with Debian's dkms 3.0.10 and once with
 //! dkms 3.2.2, and checks the files on disk (every `.ko` and its vermagic, the dkms tree,
-//! modules.dep) and what pacman printed.
+//! modules.dep) and what pacman printed; where it leaves modules installed, each kernel then boots
+//! and loads them (the boot check, `tests/real/boot.rs`).
 //!
 //! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
 //! `cargo test --test real_pacman -- --nocapture` shows every transaction's output and timing.
@@ -64,22 +65,59 @@ fn only_version_left(root: &Root, version: &str) {
     assert!(!root.path("var/lib/dkms-hook/kept").exists(), "dkms-hook still keeps sources");
 }
 
-/// Installing a module with two kernels present builds and installs it for both.
+/// The boot check booted exactly KERNELS (in kver order).
+fn assert_booted(boots: &[Boot], kernels: &[Kernel]) {
+    let booted: Vec<&str> = boots.iter().map(|b| b.kernel()).collect();
+    let expected: Vec<&str> = kernels.iter().map(|k| k.kver).collect();
+    assert_eq!(booted, expected, "the kernels with modules to load");
+}
+
+/// Installing modules with two kernels present builds and installs each for both, and both kernels
+/// boot and load them: hello, and Debian's v4l2loopback and acpi-call as an Arch user would package
+/// them. v4l2loopback's dkms.conf excludes kernels without media drivers (BUILD_EXCLUSIVE): it is
+/// skipped for the cloud kernel and not loaded there; for the amd64 kernel it loads on top of the
+/// in-tree `videodev` that depmod resolved, and creates `/dev/video0`.
 fn install_module(dkms: Dkms) {
     let Some(root) = Root::new(dkms) else { return };
     root.install_kernels(BOTH);
     root.assert_modules(&[]);
 
-    let t = root.install(&[HELLO_1_0.pkg()]);
+    let t = root.install(&[HELLO_1_0.pkg(), V4L2LOOPBACK.pkg(), ACPI_CALL.pkg()]);
     t.assert_contains("Install DKMS modules").assert_hooks_ok();
     for k in BOTH {
         t.assert_line(&["hello/1.0", k.kver]);
+        t.assert_line(&["acpi-call/1.2.2", k.kver]);
     }
-    root.assert_modules(&[(HELLO_1_0, BOTH)]);
+    t.assert_line(&["v4l2loopback/0.12.7", LINUX.kver]);
+    root.assert_modules(&[(HELLO_1_0, BOTH), (V4L2LOOPBACK, &[LINUX]), (ACPI_CALL, BOTH)]);
     for k in BOTH {
         let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
         assert_eq!(root.modinfo(&ko, "version"), "1.0");
     }
+
+    let boots = root.assert_modules_load();
+    assert_booted(&boots, BOTH);
+    let (amd64, cloud) = (&boots[0], &boots[1]);
+    for ko in ["hello", "v4l2loopback", "acpi_call", "videodev"] {
+        assert!(amd64.loaded(ko), "{ko} is not loaded in {}:\n{}", LINUX.kver, amd64.summary());
+    }
+    assert_eq!(amd64.version_of("hello"), Some("1.0"));
+    assert!(
+        amd64.devices.contains(&"/dev/video0".to_owned()),
+        "v4l2loopback made no /dev/video0:\n{}",
+        amd64.summary()
+    );
+    assert!(!amd64.log_of("v4l2loopback").is_empty(), "no kernel log line of v4l2loopback:\n{}", amd64.summary());
+    for ko in ["hello", "acpi_call"] {
+        assert!(cloud.loaded(ko), "{ko} is not loaded in {}:\n{}", LINUX_CLOUD.kver, cloud.summary());
+    }
+    assert!(
+        cloud.plan.absent.iter().any(|(ko, why)| ko == "v4l2loopback" && why.ends_with("skipped")),
+        "status does not say v4l2loopback is skipped for {}: {:?}",
+        LINUX_CLOUD.kver,
+        cloud.plan.absent
+    );
+    assert!(!cloud.loaded("v4l2loopback") && !cloud.loaded("videodev"), "{}", cloud.summary());
 }
 
 /// Installing a new kernel, then its headers, builds every module for it (one of them with hyphens
@@ -100,6 +138,9 @@ fn install_headers(dkms: Dkms) {
     t.assert_line(&["hello/1.0", LINUX_CLOUD.kver]);
     t.assert_line(&["xpad-neo-x/0.9-r12-g3a1b", LINUX_CLOUD.kver]);
     root.assert_modules(&[(HELLO_1_0, BOTH), (XPAD, BOTH)]);
+    for boot in root.assert_modules_load() {
+        assert!(boot.loaded("hello") && boot.loaded("xpadneox"), "{}", boot.summary());
+    }
 }
 
 /// A new module version (new directory) replaces the old one everywhere; a pkgrel bump (same
@@ -125,6 +166,9 @@ fn upgrade_module(dkms: Dkms) {
         let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", k.kver);
         assert_eq!(root.modinfo(&ko, "pkgrel"), "2", "{ko} was not rebuilt from the new package release");
     }
+    for boot in root.assert_modules_load() {
+        assert_eq!(boot.version_of("hello"), Some("1.1"), "{}", boot.summary());
+    }
 }
 
 /// A kernel upgrade to a new kver builds the modules for it and leaves nothing of ours behind
@@ -137,6 +181,7 @@ fn upgrade_kernel(dkms: Dkms) {
     root.install(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT, LINUX_CLOUD])]);
     root.assert_kernel_dir_clean(LINUX.kver);
+    assert_booted(&root.assert_modules_load(), &[LINUX_CLOUD, LINUX_NEXT]);
 }
 
 /// Removing a module package removes it everywhere; removing a kernel removes its modules; removing
@@ -178,6 +223,9 @@ fn failing_module(dkms: Dkms) {
     );
     root.assert_modules(&[(HELLO_1_0, BOTH), (BROKEN, &[])]);
     assert!(root.has_package(BROKEN.package), "the transaction did not install {}", BROKEN.package);
+    for boot in root.assert_modules_load() {
+        assert!(boot.loaded("hello") && boot.plan.absent.iter().any(|(ko, _)| ko == "broken"), "{}", boot.summary());
+    }
 }
 
 /// A module and its BUILD_DEPENDS in one transaction: both built, the dependency first (alpha-user's
@@ -194,6 +242,7 @@ fn build_depends(dkms: Dkms) {
         let dependent = t.assert_line(&["alpha-user/1.0", k.kver]);
         assert!(dependency < dependent, "alpha-user reported before zeta-base for {}", k.kver);
     }
+    assert_booted(&root.assert_modules_load(), BOTH);
 }
 
 /// BUILD_EXCLUSIVE_KERNEL: built for the matching kernel, reported as skipped for the other, and
@@ -210,6 +259,10 @@ fn build_exclusive(dkms: Dkms) {
     });
     assert!(skipped, "pacman's output does not report cloudonly skipped for {}:\n{}", LINUX.kver, t.output);
     root.assert_modules(&[(CLOUDONLY, &[LINUX_CLOUD])]);
+    // Only the cloud kernel has a module to load.
+    let boots = root.assert_modules_load();
+    assert_booted(&boots, &[LINUX_CLOUD]);
+    assert!(boots[0].loaded("cloudonly"), "{}", boots[0].summary());
 }
 
 /// A Makefile that builds for one fixed kernel (a `uname -r` Makefile): the build for the other
@@ -226,6 +279,10 @@ fn wrong_kernel(dkms: Dkms) {
     assert_eq!(files[&expected], LINUX.kver);
     let installed: Vec<_> = root.dkms_tree().installed.into_iter().collect();
     assert_eq!(installed, [(("unamemod".into(), LINUX.kver.into()), "1.0".into())], "dkms tree: installed");
+    // The build that is right by chance loads; nothing is loaded for the cloud kernel.
+    let boots = root.assert_modules_load();
+    assert_booted(&boots, &[LINUX]);
+    assert!(boots[0].loaded("unamemod"), "{}", boots[0].summary());
 }
 
 /// One transaction upgrading a kernel (new kver) and a module (new version) together.
@@ -238,6 +295,11 @@ fn upgrade_kernel_and_module(dkms: Dkms) {
     root.assert_modules(&[(HELLO_1_1, &[LINUX_NEXT, LINUX_CLOUD])]);
     assert!(!root.path("var/lib/dkms/hello/1.0").exists(), "hello/1.0 is still in the dkms tree");
     root.assert_kernel_dir_clean(LINUX.kver);
+    let boots = root.assert_modules_load();
+    assert_booted(&boots, &[LINUX_CLOUD, LINUX_NEXT]);
+    for boot in boots {
+        assert_eq!(boot.version_of("hello"), Some("1.1"), "{}", boot.summary());
+    }
 }
 
 /// Upgrading a module installed for two kernels to a version that does not compile keeps the old
@@ -272,6 +334,13 @@ fn upgrade_to_a_version_that_fails(dkms: Dkms) {
             status.text()
         );
     }
+    // Both kernels still load 1.0, the version status says is serving.
+    let boots = root.assert_modules_load();
+    assert_booted(&boots, BOTH);
+    for boot in boots {
+        assert_eq!(boot.plan.load[0].state, "kept", "{:?}", boot.plan);
+        assert_eq!(boot.version_of("hello"), Some("1.0"), "{}", boot.summary());
+    }
 
     root.upgrade(&[HELLO_1_2.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_2, BOTH)]);
@@ -303,6 +372,7 @@ fn release_that_fails(dkms: Dkms) {
     assert_eq!(installed_hello(&root), before, "the installed modules changed");
     assert_eq!(before[0].1, "1", "built from release 1");
     dkms_status_says_installed(&root, "1.0");
+    assert_booted(&root.assert_modules_load(), BOTH);
 
     root.upgrade(&[HELLO_1_0_REL3.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0_REL3, BOTH)]);
@@ -356,4 +426,5 @@ fn release_with_identical_sources(dkms: Dkms) {
         assert_eq!(pkgrel, "3");
     }
     only_version_left(&root, "1.0");
+    assert_booted(&root.assert_modules_load(), BOTH);
 }

@@ -11,6 +11,13 @@
 
 # The Debian header trees the kernel packages are made from live here (scripts/setup installs them).
 OVR_DEBIAN_HEADERS=${OVR_DEBIAN_HEADERS:-/usr/src}
+# Debian packages unpacked (never installed) by scripts/setup: the kernel images of those headers,
+# `linux-image-KVER/`, and real-world module packages such as `v4l2loopback-dkms/`.
+OVR_DEBIAN_DEPS=${OVR_DEBIAN_DEPS:-$(realpath -m "$(dirname "${BASH_SOURCE[0]}")/../../.deps/debian")}
+# The in-tree modules a kernel package ships (with every module they depend on): what the
+# real-world DKMS modules of the tests need (v4l2loopback needs videodev). Arch's packages ship the
+# whole tree; thousands of unused modules would only slow every transaction down.
+OVR_KERNEL_MODULES=${OVR_KERNEL_MODULES:-videodev}
 
 ovr_die() { printf 'overlay-root: error: %s\n' "$*" >&2; return 1; }
 
@@ -90,6 +97,150 @@ ovr_pacman() {
         --noconfirm --color never "$@"
 }
 
+# --- The boot check: does the kernel load what pacman and dkms-hook left in the root? -----------
+#
+# A kernel of the root is booted under QEMU (KVM where it works, else TCG) with an initramfs made
+# from the root itself: busybox and the root's usr/lib/modules/KVER as pacman and dkms-hook left it.
+# Its init loads modules with modprobe and prints what became of them on the serial console, one
+# `boot-check: …` line each, then powers off. Nothing of the host's boot is used or changed.
+
+# How long one boot may take (seconds), and how long the KVM probe waits before it gives up.
+OVR_BOOT_TIMEOUT=${OVR_BOOT_TIMEOUT:-300}
+OVR_KVM_PROBE_TIMEOUT=${OVR_KVM_PROBE_TIMEOUT:-10}
+# The kernel command line of every boot: the serial console, quiet, power off on a panic.
+OVR_BOOT_CMDLINE="console=ttyS0 panic=-1 loglevel=1"
+
+# _ovr_busybox: the static busybox for the initramfs (busybox-static on Debian).
+_ovr_busybox() {
+    local bb
+    bb=$(command -v busybox) || { ovr_die "busybox not found: run scripts/setup"; return 1; }
+    # A dynamically linked busybox finds no C library in the initramfs.
+    if ldd "$bb" >/dev/null 2>&1; then
+        ovr_die "$bb is linked dynamically: install busybox-static"
+        return 1
+    fi
+    printf '%s\n' "$bb"
+}
+
+# _ovr_cpio DIR INIT ARCHIVE: makes DIR an initramfs (busybox as /bin/busybox, the text INIT as
+# /init) and packs it into ARCHIVE (newc cpio, owned by root).
+_ovr_cpio() {
+    local dir=$1 init=$2 archive=$3 bb
+    bb=$(_ovr_busybox) || return 1
+    mkdir -p "$dir/bin" "$dir/proc" "$dir/sys" "$dir/dev" || return 1
+    install -m 0755 "$bb" "$dir/bin/busybox" && printf '%s' "$init" >"$dir/init" && chmod 0755 "$dir/init" || return 1
+    (cd "$dir" && bsdtar --format newc --uid 0 --gid 0 -cf "$archive" .)
+}
+
+# _ovr_qemu ACCEL VMLINUZ INITRAMFS TIMEOUT: boots VMLINUZ with INITRAMFS, the serial console on
+# stdout; QEMU's exit status, 124 when TIMEOUT seconds ran out.
+_ovr_qemu() {
+    local accel=$1 vmlinuz=$2 initramfs=$3 limit=$4
+    command -v qemu-system-x86_64 >/dev/null || { ovr_die "qemu-system-x86_64 not found: run scripts/setup"; return 1; }
+    timeout --kill-after=5 "$limit" qemu-system-x86_64 -accel "$accel" -m 512 -nodefaults -display none \
+        -serial stdio -no-reboot -kernel "$vmlinuz" -initrd "$initramfs" -append "$OVR_BOOT_CMDLINE" </dev/null
+}
+
+# ovr_qemu_accel VMLINUZ: prints `kvm` when KVM boots VMLINUZ to an init that answers within
+# OVR_KVM_PROBE_TIMEOUT seconds, else `tcg` (no usable /dev/kvm, or QEMU aborts on KVM — some hosts
+# refuse an MSR — or the guest hangs there); why TCG goes to stderr.
+ovr_qemu_accel() {
+    local vmlinuz=$1 work rc why
+    if [[ ! -c /dev/kvm || ! -w /dev/kvm ]]; then
+        echo "boot-check: no usable /dev/kvm: using TCG" >&2
+        echo tcg
+        return 0
+    fi
+    work=$(mktemp -d) || return 1
+    _ovr_cpio "$work/initramfs" $'#!/bin/busybox sh\n/bin/busybox echo "boot-check: kvm works"\n/bin/busybox poweroff -f\n' \
+        "$work/probe.cpio" || { rm -rf "$work"; return 1; }
+    _ovr_qemu kvm "$vmlinuz" "$work/probe.cpio" "$OVR_KVM_PROBE_TIMEOUT" >"$work/console" 2>&1
+    rc=$?
+    if grep -aq '^boot-check: kvm works' "$work/console"; then
+        echo kvm
+    else
+        why="qemu exit $rc"
+        ((rc == 124)) && why="no answer within $OVR_KVM_PROBE_TIMEOUT s"
+        echo "boot-check: KVM does not work here ($why: $(grep -av '^\s*$' "$work/console" | tail -n 1 | tr -d '\r' | cut -c1-160)): using TCG" >&2
+        echo tcg
+    fi
+    rm -rf "$work"
+}
+
+# The init of the boot check's initramfs: loads each module of /boot-check.modules, then prints
+# the kernel, each modprobe's result, /proc/modules, each module's file (as modules.dep names it)
+# with its sha256, its sysfs version and srcversion, the /dev/video* devices and the kernel log
+# from the first load on; then powers off.
+_OVR_BOOT_INIT='#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+say() { echo "boot-check: $*"; }
+kver=$(uname -r)
+say "kernel $kver"
+echo "boot-check: loading modules" >/dev/kmsg
+for m in $(cat /boot-check.modules); do
+    if out=$(modprobe "$m" 2>&1); then
+        say "modprobe $m ok"
+    else
+        say "modprobe $m failed:" $out
+    fi
+done
+while IFS= read -r line; do say "proc-modules $line"; done </proc/modules
+for m in $(cat /boot-check.modules); do
+    file=$(sed -n "s|^\([^:]*/$m\.ko[^:/]*\):.*|\1|p" "/lib/modules/$kver/modules.dep" | head -n 1)
+    sum=
+    [ -n "$file" ] && sum=$(sha256sum "/lib/modules/$kver/$file" | cut -d " " -f 1)
+    sys=/sys/module/$(echo "$m" | tr - _)
+    say "module $m file=$file sha256=$sum version=$(cat "$sys/version" 2>/dev/null) srcversion=$(cat "$sys/srcversion" 2>/dev/null)"
+done
+for d in /dev/video*; do [ -e "$d" ] && say "device $d"; done
+dmesg | sed -n "/boot-check: loading modules/,\$p" | while IFS= read -r line; do say "log $line"; done
+say done
+poweroff -f
+'
+
+# ovr_boot_check ROOT KVER MODULE...: boots ROOT's kernel KVER (usr/lib/modules/KVER/vmlinuz) with an
+# initramfs of busybox and ROOT's usr/lib/modules/KVER as it is (the kernel's own modules, what dkms
+# installed, modules.dep of the last depmod; not build/ or source/), loads each MODULE (a .ko name)
+# with modprobe and prints the guest's `boot-check: …` lines, after one `boot-check: qemu …` line
+# (accelerator, exit status, seconds). The accelerator is OVR_QEMU_ACCEL, else ovr_qemu_accel's.
+# Status: 0 every module loaded, 1 one did not, 2 the boot did not complete (then the end of the
+# console follows, as `boot-check: console …` lines).
+ovr_boot_check() {
+    local root=$1 kver=$2 accel work entry rc start seconds
+    shift 2
+    local moddir="$root/usr/lib/modules/$kver"
+    [[ -f $moddir/vmlinuz ]] || { ovr_die "no kernel image at $moddir/vmlinuz"; return 2; }
+    accel=${OVR_QEMU_ACCEL:-$(ovr_qemu_accel "$moddir/vmlinuz")}
+    work=$(mktemp -d) || return 2
+    mkdir -p "$work/initramfs/lib/modules/$kver" || return 2
+    for entry in "$moddir"/*; do
+        case ${entry##*/} in build | source) continue ;; esac
+        cp -a "$entry" "$work/initramfs/lib/modules/$kver/" || { rm -rf "$work"; return 2; }
+    done
+    printf '%s\n' "$@" >"$work/initramfs/boot-check.modules"
+    _ovr_cpio "$work/initramfs" "$_OVR_BOOT_INIT" "$work/initramfs.cpio" || { rm -rf "$work"; return 2; }
+    start=$(date +%s%N)
+    _ovr_qemu "$accel" "$moddir/vmlinuz" "$work/initramfs.cpio" "$OVR_BOOT_TIMEOUT" >"$work/console" 2>&1
+    rc=$?
+    seconds=$((($(date +%s%N) - start) / 10000000))
+    printf 'boot-check: qemu accel=%s exit=%s seconds=%d.%02d\n' "$accel" "$rc" $((seconds / 100)) $((seconds % 100))
+    tr -d '\r' <"$work/console" | grep -a '^boot-check: '
+    if ! tr -d '\r' <"$work/console" | grep -aqx 'boot-check: done'; then
+        tr -d '\r' <"$work/console" | grep -av '^boot-check: ' | tail -n 30 | sed 's/^/boot-check: console /'
+        rc=2
+    elif grep -aq '^boot-check: modprobe .* failed' "$work/console"; then
+        rc=1
+    else
+        rc=0
+    fi
+    rm -rf "$work"
+    return "$rc"
+}
+
 # pkg_write OUT STAGE NAME PKGBASE VERSION [DEPENDS...]: writes STAGE/.PKGINFO and packs STAGE (its
 # usr/ tree, and STAGE/.INSTALL as the install scriptlet if there is one) into
 # OUT/NAME-VERSION-x86_64.pkg.tar.zst; prints the package path.
@@ -139,19 +290,59 @@ pkg_tree() {
     rm -rf "$stage"
 }
 
-# pkg_kernel OUT NAME VERSION KVER: an Arch-style kernel package for Debian's kernel KVER: it owns
-# usr/lib/modules/KVER/{vmlinuz,pkgbase,modules.order,modules.builtin,kernel/}.
+# _ovr_module_closure MODDIR NAME...: the files (relative to MODDIR) of the in-tree modules NAME
+# that the kernel has (a kernel built without one, like Debian's cloud kernel without video
+# drivers, simply lacks it) and of every module they depend on (modinfo's `depends`), found below
+# MODDIR/kernel.
+_ovr_module_closure() {
+    local dir=$1 name file dep
+    shift
+    local -A path=() seen=()
+    local todo=()
+    while IFS= read -r file; do
+        name=${file##*/}
+        name=${name%%.ko*}
+        path[${name//-/_}]=$file
+    done < <(cd "$dir" && find kernel -name '*.ko*')
+    for name; do
+        [[ -n ${path[${name//-/_}]:-} ]] && todo+=("$name")
+    done
+    while ((${#todo[@]})); do
+        name=${todo[0]//-/_}
+        todo=("${todo[@]:1}")
+        [[ -n ${seen[$name]:-} ]] && continue
+        seen[$name]=1
+        file=${path[$name]:-}
+        [[ -n $file ]] || { ovr_die "no in-tree module $name below $dir/kernel"; return 1; }
+        printf '%s\n' "$file"
+        IFS=, read -ra dep <<<"$(modinfo -F depends "$dir/$file")"
+        todo+=("${dep[@]}")
+    done
+}
+
+# pkg_kernel OUT NAME VERSION KVER: an Arch-style kernel package made from Debian's kernel image
+# of KVER (unpacked by scripts/setup below OVR_DEBIAN_DEPS), laid out as Arch's `linux` package:
+# usr/lib/modules/KVER/{vmlinuz,pkgbase,modules.order,modules.builtin,modules.builtin.modinfo}
+# and the kernel's own modules below kernel/ (those of OVR_KERNEL_MODULES and their dependencies).
+# Nothing goes to /boot: installing the package never touches the host's boot.
 pkg_kernel() {
-    local out=$1 name=$2 version=$3 kver=$4 stage m
+    local out=$1 name=$2 version=$3 kver=$4 stage m image file files
+    image="$OVR_DEBIAN_DEPS/linux-image-$kver"
+    [[ -f $image/boot/vmlinuz-$kver && -d $image/lib/modules/$kver/kernel ]] ||
+        { ovr_die "no Debian kernel image at $image: run scripts/setup"; return 1; }
     stage=$(pkg_stage) || return 1
     m="$stage/usr/lib/modules/$kver"
     mkdir -p "$m/kernel" || return 1
-    echo "stand-in for the $kver kernel image" >"$m/vmlinuz"
+    install -m 0644 "$image/boot/vmlinuz-$kver" "$m/vmlinuz" || return 1
     echo "$name" >"$m/pkgbase"
-    echo "the in-tree modules of $kver would live here" >"$m/kernel/README"
-    : >"$m/modules.order"
-    : >"$m/modules.builtin"
-    : >"$m/modules.builtin.modinfo"
+    for file in modules.order modules.builtin modules.builtin.modinfo; do
+        install -m 0644 "$image/lib/modules/$kver/$file" "$m/$file" || return 1
+    done
+    # shellcheck disable=SC2086 # a list of module names
+    files=$(_ovr_module_closure "$image/lib/modules/$kver" $OVR_KERNEL_MODULES) || { rm -rf "$stage"; return 1; }
+    while IFS= read -r file; do
+        [[ -z $file ]] || install -D -m 0644 "$image/lib/modules/$kver/$file" "$m/$file" || return 1
+    done <<<"$files"
     pkg_write "$out" "$stage" "$name" "$name" "$version"
     rm -rf "$stage"
 }

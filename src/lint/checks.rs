@@ -231,7 +231,8 @@ fn module_records(conf: &DkmsConf, path: &str) -> Vec<Finding> {
     findings
 }
 
-/// `uname -r` in dkms.conf or a Makefile builds for the running kernel, not the one dkms asks for.
+/// `uname -r` in dkms.conf or a Makefile builds for the running kernel, not the one dkms asks for:
+/// in dkms.conf always; in a Makefile where the build uses its value (see [`portability`]).
 pub fn running_kernel(source: &Source) -> Vec<Finding> {
     let mut findings = Vec::new();
     for place in portability::in_shell(&source.conf_text) {
@@ -249,10 +250,14 @@ pub fn running_kernel(source: &Source) -> Vec<Finding> {
     // Without MAKE (an unreadable dkms.conf, reported already) a Makefile's fallback cannot be
     // told from what the build uses.
     let Ok(conf) = &source.conf else { return findings };
+    let kbuild_only = portability::kbuild_only(&conf.make);
+    let texts: Vec<&str> = source.build_files.iter().map(|(_, text)| text.as_str()).collect();
+    let used = portability::used_variables(&texts, kbuild_only, &conf.make);
     for (path, text) in &source.build_files {
         for place in portability::in_makefile(text) {
             let fix = match &place.variable {
-                Some(var) if portability::set_by_build(var, &conf.make) => continue,
+                Some(var) if portability::set_by_build(var, &conf.make) || !used.contains(var) => continue,
+                None if place.recipe && kbuild_only => continue,
                 Some(var) => {
                     // A directory gets the headers, anything else the kernel's version.
                     let directory = ["DIR", "SRC", "PATH", "BUILD"].iter().any(|w| var.to_uppercase().contains(w));
@@ -473,8 +478,11 @@ mod tests {
         let mut src = source("a-1.0", Ok(conf("a", "1.0")));
         src.conf_text = "PACKAGE_NAME=a\nMAKE[0]=\"make -C /lib/modules/$(uname -r)/build\"\n".into();
         src.build_files = vec![
-            ("usr/src/a-1.0/Makefile".into(), "KDIR ?= /lib/modules/$(shell uname -r)/build\n".into()),
-            ("usr/src/a-1.0/Kbuild".into(), "KV := $(shell uname -r)\nobj-m := a.o\n".into()),
+            (
+                "usr/src/a-1.0/Makefile".into(),
+                "KDIR ?= /lib/modules/$(shell uname -r)/build\nall:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) modules\n".into(),
+            ),
+            ("usr/src/a-1.0/Kbuild".into(), "KV := $(shell uname -r)\nccflags-y += -DKV=$(KV)\nobj-m := a.o\n".into()),
             ("usr/src/a-1.0/x.mk".into(), "all:\n\tmake -C /lib/modules/`uname -r`/build\n".into()),
         ];
         let found = running_kernel(&src);
@@ -495,6 +503,51 @@ mod tests {
         let found = running_kernel(&src);
         assert_eq!(found.len(), 1);
         assert!(found[0].message.starts_with("usr/src/a-1.0/dkms.conf line 2"), "{found:?}");
+    }
+
+    /// Debian's acpi-call-dkms 1.2.2: MAKE goes straight to kbuild, which never uses the Makefile's
+    /// `uname -r` (it builds and loads for every kernel); the same Makefile run as the build's own
+    /// Makefile builds for the running kernel.
+    #[test]
+    fn running_kernel_only_where_the_build_uses_it() {
+        const ACPI_CALL_MAKEFILE: &str = "obj-m := acpi_call.o\n\nKVER ?= $(shell uname -r)\n\
+            KDIR ?= /lib/modules/$(KVER)/build\nVERSION ?= $(shell cat VERSION)\n\ndefault:\n\
+            \t$(MAKE) -C $(KDIR) M=$(CURDIR) modules\n\nclean:\n\t$(MAKE) -C $(KDIR) M=$(CURDIR) clean\n\n\
+            load:\n\t-/sbin/rmmod acpi_call\n\t/sbin/insmod acpi_call.ko\n";
+        let with_make = |make: &str, makefile: &str| {
+            let mut src =
+                source("acpi-call-1.2.2", Ok(DkmsConf { make: vec![make.into()], ..conf("acpi-call", "1.2.2") }));
+            src.build_files = vec![("usr/src/acpi-call-1.2.2/Makefile".into(), makefile.into())];
+            running_kernel(&src)
+        };
+        // dkms.conf as lint reads it (${kernel_source_dir} empty) and as written.
+        for make in [
+            "make -C  M=/var/lib/dkms/acpi-call/1.2.2/build",
+            "make -C ${kernel_source_dir} M=${dkms_tree}/${PACKAGE_NAME}/${PACKAGE_VERSION}/build",
+            "make -C /lib/modules//build M=/var/lib/dkms/acpi-call/1.2.2/build modules",
+        ] {
+            assert_eq!(with_make(make, ACPI_CALL_MAKEFILE), [], "{make}");
+        }
+        // The module's own Makefile runs: its default goal builds against KDIR from KVER.
+        for make in ["make", "make default", "make -C src M=x"] {
+            let found = with_make(make, ACPI_CALL_MAKEFILE);
+            assert_eq!(found.len(), 1, "{make}: {found:?}");
+            assert!(
+                found[0].message.contains("Makefile line 3 uses `uname -r` (KVER ?= $(shell uname -r))"),
+                "{found:?}"
+            );
+        }
+        // ... unless MAKE passes the directory the value leads to.
+        assert_eq!(with_make("make KDIR=/usr/lib/modules/6.1/build", ACPI_CALL_MAKEFILE), []);
+        // With kbuild alone, what kbuild reads still counts.
+        let flags = "KVER ?= $(shell uname -r)\nccflags-y += -DKVER=$(KVER)\nobj-m := a.o\n";
+        assert_eq!(with_make("make -C ${kernel_source_dir} M=x", flags).len(), 1);
+        let inline = "obj-m := a.o\nccflags-y += -DK=$(shell uname -r)\n";
+        assert_eq!(with_make("make -C ${kernel_source_dir} M=x", inline).len(), 1);
+        // A recipe runs only when the module's Makefile is make's own.
+        let recipe = "all:\n\t$(MAKE) -C /lib/modules/`uname -r`/build M=$(PWD)\n";
+        assert_eq!(with_make("make -C ${kernel_source_dir} M=x", recipe), []);
+        assert_eq!(with_make("make all", recipe).len(), 1);
     }
 
     #[test]

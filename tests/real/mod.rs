@@ -8,8 +8,12 @@
 //! anything is still mounted below it (the root has the host's /dev inside it). Roots are made one at
 //! a time ([`SERIAL`]): a module build already uses both cores of the CI machine.
 //!
-//! Where the tier cannot run (not root, no overlayfs, no pacman 7.1 or headers) a test follows the
-//! common skip rule (`tests/common/skip.rs`): it fails under CI and reports itself skipped elsewhere.
+//! A scenario that leaves modules installed ends with the boot check ([`boot`]): each kernel of the
+//! root boots under QEMU and loads what dkms-hook installed for it.
+//!
+//! Where the tier cannot run (not root, no overlayfs, no pacman 7.1, headers, kernel images, QEMU or
+//! busybox) a test follows the common skip rule (`tests/common/skip.rs`): it fails under CI and
+//! reports itself skipped elsewhere.
 //!
 //! `DKMS_HOOK_REAL_BIN=/path/to/program` replaces the built binary inside the root (e.g. with a script
 //! that echoes its stdin, to see the targets pacman writes). `DKMS_HOOK_REAL_KEEP=1` unmounts roots
@@ -17,6 +21,7 @@
 
 #![allow(dead_code)]
 
+pub mod boot;
 pub mod booted;
 pub mod packages;
 #[path = "../common/skip.rs"]
@@ -30,6 +35,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+#[allow(unused_imports)]
+pub use boot::Boot;
 pub use packages::*;
 
 /// Two tests for each `scenario => test_with_dkms_3_0, test_with_dkms_3_2;`: the scenario
@@ -174,7 +181,8 @@ fn unavailable(dkms: Dkms) -> Option<String> {
     if !fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("overlay") {
         return Some("the kernel has no overlayfs (not in /proc/filesystems)".into());
     }
-    for tool in ["pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl"] {
+    let tools = ["pacman", "bsdtar", "zstd", "modinfo", "depmod", "chroot", "make", "gcc", "openssl"];
+    for tool in tools.into_iter().chain(["qemu-system-x86_64", "busybox"]) {
         if !on_path(tool) {
             return Some(format!("{tool} is not installed: run scripts/setup"));
         }
@@ -186,6 +194,13 @@ fn unavailable(dkms: Dkms) -> Option<String> {
         if !Path::new("/usr/src").join(format!("linux-headers-{}/Makefile", k.kver)).is_file() {
             return Some(format!("no Debian headers for {}: run scripts/setup", k.kver));
         }
+        let image = debian_dir().join(format!("linux-image-{0}/boot/vmlinuz-{0}", k.kver));
+        if !image.is_file() {
+            return Some(format!("no Debian kernel image {}: run scripts/setup", image.display()));
+        }
+    }
+    if let Some(m) = REAL_WORLD.iter().find(|m| !m.source_dir().join("dkms.conf").is_file()) {
+        return Some(format!("no {} sources at {}: run scripts/setup", m.package, m.source_dir().display()));
     }
     match dkms.script() {
         Some(script) if !script.is_file() => {
@@ -489,8 +504,8 @@ impl Root {
         list(&self.path("usr/lib/modules")).into_iter().collect()
     }
 
-    /// Every module file below `usr/lib/modules/<kver>/` (outside `build/`), as
-    /// `<kver>/<path>`, with the kernel its vermagic names.
+    /// Every module file below `usr/lib/modules/<kver>/` (outside `build/` and the kernel
+    /// package's own `kernel/`), as `<kver>/<path>`, with the kernel its vermagic names.
     pub fn module_files(&self) -> BTreeMap<String, String> {
         let mut files = BTreeMap::new();
         for kver in self.module_dirs() {
@@ -500,7 +515,7 @@ impl Root {
                 let meta = fs::symlink_metadata(&abs).unwrap();
                 if meta.is_dir() {
                     for name in list(&abs) {
-                        if rel.as_os_str() != kver.as_str() || name != "build" {
+                        if rel.as_os_str() != kver.as_str() || (name != "build" && name != "kernel") {
                             stack.push(rel.join(name));
                         }
                     }

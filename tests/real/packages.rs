@@ -1,7 +1,10 @@
-//! The packages the real tier installs: Arch-style kernel and headers packages made from Debian's
-//! kernel headers, `*-dkms` packages made from the sources in `tests/real/modules/`, file-less
-//! stand-ins such as `dkms` (the hooks say `Depends = dkms`; the root has the real dkms from the
-//! host), and dkms-hook itself as its PKGBUILD builds it.
+//! The packages the real tier installs: Arch-style kernel packages made from Debian's kernel images
+//! (the real `vmlinuz`, the in-tree modules the tests need, `modules.order`, `modules.builtin*`,
+//! `pkgbase`) and headers packages made from Debian's kernel headers, `*-dkms` packages made from the
+//! sources in `tests/real/modules/` and from real-world Debian module packages (fetched by
+//! scripts/setup into `.deps/debian/`, never committed), file-less stand-ins such as `dkms` (the hooks
+//! say `Depends = dkms`; the root has the real dkms from the host), and dkms-hook itself as its
+//! PKGBUILD builds it.
 //!
 //! Packages are assembled by `scripts/lib/overlay-root.sh` (shared with `scripts/demo`), once per
 //! test process, into `target/tmp/real-packages-<pid>/`; the first use in a process deletes the
@@ -14,7 +17,8 @@ use std::sync::Mutex;
 
 use super::{shell, Dkms, REPO};
 
-/// An installed kernel: the `linux`-style package and its `-headers` package.
+/// An installed kernel: the `linux`-style package (Debian's kernel image of `kver`, bootable by the
+/// boot check) and its `-headers` package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernel {
     /// The kernel package's name, also its pkgbase.
@@ -25,9 +29,10 @@ pub struct Kernel {
     pub kver: &'static str,
 }
 
-/// The amd64 kernel as package `linux`.
+/// The amd64 kernel as package `linux`: it has the media drivers (`videodev`) v4l2loopback needs.
 pub const LINUX: Kernel = Kernel { name: "linux", version: "6.1.0.47-1", kver: "6.1.0-47-amd64" };
-/// The cloud kernel as package `linux-cloud`.
+/// The cloud kernel as package `linux-cloud`: built without media drivers (no `CONFIG_VIDEO_DEV`), so
+/// v4l2loopback's dkms.conf excludes it (BUILD_EXCLUSIVE).
 pub const LINUX_CLOUD: Kernel = Kernel { name: "linux-cloud", version: "6.1.0.47-1", kver: "6.1.0-47-cloud-amd64" };
 /// The next version of `linux`: an upgrade that changes the kver (to the rt kernel's headers).
 pub const LINUX_NEXT: Kernel = Kernel { name: "linux", version: "6.1.0.48-1", kver: "6.1.0-47-rt-amd64" };
@@ -53,7 +58,9 @@ pub struct Module {
     pub package: &'static str,
     /// pkgver-pkgrel.
     pub version: &'static str,
-    /// The source directory under `tests/real/modules/`.
+    /// The source directory under `tests/real/modules/`, or `debian:PACKAGE` for the sources
+    /// (`usr/src/<name>-<modver>/`) of a Debian package that scripts/setup unpacked into
+    /// `.deps/debian/PACKAGE/`.
     pub source: &'static str,
     /// dkms's PACKAGE_NAME.
     pub name: &'static str,
@@ -112,11 +119,47 @@ pub const RTFAIL: Module = dkms_module!("rtfail", "1.0", "1.0-1", "rtfail");
 pub const LIBMOD: Module = dkms_module!("libmod", "1.0", "1.0-1", "libmod");
 /// Its Makefile always builds for the amd64 kernel, whatever dkms asks (a `uname -r` Makefile).
 pub const UNAMEMOD: Module = dkms_module!("unamemod", "1.0", "1.0-1", "unamemod");
+/// Debian's v4l2loopback-dkms 0.12.7-2 as an Arch package: the module depends on the in-tree
+/// `videodev` (and `mc`), creates `/dev/video0` when it loads, and its dkms.conf excludes kernels
+/// without `CONFIG_VIDEO_DEV` (the cloud kernel). Its Makefile falls back to `uname -r` for KERNELRELEASE.
+pub const V4L2LOOPBACK: Module = Module {
+    package: "v4l2loopback-dkms",
+    version: "0.12.7-2",
+    source: "debian:v4l2loopback-dkms",
+    name: "v4l2loopback",
+    modver: "0.12.7",
+    ko: "v4l2loopback",
+};
+/// Debian's acpi-call-dkms 1.2.2 as an Arch package: MAKE[0] is `make -C ${kernel_source_dir}
+/// M=…`, while its Makefile has `KVER ?= $(shell uname -r)` (which kbuild never uses).
+pub const ACPI_CALL: Module = Module {
+    package: "acpi-call-dkms",
+    version: "1.2.2-2",
+    source: "debian:acpi-call-dkms",
+    name: "acpi-call",
+    modver: "1.2.2",
+    ko: "acpi_call",
+};
+/// The real-world modules, nobody here wrote them.
+pub const REAL_WORLD: &[Module] = &[V4L2LOOPBACK, ACPI_CALL];
 
 impl Module {
     pub fn pkg(self) -> Pkg {
         Pkg::Module(self)
     }
+
+    /// The directory whose files the package ships in `usr/src/<name>-<modver>/`.
+    pub fn source_dir(self) -> PathBuf {
+        match self.source.strip_prefix("debian:") {
+            Some(package) => debian_dir().join(package).join("usr/src").join(format!("{}-{}", self.name, self.modver)),
+            None => Path::new(REPO).join("tests/real/modules").join(self.source),
+        }
+    }
+}
+
+/// Where scripts/setup unpacks the Debian packages the tier uses (kernel images, module packages).
+pub fn debian_dir() -> PathBuf {
+    Path::new(REPO).join(".deps/debian")
 }
 
 /// One package file to give `pacman -U`.
@@ -157,7 +200,7 @@ impl Pkg {
             Pkg::Kernel(k) => shell("pkg_kernel", &[out, k.name, k.version, k.kver]),
             Pkg::Headers(k) => shell("pkg_headers", &[out, &k.headers_name(), k.name, k.version, k.kver]),
             Pkg::Module(m) => {
-                let src = Path::new(REPO).join("tests/real/modules").join(m.source);
+                let src = m.source_dir();
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
             }
             Pkg::Depending(m, depend) => {
