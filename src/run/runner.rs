@@ -22,6 +22,13 @@ pub struct JobResult {
     pub prebuilt_refused: Option<String>,
 }
 
+impl JobResult {
+    /// The result of a job that never ran: no time, no output.
+    pub fn not_run(outcome: Outcome) -> JobResult {
+        JobResult { outcome, duration: Duration::ZERO, output: String::new(), prebuilt: false, prebuilt_refused: None }
+    }
+}
+
 /// What the runner tells its caller, in order.
 #[derive(Debug)]
 pub enum Event<'a> {

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
 
 use super::job::{Locks, Mode};
 use super::runner::{Event, JobResult, Runner, Stats};
@@ -113,17 +112,7 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 None => continue,
             };
             self.started[i] = true;
-            self.finish(
-                i,
-                JobResult {
-                    outcome,
-                    duration: Duration::ZERO,
-                    output: String::new(),
-                    prebuilt: false,
-                    prebuilt_refused: None,
-                },
-                sink,
-            );
+            self.finish(i, JobResult::not_run(outcome), sink);
         }
     }
 
@@ -135,17 +124,7 @@ impl<'r, 'p> Schedule<'r, 'p> {
                 self.started[i] = true;
                 let outcome =
                     Outcome::ExecFailed { error: "not started: the jobs it depends on never finished".into() };
-                self.finish(
-                    i,
-                    JobResult {
-                        outcome,
-                        duration: Duration::ZERO,
-                        output: String::new(),
-                        prebuilt: false,
-                        prebuilt_refused: None,
-                    },
-                    sink,
-                );
+                self.finish(i, JobResult::not_run(outcome), sink);
             }
         }
     }
