@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::domain::Operation;
-use crate::inventory::{Evaluate, Scope};
+use crate::inventory::Scope;
 use crate::plan;
 use crate::report::{Heading, Reporter};
 use crate::session::{Begun, Session};
@@ -50,7 +50,7 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     // The lazy reading only tells that there is nothing to do (the quiet path: every module
     // already installed); anything to do is planned on the whole system.
     if scope.lazy && !(plan.jobs.is_empty() && plan.depmod.is_empty()) {
-        inventory = inventory.complete(&config.layout, Evaluate::AsDkmsWould)?;
+        inventory = session.complete(inventory)?;
         plan = plan::plan(operation, &targets, &inventory, &state);
     }
     let heading = match operation {

@@ -100,6 +100,11 @@ impl<'c> Session<'c> {
         Ok(inventory)
     }
 
+    /// A lazy reading ([`Scope::lazy`]) made whole (see [`Inventory::complete`]).
+    pub fn complete(&self, inventory: Inventory) -> Result<Inventory> {
+        inventory.complete(&self.config.layout, Evaluate::AsDkmsWould)
+    }
+
     /// The state file (a damaged one reads as empty, with a warning).
     pub fn state(&self) -> State {
         State::load_or_warn(&self.config.layout.state_file())

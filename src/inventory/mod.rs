@@ -186,9 +186,7 @@ impl Inventory {
             unevaluated,
         })
     }
-}
 
-impl Inventory {
     /// A lazy reading ([`Scope::lazy`]) made whole, as a full reading with the same scope would
     /// have it: the module sources it left out (no package owns them) and the dkms.conf files it
     /// did not evaluate are read now; the rest, libalpm's answers included, is taken over.
