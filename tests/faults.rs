@@ -50,11 +50,13 @@ const JOB_TIMEOUT_S: u64 = 1;
 enum Scenario {
     /// Both kernels and their headers arrive: 6 × 2 installs.
     NewKernels,
-    /// Three modules go from 0.1 to their new version, with nothing to say the packages come back
-    /// (a package replaced by another): 3 × (2 removes + unregister), 3 × 2 installs.
+    /// Three modules go from 0.1 to their new version, with nothing in the remove hook's targets
+    /// to say they come back (the packages leave; the new versions come later): 3 × (2 removes +
+    /// unregister), 3 × 2 installs.
     ModuleUpgrade,
-    /// The same upgrade from the sync database and pacman's cache (`pacman -Syu`): nothing is
-    /// removed before; 3 × 2 private builds swapped in after, each replaced version retired.
+    /// The same upgrade in one transaction (`pacman -Syu`): the remove hook's targets hold the new
+    /// directories too (Install), so nothing is removed before; 3 × 2 private builds swapped in
+    /// after, each replaced version retired.
     ModuleUpgradeKept,
     /// Three modules get a package release with changed sources (same directory): kept before,
     /// 3 × 2 rebuilds swapped in after.
@@ -153,9 +155,6 @@ fn build(scenario: Scenario, t: &TestRoot) {
                 let v = if upgraded { OLD_VERSION } else { v };
                 add_module(t, m, v);
                 t.dkms_installed(m, v, K1).dkms_installed(m, v, K2);
-                if upgraded && scenario == Scenario::ModuleUpgradeKept {
-                    t.offer_upgrade(&pkg(m), "2.0-1");
-                }
             }
             Scenario::PkgrelRebuild | Scenario::KernelUpgrade => {
                 add_module(t, m, v);
@@ -181,11 +180,18 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
         Scenario::ModuleUpgrade | Scenario::ModuleUpgradeKept => {
             let old: String = UPGRADED.iter().map(|m| format!("usr/src/{m}-{OLD_VERSION}/dkms.conf\n")).collect();
             let new = upgraded_sources();
+            // The old dkms.conf is a Remove target of 71-dkms-remove.hook, the new one an Install
+            // target of both hooks: with it, the old versions stay until the new ones are built;
+            // without it (the packages leave, and others bring the modules in a later
+            // transaction) they are removed first.
+            let pre = match scenario {
+                Scenario::ModuleUpgradeKept => format!("{old}{new}"),
+                _ => old,
+            };
             vec![
-                // The old dkms.conf is a Remove target (71-dkms-remove.hook), the new an Install.
                 Phase {
                     args: &["remove"],
-                    stdin: old,
+                    stdin: pre,
                     then: |t| {
                         for (m, v) in MODULES.iter().filter(|(m, _)| UPGRADED.contains(m)) {
                             t.remove_package(&pkg(m));
