@@ -95,7 +95,7 @@ pub enum Command {
     /// Remove modules of sources and kernels that leave (the PreTransaction hooks); targets on stdin
     ///
     /// A module that stays (a new release in the same directory, or another directory of the same
-    /// module coming in the same transaction: pacman gives both as targets) is not removed: its
+    /// module coming in the same transaction, as the guard recorded it) is not removed: its
     /// sources are kept for dkms until the install hook has swapped in its replacement. A module whose package leaves is removed from every kernel
     /// and unregistered; a kernel that leaves loses its modules; headers leaving alone keep them.
     Remove {

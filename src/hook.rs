@@ -37,9 +37,13 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         Operation::Install => {
             Scope { digests: Some(&targets.module_dirs), prebuilt: true, lazy: true, ..Scope::default() }
         }
-        Operation::Remove { .. } => {
-            Scope { only: Some(&targets.module_dirs), digests: Some(&targets.module_dirs), ..Scope::default() }
-        }
+        // A removal also asks what the guard saw coming in the same transaction.
+        Operation::Remove { rebuild } => Scope {
+            only: Some(&targets.module_dirs),
+            digests: Some(&targets.module_dirs),
+            coming: !rebuild,
+            ..Scope::default()
+        },
     };
     let state = session.state();
     let mut inventory = session.inventory(scope)?;
@@ -58,6 +62,11 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     if operation == Operation::Install && !config.dry_run {
         // The install hook is the guard's builds' only user: what it did not take goes.
         crate::prebuilt::clear(&config.layout);
+    }
+    // The record of what came is for the remove hook of the same transaction, which has used it
+    // now, as has a transaction that got as far as its install hook.
+    if (scope.coming || operation == Operation::Install) && !config.dry_run {
+        crate::prebuilt::forget_coming(&config.layout);
     }
     Ok(code)
 }

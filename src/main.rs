@@ -44,6 +44,10 @@ fn run(opts: cli::Opts) -> Result<ExitCode> {
     let is_guard = matches!(opts.command, cli::Command::Guard);
     if is_guard {
         if let Some(code) = guard::bypassed() {
+            // What comes is still recorded for the remove hook, when the configuration can be read.
+            if let Ok(config) = Config::resolve(opts) {
+                guard::record_what_comes(&config, None);
+            }
             return Ok(code);
         }
     }

@@ -82,6 +82,9 @@ impl<'c> Session<'c> {
             _ => None,
         };
         prebuilt::clear_other_transactions(&config.layout, ours.as_deref());
+        if !matches!(config.action, Action::Hook(_) | Action::Guard) {
+            prebuilt::forget_coming(&config.layout);
+        }
         kept::remove_temporaries(&config.layout);
         crate::atomic::remove_stale_temporaries(&config.layout.state_file());
         Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))

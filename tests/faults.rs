@@ -193,17 +193,17 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
             let old: String = UPGRADED.iter().map(|m| format!("usr/src/{m}-{OLD_VERSION}/dkms.conf\n")).collect();
             let new = upgraded_sources();
             // The old dkms.conf is a Remove target of 71-dkms-remove.hook, the new one an Install
-            // target of both hooks: with it, the old versions stay until the new ones are built;
-            // without it (the packages leave, and others bring the modules in a later
-            // transaction) they are removed first.
-            let pre = match scenario {
-                Scenario::ModuleUpgradeKept => format!("{old}{new}"),
-                _ => old,
+            // target of the guard, which records it: with it, the old versions stay until the new
+            // ones are built; without it (the packages leave, and others bring the modules in a
+            // later transaction) they are removed first.
+            let mut phases = match scenario {
+                Scenario::ModuleUpgradeKept => vec![Phase { args: &["guard"], stdin: new.clone(), then: |_| {} }],
+                _ => Vec::new(),
             };
-            vec![
+            phases.extend([
                 Phase {
                     args: &["remove"],
-                    stdin: pre,
+                    stdin: old,
                     then: |t| {
                         for (m, v) in MODULES.iter().filter(|(m, _)| UPGRADED.contains(m)) {
                             t.remove_package(&pkg(m));
@@ -212,7 +212,8 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
                     },
                 },
                 Phase { args: &["install"], stdin: new, then: |_| {} },
-            ]
+            ]);
+            phases
         }
         // Same directories: 70-dkms-upgrade.hook before, 70-dkms-install.hook after.
         Scenario::PkgrelRebuild => {
@@ -515,7 +516,13 @@ fn calibration(scenario: Scenario) -> u64 {
         assert_eq!(run.code, Some(0), "{scenario:?}: a clean {:?} failed:\n{}", phase.args, run.output);
         // Where the modules stay packaged, nothing of them is touched before the transaction:
         // their sources are kept instead.
-        if i == 0 && matches!(scenario, Scenario::ModuleUpgradeKept | Scenario::PkgrelRebuild) {
+        // (After the guard, for the upgrade it records.)
+        let last_before = match scenario {
+            Scenario::ModuleUpgradeKept => i == 1,
+            Scenario::PkgrelRebuild => i == 0,
+            _ => false,
+        };
+        if last_before {
             assert_eq!(flaky.calls(), 0, "{scenario:?}: dkms ran before the transaction:\n{}", run.output);
             assert!(t.path("var/lib/dkms-hook/kept").is_dir(), "{scenario:?}: no sources kept:\n{}", run.output);
         }

@@ -135,9 +135,10 @@ fn a_new_version_that_fails_keeps_the_old_one_then_replaces_it_everywhere() {
     t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
     let old = installed_ko(&t, K2);
 
-    // pacman -Syu brings hello-dkms 1.1-1: the remove hook gets the directory that leaves
-    // (Remove) and the one that comes (Install), as pacman matches them; no package file needed.
-    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\nusr/src/hello-1.1/dkms.conf\n");
+    // pacman -Syu brings hello-dkms 1.1-1: the guard gets the directory that comes (and records
+    // it, whether or not it can reach the package file), the remove hook the one that leaves.
+    t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n").assert_code(0);
+    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
     pre.assert_code(0);
     assert!(pre.calls.is_empty(), "the upgraded module is not removed before the transaction\n{pre}");
     upgrade_package(&t, "1.1", "1.1-1", "obj-m += fake.o\n# 1.1\n");
@@ -179,14 +180,22 @@ fn a_new_version_that_fails_keeps_the_old_one_then_replaces_it_everywhere() {
 }
 
 #[test]
-fn a_first_install_passes_through_the_remove_hook_silently() {
-    // `pacman -S hello-dkms`: the remove hook's Install trigger matches the directory that comes;
-    // nothing leaves, so nothing is done and nothing is said.
+fn an_upgrade_is_kept_also_with_the_guard_off_and_a_removal_is_not() {
     let t = TestRoot::with_two_kernels();
+    hello(&t, "1.0", "1.0-1");
+    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
+    // The guard off (the variable, or the configuration): it still records what comes.
+    t.run_env(&["guard"], "usr/src/hello-1.1/dkms.conf\n", &[("DKMS_HOOK_GUARD", "off")]).assert_code(0);
     let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
-    pre.assert_code(0);
+    assert!(pre.calls.is_empty(), "the upgraded module is removed before the transaction\n{pre}");
+    fs::write(t.path("etc/dkms-hook.toml"), "guard = false\n").unwrap();
+    t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n").assert_code(0);
+    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
     assert!(pre.calls.is_empty(), "{pre}");
-    assert_eq!(pre.stdout, "", "{pre}");
+    // A later transaction that brings another module's directory: hello leaves.
+    t.run(&["guard"], "usr/src/other-2.0/dkms.conf\n").assert_code(0);
+    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
+    assert_eq!(sorted(pre.removes()), vec![job("hello", "1.0", K1), job("hello", "1.0", K2)], "{pre}");
 }
 
 #[test]
@@ -209,7 +218,8 @@ fn removing_the_package_while_an_old_version_is_kept_leaves_nothing() {
     let t = TestRoot::with_two_kernels();
     hello(&t, "1.0", "1.0-1");
     t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
-    t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\nusr/src/hello-1.1/dkms.conf\n").assert_code(0);
+    t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n").assert_code(0);
+    t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
     upgrade_package(&t, "1.1", "1.1-1", "obj-m += fake.o\n# 1.1\n");
     let fail = format!("hello/1.1/{K2}=10");
     t.run_env(&["install"], "usr/src/hello-1.1/dkms.conf\n", &[("FAKE_DKMS_FAIL", &fail)]).assert_code(1);

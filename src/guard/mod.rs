@@ -32,6 +32,7 @@ mod headerless;
 mod incoming;
 mod verdict;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -80,10 +81,12 @@ pub fn run(config: &Config) -> Result<ExitCode> {
 fn check(config: &Config) -> Result<ExitCode> {
     if let Some(why) = disabled(config.guard, None) {
         say_off(&why);
+        record_what_comes(config, None);
         return Ok(ExitCode::SUCCESS);
     }
     let reporter = Reporter::new(config.verbosity);
     let targets = wanted_targets(&crate::session::read_targets()?);
+    record_what_comes(config, Some(&targets));
     if targets.is_empty() {
         reporter.no_targets();
         return Ok(ExitCode::SUCCESS);
@@ -135,6 +138,29 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
         return Ok(Checked::done(ExitCode::SUCCESS, String::new()));
     }
     build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id)
+}
+
+/// Records the module source directories among the guard's targets (`targets`, or read from
+/// stdin when `None`) for the remove hook of the same transaction (see `prebuilt::Coming`). The
+/// guard off still records: the remove hook keeps an upgraded module whatever the guard does.
+pub fn record_what_comes(config: &Config, targets: Option<&Targets>) {
+    if config.dry_run {
+        return;
+    }
+    let read;
+    let targets = match targets {
+        Some(targets) => targets,
+        None if std::io::stdin().is_terminal() => return,
+        None => match crate::session::read_targets() {
+            Ok(t) => {
+                read = t;
+                &read
+            }
+            Err(_) => return,
+        },
+    };
+    let transaction = Transaction::current_id();
+    prebuilt::record_coming(&config.layout, transaction.as_deref(), &targets.module_dirs);
 }
 
 /// The targets the guard acts on: headers (`build/…`), kernel images (`vmlinuz`: a kernel that

@@ -55,6 +55,9 @@ pub struct Inventory {
     pub locks: locks::Locks,
     /// The boot image generators installed (`boot`).
     pub boot: boot::Boot,
+    /// Module source directories the running transaction brings, as the guard recorded them
+    /// (when the scope asked; see `prebuilt::coming`).
+    pub coming: BTreeSet<String>,
     /// Installed builds a direct `dkms install` would have signed with the system's key and that
     /// are not, by (module, version, kernel) (when the scope asked; see `signing`).
     pub not_signed: BTreeSet<(String, String, String)>,
@@ -77,6 +80,8 @@ pub struct Scope<'a> {
     pub prebuilt: bool,
     /// Find the installed builds that are not signed as the system signs.
     pub signatures: bool,
+    /// Read which module source directories the running transaction brings (the guard's record).
+    pub coming: bool,
     /// Read just enough to tell whether the install plan has anything to do (the quiet path):
     /// module sources no package owns are left out unless their digest is asked for, and no
     /// dkms.conf is evaluated whose module version dkms has registered from that very directory,
@@ -176,7 +181,12 @@ impl Inventory {
             }
             false => BTreeSet::new(),
         };
+        let coming = match scope.coming {
+            true => crate::prebuilt::coming(layout, incoming::Transaction::current_id().as_deref()),
+            false => BTreeSet::new(),
+        };
         Ok(Inventory {
+            coming,
             not_signed,
             kernels: owners.kernels,
             sources,

@@ -3,11 +3,13 @@
 //! then unregistered; a leaving kernel loses all its modules; headers leaving alone keep them.
 //!
 //! What leaves and what comes is read from pacman's own targets, never from package files: the
-//! remove hook matches `usr/src/*/dkms.conf` both as it leaves (`Remove`: a path an installed
-//! package owns) and as it comes (`Install`: a path no installed package owns yet, so not on disk
-//! or not owned before the transaction). A module version leaves for good only when no directory
-//! of the same module name comes in the same transaction; otherwise it is being upgraded (a new
-//! version, or another package of the same module) and stays until its replacement is built.
+//! remove hook matches `usr/src/*/dkms.conf` as it leaves (`Remove`: a path an installed package
+//! owns), and the guard, earlier in the same transaction, as it comes (`Install`, `Upgrade`),
+//! which it records (`Inventory::coming`); directories among the remove hook's own targets that
+//! no installed package owns count as coming too. A module version leaves for good only when no
+//! directory of the same module name comes in the same transaction; otherwise it is being
+//! upgraded (a new version, or another package of the same module) and stays until its
+//! replacement is built.
 //! When in doubt (the sources of a leaving version are gone from disk already, or a directory that
 //! comes could belong to it), it stays: the install hook or `sync` finishes the work.
 
@@ -36,7 +38,13 @@ pub(super) fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> 
         Some(source) => source.package.is_some(),
         None => inv.tree.entries.values().any(|e| e.kept.is_none() && e.source_dir.as_deref() == Some(dir)),
     };
-    let coming: Vec<&str> = targets.module_dirs.iter().map(String::as_str).filter(|d| !leaves(d)).collect();
+    let coming: Vec<&str> = targets
+        .module_dirs
+        .iter()
+        .map(String::as_str)
+        .filter(|d| !leaves(d))
+        .chain(inv.coming.iter().map(String::as_str))
+        .collect();
 
     for dir in targets.module_dirs.iter().filter(|d| leaves(d) || rebuild) {
         // The dkms.conf is still on disk before the transaction; when it cannot be read, the
