@@ -330,3 +330,51 @@ fn a_kernel_package_rebuilt_for_the_same_kver_stays() {
     guard.assert_code(0);
     assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
 }
+
+/// The file name `offer` gives a package in pacman's cache.
+fn cached(t: &TestRoot, name: &str, version: &str) -> std::path::PathBuf {
+    t.path(&format!("var/cache/pacman/pkg/{name}-{version}-x86_64.pkg.tar.zst"))
+}
+
+#[test]
+fn the_incoming_package_is_found_in_every_cache_of_pacmans_configuration() {
+    let t = installed_system();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    // pacman reads every CacheDir of [options], also from included files, and finds a package
+    // in any of them: here in a cache named only in an included file.
+    fs::create_dir_all(t.path("etc/pacman.d/caches")).unwrap();
+    fs::write(
+        t.path("etc/pacman.conf"),
+        "[options]\nCacheDir = /var/cache/first\nInclude = /etc/pacman.d/caches/*.conf\n[test]\nServer = file:///srv\n",
+    )
+    .unwrap();
+    fs::write(t.path("etc/pacman.d/caches/10-second.conf"), "CacheDir = /var/cache/second\n").unwrap();
+    fs::create_dir_all(t.path("var/cache/second")).unwrap();
+    let file = cached(&t, "hello-dkms", "1.1-1");
+    fs::rename(&file, t.path("var/cache/second").join(file.file_name().unwrap())).unwrap();
+
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+    assert!(guard.dkms()[0].value("--sourcetree").unwrap().contains(PREBUILT), "{guard}");
+}
+
+#[test]
+fn a_cached_file_that_is_not_the_databases_package_is_not_built_from() {
+    let t = installed_system();
+    config(&t, "critical = [\"hello\"]\n");
+    let sources = module_entries("hello-1.1", &dkms_conf("hello", "1.1"));
+    t.offer("hello-dkms", "1.1-1", &borrowed(&sources));
+    let stale = fs::read(cached(&t, "hello-dkms", "1.1-1")).unwrap();
+    // The repository rebuilt the package under the same name and version: the database has the
+    // new file's checksum, the cache still the old file.
+    let mut rebuilt = sources.clone();
+    rebuilt.push(("usr/src/hello-1.1/fix.patch".to_owned(), "the fix\n".to_owned()));
+    t.offer("hello-dkms", "1.1-1", &borrowed(&rebuilt));
+    fs::write(cached(&t, "hello-dkms", "1.1-1"), stale).unwrap();
+
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert!(guard.dkms().is_empty(), "the guard built from the stale file:\n{guard}");
+    guard.expect_line(&["warning: cannot check usr/src/hello-1.1/dkms.conf before the transaction"]);
+}

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 /// The machine name dkms puts in its tree (`kernel-K-ARCH`, `M/V/K/ARCH/`); the fake uses it.
@@ -569,13 +570,18 @@ impl TestRoot {
             vec!["--zstd".as_ref(), "-cf".as_ref(), file.as_os_str(), "-C".as_ref(), pkg.as_os_str()];
         args.extend(members);
         bsdtar(&args);
-        // The database holds every package offered so far: one `NAME-VERSION/desc` each.
+        // The database holds every package offered so far: one `NAME-VERSION/desc` each, with
+        // the file's checksum as repo-add writes it.
+        let sha256: String = Sha256::digest(fs::read(&file).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
         let db = self.scratch().join("offered-db");
         let entry = db.join(format!("{name}-{version}"));
         fs::create_dir_all(&entry).unwrap();
         fs::write(
             entry.join("desc"),
-            format!("%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nx86_64\n\n"),
+            format!(
+                "%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%SHA256SUM%\n{sha256}\n\n\
+                 %ARCH%\nx86_64\n\n"
+            ),
         )
         .unwrap();
         fs::create_dir_all(self.path("var/lib/pacman/sync")).unwrap();
