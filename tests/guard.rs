@@ -378,3 +378,85 @@ fn a_cached_file_that_is_not_the_databases_package_is_not_built_from() {
     assert!(guard.dkms().is_empty(), "the guard built from the stale file:\n{guard}");
     guard.expect_line(&["warning: cannot check usr/src/hello-1.1/dkms.conf before the transaction"]);
 }
+
+/// The package file `offer` built, moved from pacman's cache to `to` (a path in the scratch
+/// directory or the root): what `pacman -U` is given, not what pacman has in its cache.
+fn move_offered(t: &TestRoot, name: &str, version: &str, to: &std::path::Path) -> std::path::PathBuf {
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    fs::rename(cached(t, name, version), to).unwrap();
+    to.to_path_buf()
+}
+
+#[test]
+fn upgrade_targets_are_found_relative_to_pacmans_directory_and_as_downloads() {
+    let t = installed_system();
+    let root = t.root().to_str().unwrap().to_owned();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    t.offer("xpad-dkms", "2.1-1", &borrowed(&module_entries("xpad-2.1", &dkms_conf("xpad", "2.1"))));
+    // hello: a file in pacman's working directory, named relative to it; xpad: a URL, which
+    // pacman has downloaded into its cache (where `offer` left it).
+    let home = t.path("home/user");
+    move_offered(&t, "hello-dkms", "1.1-1", &home.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"));
+    // pacman's default cache is the host's, not the root's: `pacman --root` is given the root's.
+    let cache = t.path("var/cache/pacman/pkg");
+    let pacman = [
+        "--root",
+        &root,
+        "--cachedir",
+        cache.to_str().unwrap(),
+        "-U",
+        "hello-dkms-1.1-1-x86_64.pkg.tar.zst",
+        "https://example.org/x/xpad-dkms-2.1-1-x86_64.pkg.tar.zst",
+    ];
+    let guard =
+        t.run_under_pacman(&pacman, &home, &["guard"], "usr/src/hello-1.1/dkms.conf\nusr/src/xpad-2.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1), ("xpad/2.1", K1)]), "{guard}");
+
+    // A file outside the root is out of reach of a hook pacman runs chrooted into the root.
+    let outside = t.scratch().join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
+    fs::rename(home.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"), &outside).unwrap();
+    let pacman = ["--root", &root, "-U", outside.to_str().unwrap()];
+    let guard = t.run_under_pacman(&pacman, &home, &["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert!(guard.dkms().is_empty(), "{guard}");
+    guard.expect_line(&["warning: cannot check usr/src/hello-1.1/dkms.conf before the transaction"]);
+}
+
+#[test]
+fn the_sysroot_the_configuration_and_the_cachedir_of_the_command_line_lead_to_the_cache() {
+    let t = installed_system();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    t.offer("xpad-dkms", "2.1-1", &borrowed(&module_entries("xpad-2.1", &dkms_conf("xpad", "2.1"))));
+    // `pacman --sysroot S --root /root --config /root/etc/other.conf --cachedir /root/var/cache/cli`:
+    // every path below S, the configuration's caches used after the command line's.
+    let sysroot = t.scratch().to_str().unwrap().to_owned();
+    fs::write(
+        t.path("etc/other.conf"),
+        "[options]\nCacheDir = /root/var/cache/configured\n[test]\nServer = file:///srv\n",
+    )
+    .unwrap();
+    let conf_dir = t.path("var/cache/configured");
+    move_offered(&t, "hello-dkms", "1.1-1", &conf_dir.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"));
+    let cli_dir = t.path("var/cache/cli");
+    move_offered(&t, "xpad-dkms", "2.1-1", &cli_dir.join("xpad-dkms-2.1-1-x86_64.pkg.tar.zst"));
+    let pacman = [
+        "--sysroot",
+        &sysroot,
+        "--root",
+        "/root",
+        "--config",
+        "/root/etc/other.conf",
+        "--cachedir",
+        "/root/var/cache/cli",
+        "-Syu",
+    ];
+    let guard = t.run_under_pacman(
+        &pacman,
+        t.scratch(),
+        &["guard"],
+        "usr/src/hello-1.1/dkms.conf\nusr/src/xpad-2.1/dkms.conf\n",
+    );
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1), ("xpad/2.1", K1)]), "{guard}");
+}
