@@ -599,7 +599,9 @@ fn cache_dirs_of(layout: &Layout, frontend: &Frontend, conf: Option<&PacmanConf>
     }
     let mut dirs: Vec<PathBuf> = given.iter().filter_map(|d| frontend.option_path(layout, d)).collect();
     // The fallback is not below the sysroot. Whether libalpm used it cannot always be told from
-    // here; a file found there still has to be the package the database names.
+    // here; a file found there still has to be the package the database names. libalpm 16 tests
+    // `(tmpdir = getenv("TMPDIR")) && stat(tmpdir, &buf) && S_ISDIR(buf.st_mode)`, which takes
+    // $TMPDIR only when stat fails: /tmp in practice, so both are looked at.
     let temporary = std::env::var_os("TMPDIR").into_iter().map(PathBuf::from).chain([PathBuf::from("/tmp")]);
     dirs.extend(temporary.filter_map(|d| frontend.in_root(layout, &d)));
     let mut seen = BTreeSet::new();
