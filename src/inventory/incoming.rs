@@ -499,6 +499,7 @@ fn upgrade_target(layout: &Layout, frontend: &Frontend, caches: &[PathBuf], targ
 fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candidate>, String> {
     let conf = pacman_conf(layout, frontend);
     let cachedirs = cache_dirs_of(layout, frontend, conf.as_ref());
+    let conf = conf.map(|c| c.conf);
     let dbpath = match &frontend.dbpath {
         Some(dbpath) => frontend
             .option_path(layout, dbpath)
@@ -557,15 +558,27 @@ fn transaction_id(pid: i32) -> Option<String> {
     Some(format!("{pid}.{start}"))
 }
 
+/// pacman's configuration as this process can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Configuration {
+    conf: PacmanConf,
+    /// Read from the root's own `/etc/pacman.conf`, not the frontend's: its paths are the root's.
+    roots_own: bool,
+}
+
 /// pacman's configuration as this process can read it: `--config` (default `/etc/pacman.conf`),
 /// and when that is out of reach (`pacman --root R` reads the host's), the root's own as the best
 /// guess. `None` when neither can be read.
-fn pacman_conf(layout: &Layout, frontend: &Frontend) -> Option<PacmanConf> {
+fn pacman_conf(layout: &Layout, frontend: &Frontend) -> Option<Configuration> {
     let given = frontend.config.clone().unwrap_or_else(|| PathBuf::from("/etc/pacman.conf"));
     let from_frontend = |pattern: &str| glob_below(layout, &frontend.option_path(layout, Path::new(pattern))?);
     let from_root = |pattern: &str| glob_below(layout, &layout.on_root(Path::new(pattern)));
     let conf = frontend.option_path(layout, &given).and_then(|p| PacmanConf::load(&p, &from_frontend));
-    conf.or_else(|| PacmanConf::load(&layout.on_root(Path::new("/etc/pacman.conf")), &from_root))
+    match conf {
+        Some(conf) => Some(Configuration { conf, roots_own: false }),
+        None => PacmanConf::load(&layout.on_root(Path::new("/etc/pacman.conf")), &from_root)
+            .map(|conf| Configuration { conf, roots_own: true }),
+    }
 }
 
 /// `path` (a glob pattern below the root) as a pattern for this process: the root's own path
@@ -591,13 +604,16 @@ pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
 /// every `CacheDir` of the configuration (pacman 7.1 adds both to one list, the command line's
 /// first), else `/var/cache/pacman/pkg`; then where libalpm downloads when none of them is
 /// writable (`_alpm_filecache_setup`: `/tmp`, or `$TMPDIR`). Those out of reach are left out.
-fn cache_dirs_of(layout: &Layout, frontend: &Frontend, conf: Option<&PacmanConf>) -> Vec<PathBuf> {
-    let mut given: Vec<PathBuf> = frontend.cachedirs.clone();
-    given.extend(conf.iter().flat_map(|c| c.cache_dirs.iter().map(PathBuf::from)));
-    if given.is_empty() {
-        given.push(PathBuf::from("/var/cache/pacman/pkg"));
+fn cache_dirs_of(layout: &Layout, frontend: &Frontend, conf: Option<&Configuration>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = frontend.cachedirs.iter().filter_map(|d| frontend.option_path(layout, d)).collect();
+    let configured = conf.iter().flat_map(|c| c.conf.cache_dirs.iter().map(move |d| (Path::new(d), c.roots_own)));
+    dirs.extend(configured.filter_map(|(dir, roots_own)| match roots_own {
+        true => Some(layout.on_root(dir)),
+        false => frontend.option_path(layout, dir),
+    }));
+    if frontend.cachedirs.is_empty() && conf.is_none_or(|c| c.conf.cache_dirs.is_empty()) {
+        dirs.extend(frontend.option_path(layout, Path::new("/var/cache/pacman/pkg")));
     }
-    let mut dirs: Vec<PathBuf> = given.iter().filter_map(|d| frontend.option_path(layout, d)).collect();
     // The fallback is not below the sysroot. Whether libalpm used it cannot always be told from
     // here; a file found there still has to be the package the database names. libalpm 16 tests
     // `(tmpdir = getenv("TMPDIR")) && stat(tmpdir, &buf) && S_ISDIR(buf.st_mode)`, which takes
@@ -709,6 +725,7 @@ mod tests {
     fn caches_in_pacmans_order() {
         let layout = Layout::new(Path::new("/"), None);
         let conf = PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], repos: vec![] };
+        let conf = Configuration { conf, roots_own: false };
         let f = parse("pacman --root /r --cachedir /r/cmd -S x");
         let dirs = cache_dirs_of(&layout, &f, Some(&conf));
         assert_eq!(dirs[..3], [PathBuf::from("/cmd"), PathBuf::from("/a"), PathBuf::from("/b")]);
@@ -721,6 +738,10 @@ mod tests {
         let relocated = Layout::new(Path::new("/srv/r"), None);
         let dirs = cache_dirs_of(&relocated, &parse("paru -Syu"), Some(&conf));
         assert_eq!(dirs[..2], [PathBuf::from("/srv/r/r/a"), PathBuf::from("/srv/r/r/b")]);
+        // The root's own configuration, read for want of the frontend's: the root's paths.
+        let roots_own = Configuration { roots_own: true, ..conf };
+        let dirs = cache_dirs_of(&layout, &parse("pacman --root /r -S x"), Some(&roots_own));
+        assert_eq!(dirs[..3], [PathBuf::from("/r/a"), PathBuf::from("/r/b"), PathBuf::from("/elsewhere")]);
     }
 
     #[test]
