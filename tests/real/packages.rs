@@ -178,6 +178,9 @@ pub enum Pkg {
     Tree(&'static str, &'static str, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
+    /// Package NAME VERSION holding the files of the Debian packages that scripts/setup unpacked
+    /// into `.deps/debian/` (e.g. the real dracut), laid out as Arch lays out its packages.
+    Debian(&'static str, &'static str, &'static [&'static str]),
 }
 
 impl Pkg {
@@ -210,6 +213,11 @@ impl Pkg {
             Pkg::Tree(name, version, dir) => {
                 let dir = Path::new(REPO).join("tests/real").join(dir);
                 shell("pkg_tree", &[out, name, version, dir.to_str().unwrap()])
+            }
+            Pkg::Debian(name, version, debs) => {
+                let mut args = vec![out, name, version];
+                args.extend_from_slice(debs);
+                shell("pkg_debian", &args)
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
