@@ -379,3 +379,133 @@ fn headers_for_a_kernel_that_is_not_installed_and_not_coming_are_not_built_for()
     assert!(!guard.stdout.contains("error:"), "{guard}");
     assert!(!t.path(PREBUILT).join("index.json").exists(), "{guard}");
 }
+
+/// The file name `offer` gives a package in pacman's cache.
+fn cached(t: &TestRoot, name: &str, version: &str) -> std::path::PathBuf {
+    t.path(&format!("var/cache/pacman/pkg/{name}-{version}-x86_64.pkg.tar.zst"))
+}
+
+#[test]
+fn the_incoming_package_is_found_in_every_cache_of_pacmans_configuration() {
+    let t = installed_system();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    // pacman reads every CacheDir of [options], also from included files, and finds a package
+    // in any of them: here in a cache named only in an included file.
+    fs::create_dir_all(t.path("etc/pacman.d/caches")).unwrap();
+    fs::write(
+        t.path("etc/pacman.conf"),
+        "[options]\nCacheDir = /var/cache/first\nInclude = /etc/pacman.d/caches/*.conf\n[test]\nServer = file:///srv\n",
+    )
+    .unwrap();
+    fs::write(t.path("etc/pacman.d/caches/10-second.conf"), "CacheDir = /var/cache/second\n").unwrap();
+    fs::create_dir_all(t.path("var/cache/second")).unwrap();
+    let file = cached(&t, "hello-dkms", "1.1-1");
+    fs::rename(&file, t.path("var/cache/second").join(file.file_name().unwrap())).unwrap();
+
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+    assert!(guard.dkms()[0].value("--sourcetree").unwrap().contains(PREBUILT), "{guard}");
+}
+
+#[test]
+fn a_cached_file_that_is_not_the_databases_package_is_not_built_from() {
+    let t = installed_system();
+    config(&t, "critical = [\"hello\"]\n");
+    let sources = module_entries("hello-1.1", &dkms_conf("hello", "1.1"));
+    t.offer("hello-dkms", "1.1-1", &borrowed(&sources));
+    let stale = fs::read(cached(&t, "hello-dkms", "1.1-1")).unwrap();
+    // The repository rebuilt the package under the same name and version: the database has the
+    // new file's checksum, the cache still the old file.
+    let mut rebuilt = sources.clone();
+    rebuilt.push(("usr/src/hello-1.1/fix.patch".to_owned(), "the fix\n".to_owned()));
+    t.offer("hello-dkms", "1.1-1", &borrowed(&rebuilt));
+    fs::write(cached(&t, "hello-dkms", "1.1-1"), stale).unwrap();
+
+    let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert!(guard.dkms().is_empty(), "the guard built from the stale file:\n{guard}");
+    guard.expect_line(&["warning: cannot check usr/src/hello-1.1/dkms.conf before the transaction"]);
+}
+
+/// The package file `offer` built, moved from pacman's cache to `to` (a path in the scratch
+/// directory or the root): what `pacman -U` is given, not what pacman has in its cache.
+fn move_offered(t: &TestRoot, name: &str, version: &str, to: &std::path::Path) -> std::path::PathBuf {
+    fs::create_dir_all(to.parent().unwrap()).unwrap();
+    fs::rename(cached(t, name, version), to).unwrap();
+    to.to_path_buf()
+}
+
+#[test]
+fn upgrade_targets_are_found_relative_to_pacmans_directory_and_as_downloads() {
+    let t = installed_system();
+    let root = t.root().to_str().unwrap().to_owned();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    t.offer("xpad-dkms", "2.1-1", &borrowed(&module_entries("xpad-2.1", &dkms_conf("xpad", "2.1"))));
+    // hello: a file in pacman's working directory, named relative to it; xpad: a URL, which
+    // pacman has downloaded into its cache (where `offer` left it).
+    let home = t.path("home/user");
+    move_offered(&t, "hello-dkms", "1.1-1", &home.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"));
+    // pacman's default cache is the host's, not the root's: `pacman --root` is given the root's.
+    let cache = t.path("var/cache/pacman/pkg");
+    let pacman = [
+        "--root",
+        &root,
+        "--cachedir",
+        cache.to_str().unwrap(),
+        "-U",
+        "hello-dkms-1.1-1-x86_64.pkg.tar.zst",
+        "https://example.org/x/xpad-dkms-2.1-1-x86_64.pkg.tar.zst",
+    ];
+    let guard =
+        t.run_under_pacman(&pacman, &home, &["guard"], "usr/src/hello-1.1/dkms.conf\nusr/src/xpad-2.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1), ("xpad/2.1", K1)]), "{guard}");
+
+    // A file outside the root is out of reach of a hook pacman runs chrooted into the root.
+    let outside = t.scratch().join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
+    fs::rename(home.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"), &outside).unwrap();
+    let pacman = ["--root", &root, "-U", outside.to_str().unwrap()];
+    let guard = t.run_under_pacman(&pacman, &home, &["guard"], "usr/src/hello-1.1/dkms.conf\n");
+    guard.assert_code(0);
+    assert!(guard.dkms().is_empty(), "{guard}");
+    guard.expect_line(&["warning: cannot check usr/src/hello-1.1/dkms.conf before the transaction"]);
+}
+
+#[test]
+fn the_sysroot_the_configuration_and_the_cachedir_of_the_command_line_lead_to_the_cache() {
+    let t = installed_system();
+    t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
+    t.offer("xpad-dkms", "2.1-1", &borrowed(&module_entries("xpad-2.1", &dkms_conf("xpad", "2.1"))));
+    // `pacman --sysroot S --root /root --config /root/etc/other.conf --cachedir /root/var/cache/cli`:
+    // every path below S, the configuration's caches used after the command line's.
+    let sysroot = t.scratch().to_str().unwrap().to_owned();
+    fs::write(
+        t.path("etc/other.conf"),
+        "[options]\nCacheDir = /root/var/cache/configured\n[test]\nServer = file:///srv\n",
+    )
+    .unwrap();
+    let conf_dir = t.path("var/cache/configured");
+    move_offered(&t, "hello-dkms", "1.1-1", &conf_dir.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"));
+    let cli_dir = t.path("var/cache/cli");
+    move_offered(&t, "xpad-dkms", "2.1-1", &cli_dir.join("xpad-dkms-2.1-1-x86_64.pkg.tar.zst"));
+    let pacman = [
+        "--sysroot",
+        &sysroot,
+        "--root",
+        "/root",
+        "--config",
+        "/root/etc/other.conf",
+        "--cachedir",
+        "/root/var/cache/cli",
+        "-Syu",
+    ];
+    let guard = t.run_under_pacman(
+        &pacman,
+        t.scratch(),
+        &["guard"],
+        "usr/src/hello-1.1/dkms.conf\nusr/src/xpad-2.1/dkms.conf\n",
+    );
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1), ("xpad/2.1", K1)]), "{guard}");
+}

@@ -4,12 +4,17 @@
 //!
 //! They are found from what pacman leaves visible:
 //! - the frontend's command line (`/proc/PPID/cmdline`; hooks are children of the process running
-//!   the transaction): `-U FILE…` names the incoming package files (paths of the host, mapped into
-//!   the root pacman was given with `--root`, which is where the hook runs);
-//! - for `-S` (and frontends other than pacman): the sync databases give each package's newest
-//!   version and file name, and pacman has downloaded every package of the transaction into its
-//!   cache before any PreTransaction hook runs. A file counts only when libalpm confirms it is that
-//!   package.
+//!   the transaction), read with pacman 7.1's own options: `-R` removes only; `-U TARGET…` names
+//!   the incoming package files (paths relative to pacman's working directory or absolute, or URLs
+//!   whose download pacman put into its cache); `--root`, `--sysroot`, `--dbpath`, `--config` and
+//!   `--cachedir` say where things are. Its paths are the host's; pacman runs hooks chrooted into
+//!   the root, so each is led into the root, and one outside the root is out of reach;
+//! - for `-S` (and frontends other than pacman): the sync databases of pacman's configuration give
+//!   each package's version, file name and checksum, and pacman has downloaded every package of
+//!   the transaction into its caches before any PreTransaction hook runs: `--cachedir`, then every
+//!   `CacheDir` of the configuration (with its `Include`s, see `pacman_conf`), else
+//!   `/var/cache/pacman/pkg`, else the temporary directory libalpm falls back to. A cached file
+//!   counts only when it is that package: the database's name, version and checksum.
 //!
 //! Whatever cannot be found cannot be test-built: the guard says so, and the install hook builds
 //! after the transaction.
@@ -18,12 +23,13 @@
 //! time), so that what the guard built before it is used only by the hooks of the same transaction.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use alpm::SigLevel;
 
 use super::package::Package;
+use super::pacman_conf::PacmanConf;
 use crate::domain::Layout;
 
 /// What pacman operation the frontend runs.
@@ -39,18 +45,109 @@ pub enum Operation {
     Unknown,
 }
 
-/// The running transaction's frontend, as far as its command line says.
+/// The running transaction's frontend, as far as its command line says. Paths are as pacman
+/// has them (host paths) unless said otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontend {
     pub operation: Operation,
     /// `--root`/`-r`: where the host's paths on the command line lead into the hook's root.
     pub root: Option<PathBuf>,
-    /// `--cachedir` values (host paths).
+    /// `--sysroot`: prefixed to the root, the database, the configuration and every cache.
+    pub sysroot: Option<PathBuf>,
+    /// `--dbpath`/`-b`; `None`: below the root.
+    pub dbpath: Option<PathBuf>,
+    /// `--config`; `None`: `/etc/pacman.conf`.
+    pub config: Option<PathBuf>,
+    /// `--cachedir` values, used before the configuration's `CacheDir`s.
     pub cachedirs: Vec<PathBuf>,
-    /// The targets of `-U` (host paths or URLs), as given.
+    /// The targets of `-U` (paths or URLs), as given.
     pub files: Vec<String>,
-    /// The frontend's working directory (host path), for relative `-U` targets.
+    /// The frontend's working directory as this process sees it (not a host path), when it can
+    /// reach it: relative paths of the command line are relative to it.
     pub cwd: Option<PathBuf>,
+}
+
+/// pacman 7.1's long options (`src/pacman/pacman.c`, `parseargs`) and whether each takes a value;
+/// like `getopt_long`, an unambiguous prefix stands for the whole name.
+const LONG_OPTIONS: &[(&str, bool)] = &[
+    ("database", false),
+    ("files", false),
+    ("query", false),
+    ("remove", false),
+    ("sync", false),
+    ("deptest", false),
+    ("upgrade", false),
+    ("version", false),
+    ("help", false),
+    ("dbpath", true),
+    ("cascade", false),
+    ("changelog", false),
+    ("clean", false),
+    ("nodeps", false),
+    ("deps", false),
+    ("explicit", false),
+    ("groups", false),
+    ("info", false),
+    ("check", false),
+    ("list", false),
+    ("foreign", false),
+    ("native", false),
+    ("nosave", false),
+    ("owns", false),
+    ("file", false),
+    ("print", false),
+    ("quiet", false),
+    ("root", true),
+    ("sysroot", true),
+    ("recursive", false),
+    ("search", false),
+    ("regex", false),
+    ("machinereadable", false),
+    ("unrequired", false),
+    ("upgrades", false),
+    ("sysupgrade", false),
+    ("unneeded", false),
+    ("verbose", false),
+    ("downloadonly", false),
+    ("refresh", false),
+    ("noconfirm", false),
+    ("confirm", false),
+    ("config", true),
+    ("ignore", true),
+    ("assume-installed", true),
+    // Optional argument: only `--debug=N` has one.
+    ("debug", false),
+    ("force", false),
+    ("overwrite", true),
+    ("noprogressbar", false),
+    ("noscriptlet", false),
+    ("ask", true),
+    ("cachedir", true),
+    ("hookdir", true),
+    ("asdeps", false),
+    ("logfile", true),
+    ("ignoregroup", true),
+    ("needed", false),
+    ("asexplicit", false),
+    ("arch", true),
+    ("print-format", true),
+    ("gpgdir", true),
+    ("dbonly", false),
+    ("color", true),
+    ("disable-download-timeout", false),
+    ("disable-sandbox", false),
+];
+
+/// The long option `given` stands for: itself, or the only one it is a prefix of.
+fn long_option(given: &str) -> Option<(&'static str, bool)> {
+    if let Some(exact) = LONG_OPTIONS.iter().find(|(name, _)| *name == given) {
+        return Some(*exact);
+    }
+    let mut matching = LONG_OPTIONS.iter().filter(|(name, _)| name.starts_with(given));
+    match (matching.next(), matching.next()) {
+        (Some(only), None) => Some(*only),
+        _ => None,
+    }
 }
 
 impl Frontend {
@@ -67,37 +164,26 @@ impl Frontend {
             })
             .unwrap_or_default();
         let mut frontend = Frontend::parse(&argv);
-        frontend.cwd = std::fs::read_link(format!("/proc/{ppid}/cwd")).ok();
+        frontend.cwd = reachable_cwd(&format!("/proc/{ppid}/cwd"));
         frontend
     }
 
     /// Reads a pacman command line (`argv[0]` first).
     pub fn parse(argv: &[String]) -> Frontend {
-        let mut frontend =
-            Frontend { operation: Operation::Unknown, root: None, cachedirs: Vec::new(), files: Vec::new(), cwd: None };
+        let mut frontend = Frontend {
+            operation: Operation::Unknown,
+            root: None,
+            sysroot: None,
+            dbpath: None,
+            config: None,
+            cachedirs: Vec::new(),
+            files: Vec::new(),
+            cwd: None,
+        };
         let Some(program) = argv.first() else { return frontend };
         if Path::new(program).file_name().is_none_or(|n| n != "pacman") {
             return frontend;
         }
-        // pacman's options that take a value (long, and the short ones among them).
-        const VALUED: &[&str] = &[
-            "--root",
-            "--dbpath",
-            "--cachedir",
-            "--config",
-            "--logfile",
-            "--gpgdir",
-            "--hookdir",
-            "--arch",
-            "--sysroot",
-            "--color",
-            "--overwrite",
-            "--ignore",
-            "--ignoregroup",
-            "--assume-installed",
-            "--print-format",
-            "--dbonly-for",
-        ];
         let mut args = argv[1..].iter();
         let mut only_targets = false;
         while let Some(arg) = args.next() {
@@ -110,20 +196,26 @@ impl Frontend {
                 continue;
             }
             if let Some(long) = arg.strip_prefix("--") {
-                let (name, inline) = match long.split_once('=') {
+                let (given, inline) = match long.split_once('=') {
                     Some((n, v)) => (n, Some(v.to_owned())),
                     None => (long, None),
                 };
-                let value = |args: &mut std::slice::Iter<String>| inline.clone().or_else(|| args.next().cloned());
+                let Some((name, valued)) = long_option(given) else { continue };
+                let value = match (valued, inline) {
+                    (true, None) => args.next().cloned(),
+                    (_, inline) => inline,
+                };
+                let path = || value.as_deref().map(PathBuf::from);
                 match name {
                     "sync" => frontend.operation = Operation::Sync,
                     "upgrade" => frontend.operation = Operation::Upgrade,
                     "remove" => frontend.operation = Operation::Remove,
-                    "root" => frontend.root = value(&mut args).map(PathBuf::from),
-                    "cachedir" => frontend.cachedirs.extend(value(&mut args).map(PathBuf::from)),
-                    _ if VALUED.contains(&arg.split('=').next().unwrap_or_default()) && inline.is_none() => {
-                        args.next();
-                    }
+                    "database" | "query" | "files" | "deptest" | "version" => frontend.operation = Operation::Unknown,
+                    "root" => frontend.root = path(),
+                    "sysroot" => frontend.sysroot = path(),
+                    "dbpath" => frontend.dbpath = path(),
+                    "config" => frontend.config = path(),
+                    "cachedir" => frontend.cachedirs.extend(path()),
                     _ => {}
                 }
                 continue;
@@ -139,8 +231,9 @@ impl Frontend {
                     'r' | 'b' => {
                         let rest: String = flags[i + 1..].iter().collect();
                         let value = if rest.is_empty() { args.next().cloned() } else { Some(rest) };
-                        if *flag == 'r' {
-                            frontend.root = value.map(PathBuf::from);
+                        match flag {
+                            'r' => frontend.root = value.map(PathBuf::from),
+                            _ => frontend.dbpath = value.map(PathBuf::from),
                         }
                         break;
                     }
@@ -154,20 +247,48 @@ impl Frontend {
         frontend
     }
 
-    /// A host path from the command line as seen from the hook (inside `--root`); `None` when
-    /// it is outside the root and so out of the hook's reach.
+    /// A path as pacman's options give it, as this process sees it: `--sysroot` prefixed (pacman
+    /// does so to the root, the database, the configuration, its includes and every cache), then
+    /// led into the root ([`Frontend::in_root`]).
+    fn option_path(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
+        match (&self.sysroot, path.is_absolute()) {
+            (Some(sysroot), true) => self.in_root(layout, &sysroot.join(path.strip_prefix("/").ok()?)),
+            _ => self.in_root(layout, path),
+        }
+    }
+
+    /// The host directory pacman's hooks are chrooted into: the sysroot and the root.
+    fn host_root(&self) -> Option<PathBuf> {
+        let root = self.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        if !root.is_absolute() {
+            return None;
+        }
+        Some(match &self.sysroot {
+            Some(sysroot) => sysroot.join(root.strip_prefix("/").ok()?),
+            None => root,
+        })
+    }
+
+    /// A path from the command line as this process sees it: below the root it was chrooted into,
+    /// or relative to the frontend's working directory; `None` when it is out of reach (outside
+    /// the root, or relative with the working directory out of reach).
     fn in_root(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
-        let absolute = match (path.is_absolute(), &self.cwd) {
-            (true, _) => path.to_path_buf(),
-            (false, Some(cwd)) => cwd.join(path),
-            (false, None) => return None,
-        };
-        let inside = match &self.root {
-            Some(root) if root != Path::new("/") => absolute.strip_prefix(root).ok()?.to_path_buf(),
-            _ => absolute.strip_prefix("/").ok()?.to_path_buf(),
-        };
+        if !path.is_absolute() {
+            return self.cwd.as_ref().map(|cwd| cwd.join(path));
+        }
+        let inside = path.strip_prefix(self.host_root()?).ok()?;
         Some(layout.root.join(inside))
     }
+}
+
+/// The directory the magic link `link` (`/proc/PID/cwd`) leads to, as a path this process can
+/// use: the link's text when it names that same directory here (from inside a chroot, the kernel
+/// gives a directory below it relative to the chroot, and one outside it as a host path).
+fn reachable_cwd(link: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_link(link).ok()?;
+    let (there, here) = (std::fs::metadata(link).ok()?, std::fs::metadata(&text).ok()?);
+    (there.dev() == here.dev() && there.ino() == here.ino()).then_some(text)
 }
 
 /// The running transaction, as far as a hook can see it. What it reads of the incoming package
@@ -180,8 +301,39 @@ pub struct Transaction {
     /// (package name, file) of every incoming package file; why there are none, when none can be
     /// listed.
     candidates: Result<Vec<(String, PathBuf)>, String>,
-    /// Package files read whole so far (`None`: not a package libalpm can read).
+    /// What each candidate file from the sync databases must be to belong to this transaction.
+    expected: BTreeMap<PathBuf, Expected>,
+    /// Package files read whole so far (`None`: not a package libalpm can read, or not the one
+    /// the transaction brings).
     read: RefCell<BTreeMap<PathBuf, Option<Package>>>,
+}
+
+/// What a file in pacman's cache must be to be the package a sync database names: pacman checks
+/// the same (its name and version, and the database's checksum) before it installs the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub name: String,
+    pub version: String,
+    /// The database's `%SHA256SUM%`, when it has one.
+    pub sha256: Option<String>,
+}
+
+impl Expected {
+    /// Why `package` (read from `file`) is not the expected one; `None` when it is.
+    fn mismatch(&self, package: &Package, file: &Path) -> Option<String> {
+        if package.name != self.name || package.version != self.version {
+            return Some(format!(
+                "it holds {} {}, the database {} {}",
+                package.name, package.version, self.name, self.version
+            ));
+        }
+        let sha256 = self.sha256.as_deref()?;
+        match crate::digest::of_file(file) {
+            Ok(actual) if actual.eq_ignore_ascii_case(sha256) => None,
+            Ok(actual) => Some(format!("its SHA-256 is {actual}, the database's {sha256}")),
+            Err(e) => Some(format!("{e:#}")),
+        }
+    }
 }
 
 /// Where a path of the transaction comes from.
@@ -203,9 +355,16 @@ impl Transaction {
             frontend,
             id: Transaction::current_id(),
             candidates: Err(String::new()),
+            expected: BTreeMap::new(),
             read: RefCell::new(BTreeMap::new()),
         };
-        transaction.candidates = candidates(&transaction, layout);
+        match candidates(&transaction.frontend, layout) {
+            Ok(found) => {
+                transaction.candidates = Ok(found.iter().map(|c| (c.name.clone(), c.file.clone())).collect());
+                transaction.expected = found.into_iter().filter_map(|c| Some((c.file, c.expected?))).collect();
+            }
+            Err(why) => transaction.candidates = Err(why),
+        }
         transaction
     }
 
@@ -237,17 +396,18 @@ impl Transaction {
         }
     }
 
-    /// `file` read whole (once).
+    /// `file` read whole (once), if it is the package the transaction brings.
     fn read(&self, file: &Path) -> Option<Package> {
         self.read
             .borrow_mut()
             .entry(file.to_path_buf())
-            .or_insert_with(|| match Package::read(file) {
-                Ok(package) => Some(package),
-                Err(e) => {
-                    log::debug!("{e}");
-                    None
+            .or_insert_with(|| {
+                let package = Package::read(file).map_err(|e| log::debug!("{e}")).ok()?;
+                if let Some(why) = self.expected.get(file).and_then(|e| e.mismatch(&package, file)) {
+                    log::info!("{} is not the package this transaction brings: {why}", file.display());
+                    return None;
                 }
+                Some(package)
             })
             .clone()
     }
@@ -284,20 +444,30 @@ fn name_of(file: &Path) -> Option<String> {
     }
 }
 
-/// The incoming package files, by package name: `-U`'s files as the hook sees them (named by
-/// their metadata), or the sync databases' packages that differ from the installed ones (or are
-/// not installed) and sit in pacman's cache (named by the database; a file is confirmed to be
-/// that package when it is used). `Err` says why there are none to look at.
-fn candidates(transaction: &Transaction, layout: &Layout) -> Result<Vec<(String, PathBuf)>, String> {
-    let frontend = &transaction.frontend;
+/// An incoming package file, and what it must be when a sync database names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    name: String,
+    file: PathBuf,
+    expected: Option<Expected>,
+}
+
+/// The incoming package files, by package name: `-U`'s files and URLs as this process sees them
+/// (named by their metadata), or the sync databases' packages that differ from the installed ones
+/// (or are not installed) and sit in pacman's cache (named by the database; a file is confirmed
+/// to be that package when it is used). `Err` says why there are none to look at.
+fn candidates(frontend: &Frontend, layout: &Layout) -> Result<Vec<Candidate>, String> {
     match frontend.operation {
         Operation::Remove => Err("the transaction only removes packages".to_owned()),
         Operation::Upgrade => {
+            let caches = cache_dirs(layout, frontend);
             let mut files = Vec::new();
-            for file in &frontend.files {
-                match frontend.in_root(layout, Path::new(file)) {
-                    Some(path) if path.is_file() => files.extend(name_of(&path).map(|name| (name, path))),
-                    _ => log::info!("package file {file} is outside the root: dkms-hook cannot read it"),
+            for target in &frontend.files {
+                match upgrade_target(layout, frontend, &caches, target) {
+                    Some(file) => files.extend(name_of(&file).map(|name| Candidate { name, file, expected: None })),
+                    None => log::info!(
+                        "package file {target} is out of reach (outside the root?): dkms-hook cannot read it"
+                    ),
                 }
             }
             Ok(files)
@@ -306,28 +476,67 @@ fn candidates(transaction: &Transaction, layout: &Layout) -> Result<Vec<(String,
     }
 }
 
+/// The file a `-U` target is, as this process sees it: a path (relative to pacman's working
+/// directory, or absolute), or for a URL the file pacman downloaded into its cache (named after
+/// the URL's last part, as libalpm's `alpm_fetch_pkgurl` names it when that part has `.pkg`).
+fn upgrade_target(layout: &Layout, frontend: &Frontend, caches: &[PathBuf], target: &str) -> Option<PathBuf> {
+    if target.contains("://") {
+        let name = target.rsplit('/').next().filter(|n| n.contains(".pkg"))?;
+        return caches.iter().map(|dir| dir.join(name)).find(|f| f.is_file());
+    }
+    frontend.in_root(layout, Path::new(target)).filter(|p| p.is_file())
+}
+
 /// The sync databases' packages whose version differs from the installed one (or that are not
-/// installed) and whose file is in pacman's cache, as (name, file).
-fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<(String, PathBuf)>, String> {
-    let cachedirs = cache_dirs(layout, frontend);
-    let handle = super::pacman::open(layout).map_err(|e| format!("{e:#}"))?;
-    for db in crate::dirs::names(&layout.dbpath.join("sync")).unwrap_or_default() {
-        if let Some(name) = db.strip_suffix(".db") {
-            if let Err(e) = handle.register_syncdb(name, SigLevel::NONE) {
-                log::debug!("cannot read the sync database {db}: {e}");
-            }
+/// installed) and whose file is in pacman's cache. The databases are those of pacman's
+/// configuration, in its order; a package is taken from the first that has it, and its file from
+/// the first cache that has it, as pacman does.
+fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candidate>, String> {
+    let conf = pacman_conf(layout, frontend);
+    let cachedirs = cache_dirs_of(layout, frontend, conf.as_ref());
+    let conf = conf.map(|c| c.conf);
+    let dbpath = match &frontend.dbpath {
+        Some(dbpath) => frontend
+            .option_path(layout, dbpath)
+            .ok_or_else(|| format!("pacman's database {} is outside the root", dbpath.display()))?,
+        None => layout.dbpath.clone(),
+    };
+    let layout = Layout { dbpath, ..layout.clone() };
+    let handle = super::pacman::open(&layout).map_err(|e| format!("{e:#}"))?;
+    let on_disk: Vec<String> = crate::dirs::names(&layout.dbpath.join("sync"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|db| db.strip_suffix(".db").map(str::to_owned))
+        .collect();
+    // Without the configuration, every database there is read (alphabetically).
+    let repos = match &conf {
+        Some(conf) => conf.repos.iter().filter(|r| on_disk.contains(r)).cloned().collect(),
+        None => on_disk,
+    };
+    for name in &repos {
+        if let Err(e) = handle.register_syncdb(name.as_str(), SigLevel::NONE) {
+            log::debug!("cannot read the sync database {name}: {e}");
         }
     }
+    let mut seen = BTreeSet::new();
     let mut found = Vec::new();
     for db in handle.syncdbs() {
         for pkg in db.pkgs() {
+            if !seen.insert(pkg.name().to_owned()) {
+                continue;
+            }
             let installed = handle.localdb().pkg(pkg.name()).ok().map(|p| p.version().to_string());
             if installed.as_deref() == Some(pkg.version().as_str()) {
                 continue;
             }
             let Some(filename) = pkg.filename() else { continue };
             if let Some(file) = cachedirs.iter().map(|d| d.join(filename)).find(|p| p.is_file()) {
-                found.push((pkg.name().to_owned(), file));
+                let expected = Expected {
+                    name: pkg.name().to_owned(),
+                    version: pkg.version().to_string(),
+                    sha256: pkg.sha256sum().map(str::to_owned),
+                };
+                found.push(Candidate { name: pkg.name().to_owned(), file, expected: Some(expected) });
             }
         }
     }
@@ -344,25 +553,70 @@ fn transaction_id(pid: i32) -> Option<String> {
     Some(format!("{pid}.{start}"))
 }
 
-/// pacman's package caches as the hook sees them: `--cachedir` of the command line, else
-/// `CacheDir` of `ROOT/etc/pacman.conf`, else the default.
+/// pacman's configuration as this process can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Configuration {
+    conf: PacmanConf,
+    /// Read from the root's own `/etc/pacman.conf`, not the frontend's: its paths are the root's.
+    roots_own: bool,
+}
+
+/// pacman's configuration as this process can read it: `--config` (default `/etc/pacman.conf`),
+/// and when that is out of reach (`pacman --root R` reads the host's), the root's own as the best
+/// guess. `None` when neither can be read.
+fn pacman_conf(layout: &Layout, frontend: &Frontend) -> Option<Configuration> {
+    let given = frontend.config.clone().unwrap_or_else(|| PathBuf::from("/etc/pacman.conf"));
+    let from_frontend = |pattern: &str| glob_below(layout, &frontend.option_path(layout, Path::new(pattern))?);
+    let from_root = |pattern: &str| glob_below(layout, &layout.on_root(Path::new(pattern)));
+    let conf = frontend.option_path(layout, &given).and_then(|p| PacmanConf::load(&p, &from_frontend));
+    match conf {
+        Some(conf) => Some(Configuration { conf, roots_own: false }),
+        None => PacmanConf::load(&layout.on_root(Path::new("/etc/pacman.conf")), &from_root)
+            .map(|conf| Configuration { conf, roots_own: true }),
+    }
+}
+
+/// `path` (a glob pattern below the root) as a pattern for this process: the root's own path
+/// matched literally.
+fn glob_below(layout: &Layout, path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    match path.strip_prefix(&layout.root) {
+        Ok(rest) => {
+            let root = layout.root.to_str()?.trim_end_matches('/');
+            Some(format!("{}/{}", glob::Pattern::escape(root), rest.to_str()?))
+        }
+        Err(_) => Some(text.to_owned()),
+    }
+}
+
+/// pacman's package caches as this process sees them, in pacman's order of search; see
+/// [`cache_dirs_of`].
 pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
-    let from_command_line: Vec<PathBuf> =
-        frontend.cachedirs.iter().filter_map(|d| frontend.in_root(layout, d)).collect();
-    if !from_command_line.is_empty() {
-        return from_command_line;
+    cache_dirs_of(layout, frontend, pacman_conf(layout, frontend).as_ref())
+}
+
+/// pacman's package caches as this process sees them: `--cachedir` of the command line and then
+/// every `CacheDir` of the configuration (pacman 7.1 adds both to one list, the command line's
+/// first), else `/var/cache/pacman/pkg`; then where libalpm downloads when none of them is
+/// writable (`_alpm_filecache_setup`: `/tmp`, or `$TMPDIR`). Those out of reach are left out.
+fn cache_dirs_of(layout: &Layout, frontend: &Frontend, conf: Option<&Configuration>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = frontend.cachedirs.iter().filter_map(|d| frontend.option_path(layout, d)).collect();
+    let configured = conf.iter().flat_map(|c| c.conf.cache_dirs.iter().map(move |d| (Path::new(d), c.roots_own)));
+    dirs.extend(configured.filter_map(|(dir, roots_own)| match roots_own {
+        true => Some(layout.on_root(dir)),
+        false => frontend.option_path(layout, dir),
+    }));
+    if frontend.cachedirs.is_empty() && conf.is_none_or(|c| c.conf.cache_dirs.is_empty()) {
+        dirs.extend(frontend.option_path(layout, Path::new("/var/cache/pacman/pkg")));
     }
-    let conf = std::fs::read_to_string(layout.root.join("etc/pacman.conf")).unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = conf
-        .lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            (key.trim() == "CacheDir").then(|| layout.on_root(Path::new(value.trim())))
-        })
-        .collect();
-    if dirs.is_empty() {
-        dirs.push(layout.root.join("var/cache/pacman/pkg"));
-    }
+    // The fallback is not below the sysroot. Whether libalpm used it cannot always be told from
+    // here; a file found there still has to be the package the database names. libalpm 16 tests
+    // `(tmpdir = getenv("TMPDIR")) && stat(tmpdir, &buf) && S_ISDIR(buf.st_mode)`, which takes
+    // $TMPDIR only when stat fails: /tmp in practice, so both are looked at.
+    let temporary = std::env::var_os("TMPDIR").into_iter().map(PathBuf::from).chain([PathBuf::from("/tmp")]);
+    dirs.extend(temporary.filter_map(|d| frontend.in_root(layout, &d)));
+    let mut seen = BTreeSet::new();
+    dirs.retain(|d| seen.insert(d.clone()));
     dirs
 }
 
@@ -410,12 +664,135 @@ mod tests {
     fn command_line_paths_lead_into_the_root() {
         let layout = Layout::new(Path::new("/"), None);
         let mut f = parse("pacman --root /tmp/r -U x");
-        f.cwd = Some(PathBuf::from("/tmp/r/var/cache"));
+        // Seen from inside the chroot, as the kernel gives it there.
+        f.cwd = Some(PathBuf::from("/var/cache"));
         assert_eq!(f.in_root(&layout, Path::new("/tmp/r/var/cache/a.pkg")), Some(PathBuf::from("/var/cache/a.pkg")));
         assert_eq!(f.in_root(&layout, Path::new("b.pkg")), Some(PathBuf::from("/var/cache/b.pkg")));
         assert_eq!(f.in_root(&layout, Path::new("/elsewhere/c.pkg")), None);
+        f.cwd = None;
+        assert_eq!(f.in_root(&layout, Path::new("b.pkg")), None);
         let f = parse("pacman -U /var/cache/a.pkg");
         let relocated = Layout::new(Path::new("/srv/r"), None);
         assert_eq!(f.in_root(&relocated, Path::new("/var/cache/a.pkg")), Some(PathBuf::from("/srv/r/var/cache/a.pkg")));
+        // A relative root cannot be placed: nothing absolute leads into it.
+        let f = parse("pacman -r mnt -U /mnt/a.pkg");
+        assert_eq!(f.in_root(&layout, Path::new("/mnt/a.pkg")), None);
+    }
+
+    #[test]
+    fn reads_every_option_that_moves_a_path() {
+        let f =
+            parse("pacman --sysroot /s --config=/c.conf -b /db --cache /x --cachedir=/y --debug -Syu --ignore linux");
+        assert_eq!(f.operation, Operation::Sync);
+        assert_eq!(f.sysroot.as_deref(), Some(Path::new("/s")));
+        assert_eq!(f.config.as_deref(), Some(Path::new("/c.conf")));
+        assert_eq!(f.dbpath.as_deref(), Some(Path::new("/db")));
+        assert_eq!(f.cachedirs, [PathBuf::from("/x"), PathBuf::from("/y")]);
+        let f = parse("pacman --dbpath=/d -Ub/e --upgr ./a.pkg --asd file:///srv/b.pkg.tar.zst");
+        assert_eq!(f.dbpath.as_deref(), Some(Path::new("/e")));
+        assert_eq!(f.operation, Operation::Upgrade);
+        assert_eq!(f.files, ["./a.pkg", "file:///srv/b.pkg.tar.zst"]);
+        // Ambiguous abbreviations are pacman's usage errors: they change nothing here.
+        assert_eq!(parse("pacman --db /d -S x").dbpath, None);
+        assert_eq!(parse("pacman --conf /c -S x").config, None);
+    }
+
+    #[test]
+    fn the_sysroot_holds_the_root_and_every_option_path() {
+        let layout = Layout::new(Path::new("/"), None);
+        let f = parse("pacman --sysroot /s --root /r -U /s/r/a.pkg /b.pkg");
+        assert_eq!(f.host_root(), Some(PathBuf::from("/s/r")));
+        assert_eq!(
+            f.option_path(&layout, Path::new("/r/var/cache/pacman/pkg")),
+            Some(PathBuf::from("/var/cache/pacman/pkg"))
+        );
+        assert_eq!(f.option_path(&layout, Path::new("/var/cache")), None);
+        // `-U` files are not below the sysroot.
+        assert_eq!(f.in_root(&layout, Path::new("/s/r/a.pkg")), Some(PathBuf::from("/a.pkg")));
+        let f = parse("pacman --sysroot /s -S x");
+        assert_eq!(
+            f.option_path(&layout, Path::new("/var/cache/pacman/pkg")),
+            Some(PathBuf::from("/var/cache/pacman/pkg"))
+        );
+    }
+
+    #[test]
+    fn caches_in_pacmans_order() {
+        let layout = Layout::new(Path::new("/"), None);
+        let conf = PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], repos: vec![] };
+        let conf = Configuration { conf, roots_own: false };
+        let f = parse("pacman --root /r --cachedir /r/cmd -S x");
+        let dirs = cache_dirs_of(&layout, &f, Some(&conf));
+        assert_eq!(dirs[..3], [PathBuf::from("/cmd"), PathBuf::from("/a"), PathBuf::from("/b")]);
+        // Only a temporary directory inside the root can follow.
+        assert!(dirs[3..].iter().all(|d| d.starts_with("/")), "{dirs:?}");
+        let f = parse("pacman -S x");
+        let dirs = cache_dirs_of(&layout, &f, None);
+        assert_eq!(dirs[0], PathBuf::from("/var/cache/pacman/pkg"));
+        assert_eq!(dirs.last(), Some(&PathBuf::from("/tmp")));
+        let relocated = Layout::new(Path::new("/srv/r"), None);
+        let dirs = cache_dirs_of(&relocated, &parse("paru -Syu"), Some(&conf));
+        assert_eq!(dirs[..2], [PathBuf::from("/srv/r/r/a"), PathBuf::from("/srv/r/r/b")]);
+        // The root's own configuration, read for want of the frontend's: the root's paths.
+        let roots_own = Configuration { roots_own: true, ..conf };
+        let dirs = cache_dirs_of(&layout, &parse("pacman --root /r -S x"), Some(&roots_own));
+        assert_eq!(dirs[..3], [PathBuf::from("/r/a"), PathBuf::from("/r/b"), PathBuf::from("/elsewhere")]);
+    }
+
+    #[test]
+    fn upgrade_targets_are_paths_or_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let cache = dir.path().join("var/cache/pacman/pkg");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"), "").unwrap();
+        std::fs::write(dir.path().join("local.pkg.tar.zst"), "").unwrap();
+        let mut f = parse("pacman -U x");
+        f.cwd = Some(dir.path().to_path_buf());
+        let caches = [cache.clone()];
+        let target = |t: &str| upgrade_target(&layout, &f, &caches, t);
+        let cached = cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
+        assert_eq!(target("file:///outside/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached.clone()));
+        assert_eq!(target("https://example.org/pkgs/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached));
+        assert_eq!(target("https://example.org/download?id=3"), None);
+        assert_eq!(target("https://example.org/other-1-1-x86_64.pkg.tar.zst"), None);
+        assert_eq!(target("local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
+        assert_eq!(target("/local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
+        assert_eq!(target("missing.pkg.tar.zst"), None);
+    }
+
+    #[test]
+    fn the_working_directory_is_used_only_where_it_leads_to_the_same_place() {
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(reachable_cwd("/proc/self/cwd"), Some(here));
+        assert_eq!(reachable_cwd("/proc/0/cwd"), None);
+    }
+
+    #[test]
+    fn only_the_databases_package_belongs_to_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
+        std::fs::write(&file, "package bytes").unwrap();
+        let sha256 = crate::digest::of_file(&file).unwrap();
+        let package = Package {
+            path: file.clone(),
+            name: "hello-dkms".into(),
+            version: "1.1-1".into(),
+            depends: vec![],
+            files: vec![],
+            has_install: false,
+        };
+        let expected = |version: &str, sha256: Option<&str>| Expected {
+            name: "hello-dkms".into(),
+            version: version.into(),
+            sha256: sha256.map(str::to_owned),
+        };
+        assert_eq!(expected("1.1-1", Some(&sha256)).mismatch(&package, &file), None);
+        assert_eq!(expected("1.1-1", Some(&sha256.to_uppercase())).mismatch(&package, &file), None);
+        assert_eq!(expected("1.1-1", None).mismatch(&package, &file), None);
+        let stale = expected("1.2-1", Some(&sha256)).mismatch(&package, &file).unwrap();
+        assert!(stale.contains("hello-dkms 1.1-1") && stale.contains("1.2-1"), "{stale}");
+        let other = expected("1.1-1", Some(&"0".repeat(64))).mismatch(&package, &file).unwrap();
+        assert!(other.contains("SHA-256"), "{other}");
     }
 }

@@ -13,6 +13,7 @@ pub mod incoming;
 pub mod locks;
 pub mod package;
 pub mod pacman;
+pub mod pacman_conf;
 pub mod signing;
 
 use std::collections::{BTreeMap, BTreeSet};

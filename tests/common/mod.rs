@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 /// The machine name dkms puts in its tree (`kernel-K-ARCH`, `M/V/K/ARCH/`); the fake uses it.
@@ -458,13 +459,49 @@ impl TestRoot {
     /// Runs `dkms-hook ARGS…` exactly as given (no `--root` or fakes added), with the fakes'
     /// environment set.
     pub fn run_raw<S: AsRef<str>>(&self, args: &[S], stdin: impl AsRef<[u8]>, env: &[(&str, &str)]) -> Run {
-        fs::write(&self.calls_log, "").unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dkms-hook"));
-        cmd.args(args.iter().map(|s| s.as_ref()))
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args.iter().map(|s| s.as_ref())).current_dir(self.tmp.path());
+        self.run_command(cmd, args, stdin, env)
+    }
+
+    /// [`TestRoot::run`] as a hook of a pacman transaction: dkms-hook's parent process has the
+    /// command line `pacman PACMAN…` and the working directory `cwd`, as pacman's has when it
+    /// runs its hooks (the parent is bash under pacman's name; it starts dkms-hook and waits).
+    pub fn run_under_pacman(&self, pacman: &[&str], cwd: &Path, args: &[&str], stdin: impl AsRef<[u8]>) -> Run {
+        let mut argv: Vec<String> = vec![
+            env!("CARGO_BIN_EXE_dkms-hook").into(),
+            "--root".into(),
+            self.root.display().to_string(),
+            "--dkms".into(),
+            self.fake_dkms().display().to_string(),
+            "--depmod".into(),
+            self.fake_depmod().display().to_string(),
+        ];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let argv_file = self.scratch().join("hook-argv");
+        fs::write(&argv_file, argv.iter().map(|a| format!("{a}\0")).collect::<String>()).unwrap();
+        // `exec -a` names the process; bash runs the script's last command in a child because
+        // of the `exit` after it. The process's command line: `pacman -c SCRIPT PACMAN…`.
+        let script = r#"mapfile -d '' argv <"$HOOK_ARGV"; "${argv[@]}"; exit $?"#;
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(r#"exec -a pacman bash -c "$0" "$@""#)
+            .arg(script)
+            .args(pacman)
+            .env("HOOK_ARGV", &argv_file)
+            .current_dir(cwd);
+        self.run_command(cmd, &argv[1..], stdin, &[])
+    }
+
+    fn run_command<S: AsRef<str>>(
+        &self,
+        mut cmd: Command,
+        args: &[S],
+        stdin: impl AsRef<[u8]>,
+        env: &[(&str, &str)],
+    ) -> Run {
+        fs::write(&self.calls_log, "").unwrap();
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy().into_owned();
             if key.starts_with("DKMS_HOOK") || key.starts_with("FAKE_") || key == "RUST_LOG" {
@@ -577,13 +614,18 @@ impl TestRoot {
             vec!["--zstd".as_ref(), "-cf".as_ref(), file.as_os_str(), "-C".as_ref(), pkg.as_os_str()];
         args.extend(members);
         bsdtar(&args);
-        // The database holds every package offered so far: one `NAME-VERSION/desc` each.
+        // The database holds every package offered so far: one `NAME-VERSION/desc` each, with
+        // the file's checksum as repo-add writes it.
+        let sha256: String = Sha256::digest(fs::read(&file).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
         let db = self.scratch().join("offered-db");
         let entry = db.join(format!("{name}-{version}"));
         fs::create_dir_all(&entry).unwrap();
         fs::write(
             entry.join("desc"),
-            format!("%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%ARCH%\nx86_64\n\n"),
+            format!(
+                "%FILENAME%\n{filename}\n\n%NAME%\n{name}\n\n%VERSION%\n{version}\n\n%SHA256SUM%\n{sha256}\n\n\
+                 %ARCH%\nx86_64\n\n"
+            ),
         )
         .unwrap();
         fs::create_dir_all(self.path("var/lib/pacman/sync")).unwrap();
