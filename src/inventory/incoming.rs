@@ -14,8 +14,8 @@
 //! Whatever cannot be found cannot be test-built: the guard says so, and the install hook builds
 //! after the transaction.
 //!
-//! The same reading names the transaction ([`Transaction::id`]: the frontend's process and start
-//! time), so that what the guard built before it is used only by the hooks of the same transaction.
+//! The same reading names the transaction ([`Transaction::id`], see `transaction_id`), so that
+//! what the guard built before it is used only by the hooks of the same transaction.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ pub struct Frontend {
 impl Frontend {
     /// The frontend that started this process (its parent), read from `/proc`.
     pub fn of_parent() -> Frontend {
-        let ppid = nix::unistd::getppid();
+        let ppid = super::transaction_id::frontend_pid();
         let argv: Vec<String> = std::fs::read(format!("/proc/{ppid}/cmdline"))
             .map(|bytes| {
                 bytes
@@ -175,7 +175,7 @@ impl Frontend {
 #[derive(Debug)]
 pub struct Transaction {
     pub frontend: Frontend,
-    /// The frontend's process id and start time: the same for every hook of one transaction.
+    /// The transaction's name (see `transaction_id`): the same for every hook of one transaction.
     pub id: Option<String>,
     /// (package name, file) of every incoming package file; why there are none, when none can be
     /// listed.
@@ -201,7 +201,7 @@ impl Transaction {
         log::debug!("the running transaction's frontend: {frontend:?}");
         let mut transaction = Transaction {
             frontend,
-            id: Transaction::current_id(),
+            id: Transaction::current_id(layout),
             candidates: Err(String::new()),
             read: RefCell::new(BTreeMap::new()),
         };
@@ -210,9 +210,9 @@ impl Transaction {
     }
 
     /// The name of the running transaction, without reading anything else of it: the frontend's
-    /// process id and start time.
-    pub fn current_id() -> Option<String> {
-        transaction_id(nix::unistd::getppid().as_raw())
+    /// process id and start time, and libalpm's lock file (see `transaction_id`).
+    pub fn current_id(layout: &Layout) -> Option<String> {
+        super::transaction_id::current(layout)
     }
 
     /// The incoming package file of each of `paths` (package paths: `usr/src/foo-1.0/dkms.conf`),
@@ -334,16 +334,6 @@ fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<(Stri
     Ok(found)
 }
 
-/// The transaction id of process `pid`: `PID.STARTTIME` (field 22 of `/proc/PID/stat`), unique
-/// while the machine runs.
-fn transaction_id(pid: i32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{pid}.{start}"))
-}
-
 /// pacman's package caches as the hook sees them: `--cachedir` of the command line, else
 /// `CacheDir` of `ROOT/etc/pacman.conf`, else the default.
 pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
@@ -395,15 +385,6 @@ mod tests {
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["-odd.pkg".to_owned()][..]));
         // Targets of other operations are package names, not files.
         assert!(parse("pacman -S foo").files.is_empty());
-    }
-
-    #[test]
-    fn a_transaction_is_named_by_its_frontend_process() {
-        let me = std::process::id() as i32;
-        let id = transaction_id(me).unwrap();
-        assert!(id.starts_with(&format!("{me}.")), "{id}");
-        assert_eq!(transaction_id(me), Some(id));
-        assert_eq!(transaction_id(i32::MAX), None);
     }
 
     #[test]

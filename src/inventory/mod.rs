@@ -14,6 +14,7 @@ pub mod locks;
 pub mod package;
 pub mod pacman;
 pub mod signing;
+pub mod transaction_id;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -111,7 +112,7 @@ impl Inventory {
         let tree = tree?;
         let lazy_owners = lazy_owners.transpose()?;
         let prebuilt = match scope.prebuilt {
-            true => crate::prebuilt::load(layout, incoming::Transaction::current_id().as_deref()),
+            true => crate::prebuilt::load(layout, incoming::Transaction::current_id(layout).as_deref()),
             false => Vec::new(),
         };
         if let Some(owners) = &lazy_owners {

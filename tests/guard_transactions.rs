@@ -1,0 +1,177 @@
+//! Which transaction the guard's builds belong to, on fixture roots with the recording fake dkms
+//! (the real tier: `real_transactions.rs`):
+//!
+//! - one transaction, one hand-over: a long-lived front end (here the test process, the parent of
+//!   every run) runs many transactions; libalpm's lock file `DBPATH/db.lck`, made anew for each,
+//!   tells them apart. The guard's builds go only to the install hook run under the same lock.
+//! - the toolchain in the same transaction: a transaction that brings another compiler, C library
+//!   or binutils makes the guard's builds worthless as a judgement and as builds: it warns, stops
+//!   nothing, and the install hook builds again.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+
+/// The kver the offered kernel upgrade brings.
+const K_NEW: &str = "6.2.0-1-arch";
+
+/// The guard's private trees and extracted packages.
+const PREBUILT: &str = "var/lib/dkms-hook/prebuilt";
+
+/// What the install hook says of a build the guard made.
+const HANDED_OVER: &str = "installed (built before the transaction)";
+
+fn headers_target(kver: &str) -> String {
+    format!("usr/lib/modules/{kver}/build/include/\n")
+}
+
+/// `linux` at K1 with headers, and modules hello 1.0 and xpad 2.0 installed for it.
+fn installed_system() -> TestRoot {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.module_pkg("xpad-dkms", "xpad-2.0", &dkms_conf("xpad", "2.0"));
+    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\nusr/src/xpad-2.0/dkms.conf\n").assert_code(0);
+    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.0"));
+    t
+}
+
+/// Offers `linux` 2.0-1 at K_NEW with its headers, as `pacman -Syu` has them downloaded.
+fn offer_kernel_upgrade(t: &TestRoot) {
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
+}
+
+/// What pacman does after the PreTransaction hooks of the kernel upgrade.
+fn upgrade_kernel(t: &TestRoot) {
+    t.remove_package("linux").remove_package("linux-headers");
+    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
+}
+
+fn config(t: &TestRoot, text: &str) {
+    fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
+}
+
+/// The `build` calls of a run, as (module/version, kernel).
+fn builds(run: &Run) -> Vec<(String, String)> {
+    let mut builds: Vec<(String, String)> = run
+        .dkms()
+        .iter()
+        .filter(|c| c.action() == Some("build"))
+        .map(|c| (format!("{}/{}", c.module().unwrap(), c.version().unwrap()), c.kernel().unwrap().to_owned()))
+        .collect();
+    builds.sort();
+    builds
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(m, k)| ((*m).to_owned(), (*k).to_owned())).collect()
+}
+
+/// libalpm's lock in the root's database, as `alpm_trans_init` makes it: a new file each time.
+fn take_lock(t: &TestRoot) {
+    // Lock files are told apart by inode and modification time: make sure the time moves on
+    // (file systems stamp files with a clock of a few milliseconds).
+    std::thread::sleep(Duration::from_millis(20));
+    fs::OpenOptions::new().write(true).create_new(true).open(t.path("var/lib/pacman/db.lck")).unwrap();
+}
+
+/// What `alpm_trans_release` does.
+fn release_lock(t: &TestRoot) {
+    fs::remove_file(t.path("var/lib/pacman/db.lck")).unwrap();
+}
+
+/// The kernel upgrade's guard under the current lock: both modules built and kept.
+fn guard_builds(t: &TestRoot) {
+    let guard = t.run(&["guard"], headers_target(K_NEW));
+    guard.assert_code(0);
+    assert_eq!(builds(&guard), pairs(&[("hello/1.0", K_NEW), ("xpad/2.0", K_NEW)]), "{guard}");
+    guard.expect_line(&["DKMS guard: 2 of 2 test builds work", "the install hook installs these builds"]);
+    assert!(t.path(PREBUILT).join("index.json").exists());
+}
+
+/// The install hook after the kernel upgrade.
+fn install_after_upgrade(t: &TestRoot) -> Run {
+    let post = t.run(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)));
+    post.assert_code(0);
+    post
+}
+
+/// The install hook built both modules itself (`dkms install` builds what is not built).
+fn built_again(post: &Run) {
+    for m in ["hello/1.0", "xpad/2.0"] {
+        post.expect_line(&[&format!("{m} for {K_NEW}: installed in")]);
+    }
+    let installs: Vec<String> = post.installs().iter().map(|j| format!("{j:?}")).collect();
+    assert_eq!(installs.len(), 2, "{post}");
+}
+
+#[test]
+fn the_install_hook_under_the_same_lock_takes_the_guards_builds() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    take_lock(&t);
+    guard_builds(&t);
+    upgrade_kernel(&t);
+    let post = install_after_upgrade(&t);
+    for m in ["hello/1.0", "xpad/2.0"] {
+        post.expect_line(&[&format!("{m} for {K_NEW}"), HANDED_OVER]);
+    }
+    assert!(builds(&post).is_empty(), "{post}");
+    release_lock(&t);
+    assert!(!t.path(PREBUILT).exists());
+}
+
+#[test]
+fn a_later_transaction_of_the_same_front_end_never_takes_an_aborted_ones_builds() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    // The first transaction: the guard builds, then a later hook aborts it; libalpm releases
+    // its lock. The same front end (this process) starts a second one with the guard off.
+    take_lock(&t);
+    guard_builds(&t);
+    release_lock(&t);
+    take_lock(&t);
+    config(&t, "guard = false\n");
+    upgrade_kernel(&t);
+    let post = install_after_upgrade(&t);
+    assert!(!post.stdout.contains(HANDED_OVER), "the second transaction took the first's builds:\n{post}");
+    built_again(&post);
+    assert_eq!(t.installed_for("hello", K_NEW).as_deref(), Some("1.0"));
+    assert!(t.ko_installed("xpad", K_NEW));
+    assert!(!t.path(PREBUILT).exists(), "the first transaction's builds outlived the second");
+}
+
+#[test]
+fn a_run_without_a_lock_never_takes_the_builds_of_a_transaction_with_one() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    take_lock(&t);
+    guard_builds(&t);
+    // pacman is gone (the transaction was aborted); the install hook is run by hand.
+    release_lock(&t);
+    upgrade_kernel(&t);
+    let post = install_after_upgrade(&t);
+    assert!(!post.stdout.contains(HANDED_OVER), "{post}");
+    built_again(&post);
+    assert!(!t.path(PREBUILT).exists());
+}
+
+#[test]
+fn a_stale_record_of_another_transaction_is_dropped_by_the_next_run() {
+    let t = installed_system();
+    offer_kernel_upgrade(&t);
+    take_lock(&t);
+    guard_builds(&t);
+    release_lock(&t);
+    // The next transaction reinstalls hello-dkms only: its first dkms-hook run drops the record.
+    take_lock(&t);
+    let post = t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n");
+    post.assert_code(0);
+    assert!(!post.stdout.contains(HANDED_OVER), "{post}");
+    assert!(!t.path(PREBUILT).exists(), "the aborted transaction's builds are still there");
+}
