@@ -175,3 +175,89 @@ fn a_stale_record_of_another_transaction_is_dropped_by_the_next_run() {
     assert!(!post.stdout.contains(HANDED_OVER), "{post}");
     assert!(!t.path(PREBUILT).exists(), "the aborted transaction's builds are still there");
 }
+
+/// `installed_system` with gcc 14.1.1-1 installed, hello critical, and a kernel upgrade offered.
+fn system_with_gcc() -> TestRoot {
+    let t = installed_system();
+    t.package("gcc", "14.1.1-1", &[("usr/share/doc/gcc/README", "the compiler\n")]);
+    offer_kernel_upgrade(&t);
+    config(&t, "critical = [\"hel*\"]\n");
+    t
+}
+
+/// gcc 14.2.1-1, as `pacman -Syu` has it downloaded.
+fn offer_gcc(t: &TestRoot) {
+    t.offer("gcc", "14.2.1-1", &[("usr/share/doc/gcc/README", "the new compiler\n")]);
+}
+
+/// What pacman does after the PreTransaction hooks of the kernel and gcc upgrade.
+fn upgrade_kernel_and_gcc(t: &TestRoot) {
+    upgrade_kernel(t);
+    t.remove_package("gcc").package("gcc", "14.2.1-1", &[("usr/share/doc/gcc/README", "")]);
+}
+
+#[test]
+fn a_new_compiler_with_the_kernel_stops_nothing_and_the_install_hook_builds_again() {
+    let t = system_with_gcc();
+    offer_gcc(&t);
+    let fail = format!("hello/1.0/{K_NEW}=10");
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    // hello is critical and fails, but with the old compiler: that says nothing.
+    guard.assert_code(0);
+    let warning = guard.expect_line(&["warning: the transaction also changes the toolchain (gcc 14.1.1-1 → 14.2.1-1)"]);
+    assert!(warning.contains("cannot judge") && warning.contains("builds every module again"), "{guard}");
+    assert_eq!(guard.stdout.matches("changes the toolchain").count(), 1, "{guard}");
+    guard.expect_line(&[&format!("hello/1.0 for {K_NEW} does not build with the old toolchain")]);
+    assert!(!guard.stdout.contains("is critical"), "{guard}");
+    guard.expect_line(&["DKMS guard: 1 of 2 test builds works; the install hook builds again"]);
+    assert!(!t.path(PREBUILT).exists(), "the guard kept builds made with the old compiler");
+
+    upgrade_kernel_and_gcc(&t);
+    let post = install_after_upgrade(&t);
+    assert!(!post.stdout.contains(HANDED_OVER), "{post}");
+    post.expect_line(&[&format!("xpad/2.0 for {K_NEW}: installed in")]);
+    assert!(t.ko_installed("xpad", K_NEW));
+}
+
+#[test]
+fn a_compiler_pacman_ignores_is_no_change() {
+    let t = system_with_gcc();
+    offer_gcc(&t);
+    let conf = fs::read_to_string(t.path("etc/pacman.conf")).unwrap_or_default();
+    fs::create_dir_all(t.path("etc")).unwrap();
+    fs::write(t.path("etc/pacman.conf"), format!("[options]\nIgnorePkg = gcc\n{conf}")).unwrap();
+    let fail = format!("hello/1.0/{K_NEW}=10");
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    assert!(!guard.stdout.contains("toolchain"), "{guard}");
+    guard.assert_code(1);
+    guard.expect_line(&[&format!("error: hello/1.0 is critical and does not build for kernel {K_NEW}")]);
+}
+
+#[test]
+fn without_a_compiler_in_the_transaction_the_guard_judges_and_hands_over() {
+    let t = system_with_gcc();
+    let guard = t.run(&["guard"], headers_target(K_NEW));
+    guard.assert_code(0);
+    assert!(!guard.stdout.contains("toolchain"), "{guard}");
+    let index = fs::read_to_string(t.path(PREBUILT).join("index.json")).unwrap();
+    assert!(index.contains("\"gcc\": \"14.1.1-1\""), "the record lacks the toolchain:\n{index}");
+    upgrade_kernel(&t);
+    let post = install_after_upgrade(&t);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), HANDED_OVER]);
+}
+
+#[test]
+fn builds_made_with_another_compiler_than_the_one_installed_after_the_transaction_are_refused() {
+    let t = system_with_gcc();
+    // The guard cannot see the gcc package (a file outside the root, say): it judges and hands over.
+    let guard = t.run(&["guard"], headers_target(K_NEW));
+    guard.assert_code(0);
+    guard.expect_line(&["the install hook installs these builds"]);
+    upgrade_kernel_and_gcc(&t);
+    let post = install_after_upgrade(&t);
+    post.expect_line(&["built again: the toolchain changed in the transaction (gcc 14.1.1-1 → 14.2.1-1)"]);
+    assert_eq!(post.stdout.matches("toolchain changed").count(), 1, "{post}");
+    assert!(!post.stdout.contains(HANDED_OVER), "{post}");
+    built_again(&post);
+    assert!(!t.path(PREBUILT).exists());
+}

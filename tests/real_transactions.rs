@@ -26,6 +26,8 @@ use real::*;
 for_each_dkms! {
     second_transaction_of_a_front_end => t1_second_transaction_of_a_front_end_dkms_3_0,
         t1_second_transaction_of_a_front_end_dkms_3_2;
+    new_compiler_with_a_new_kernel => t2_new_compiler_with_a_new_kernel_dkms_3_0,
+        t2_new_compiler_with_a_new_kernel_dkms_3_2;
 }
 
 /// What the install hook says of a build the guard made.
@@ -164,6 +166,51 @@ fn second_transaction_of_a_front_end(dkms: Dkms) {
     let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX_NEXT.kver);
     assert_eq!(root.modinfo(&ko, "version"), "1.0");
     assert!(!root.path("var/lib/dkms-hook/prebuilt").exists(), "the first transaction's builds are still there");
+    let boots = root.assert_modules_load();
+    assert_eq!(boots.len(), 1);
+    assert!(boots[0].loaded("hello"), "{}", boots[0].summary());
+}
+
+/// The installed gcc: a file-less stand-in (the compiler is the host's).
+const GCC_OLD: Pkg = Pkg::Stub("gcc", "14.1.1-1");
+/// Its upgrade: a package named gcc with a newer version, holding only a README.
+const GCC_NEW: Pkg = Pkg::Tree("gcc", "14.2.1-1", "standins/gcc");
+
+/// (g) `pacman -Syu` brings a new gcc with a new kernel, and `rtfail` (critical) does not build for
+/// that kernel: the guard says once that it cannot judge with the old compiler, the transaction
+/// goes on, and the install hook builds every module itself — nothing the guard built is installed.
+fn new_compiler_with_a_new_kernel(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(&[LINUX]);
+    root.install(&[GCC_OLD, HELLO_1_0.pkg(), RTFAIL.pkg()]).assert_hooks_ok();
+    root.assert_modules(&[(HELLO_1_0, &[LINUX]), (RTFAIL, &[LINUX])]);
+    configure(&root, "critical = [\"rtfail\"]\n");
+    root.serve(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers(), GCC_NEW]);
+    root.record_make();
+
+    let t = root.pacman(&["-Syu"]);
+    assert_eq!(t.code, Some(0), "pacman -Syu was stopped:\n{}", t.output);
+    let warning = t.assert_line(&["warning: the transaction also changes the toolchain (gcc 14.1.1-1 → 14.2.1-1)"]);
+    assert_eq!(t.output.matches("changes the toolchain").count(), 1, "{}", t.output);
+    let first_change = t.line_of(&["upgrading "]).expect("pacman upgraded nothing");
+    assert!(warning < first_change, "the warning came after pacman changed packages:\n{}", t.output);
+    t.assert_line(&["warning: rtfail/1.0 for", LINUX_NEXT.kver, "does not build with the old toolchain"]);
+    t.assert_lacks("is critical and does not build");
+    t.assert_line(&["DKMS guard:", "the install hook builds again"]);
+    t.assert_lacks(HANDED_OVER);
+    t.assert_line(&["hello/1.0 for", LINUX_NEXT.kver, "installed in"]);
+    t.assert_line(&["rtfail/1.0 for", LINUX_NEXT.kver, "failed"]);
+    assert_eq!(root.version_of("gcc").as_deref(), Some("14.2.1-1"));
+    assert_eq!(root.version_of("linux").as_deref(), Some(LINUX_NEXT.version));
+    // The guard built hello and rtfail in its own trees; the install hook built both again.
+    let builds: Vec<String> = root.make_calls().into_iter().filter(|m| m.ends_with(" modules")).collect();
+    let (guard, install): (Vec<&String>, Vec<&String>) =
+        builds.iter().partition(|m| m.contains(" M=/var/lib/dkms-hook/prebuilt/"));
+    assert_eq!((guard.len(), install.len()), (2, 2), "module builds: {builds:#?}");
+    root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT]), (RTFAIL, &[])]);
+    let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX_NEXT.kver);
+    assert_eq!(root.modinfo(&ko, "version"), "1.0");
+    assert!(!root.path("var/lib/dkms-hook/prebuilt").exists(), "the guard's builds outlived the transaction");
     let boots = root.assert_modules_load();
     assert_eq!(boots.len(), 1);
     assert!(boots[0].loaded("hello"), "{}", boots[0].summary());

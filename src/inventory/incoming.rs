@@ -18,7 +18,7 @@
 //! what the guard built before it is used only by the hooks of the same transaction.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use alpm::SigLevel;
@@ -51,6 +51,8 @@ pub struct Frontend {
     pub files: Vec<String>,
     /// The frontend's working directory (host path), for relative `-U` targets.
     pub cwd: Option<PathBuf>,
+    /// `--ignore` values, as given (comma-separated package names).
+    pub ignored: Vec<String>,
 }
 
 impl Frontend {
@@ -73,8 +75,14 @@ impl Frontend {
 
     /// Reads a pacman command line (`argv[0]` first).
     pub fn parse(argv: &[String]) -> Frontend {
-        let mut frontend =
-            Frontend { operation: Operation::Unknown, root: None, cachedirs: Vec::new(), files: Vec::new(), cwd: None };
+        let mut frontend = Frontend {
+            operation: Operation::Unknown,
+            root: None,
+            cachedirs: Vec::new(),
+            files: Vec::new(),
+            cwd: None,
+            ignored: Vec::new(),
+        };
         let Some(program) = argv.first() else { return frontend };
         if Path::new(program).file_name().is_none_or(|n| n != "pacman") {
             return frontend;
@@ -121,6 +129,7 @@ impl Frontend {
                     "remove" => frontend.operation = Operation::Remove,
                     "root" => frontend.root = value(&mut args).map(PathBuf::from),
                     "cachedir" => frontend.cachedirs.extend(value(&mut args).map(PathBuf::from)),
+                    "ignore" => frontend.ignored.extend(value(&mut args)),
                     _ if VALUED.contains(&arg.split('=').next().unwrap_or_default()) && inline.is_none() => {
                         args.next();
                     }
@@ -213,6 +222,13 @@ impl Transaction {
     /// process id and start time, and libalpm's lock file (see `transaction_id`).
     pub fn current_id(layout: &Layout) -> Option<String> {
         super::transaction_id::current(layout)
+    }
+
+    /// The incoming package files of the packages `names` (by the name the database or the file
+    /// gives; see `candidates`).
+    pub fn files_of(&self, names: &BTreeSet<String>) -> Vec<(String, PathBuf)> {
+        let Ok(candidates) = &self.candidates else { return Vec::new() };
+        candidates.iter().filter(|(name, _)| names.contains(name)).cloned().collect()
     }
 
     /// The incoming package file of each of `paths` (package paths: `usr/src/foo-1.0/dkms.conf`),
@@ -383,6 +399,8 @@ mod tests {
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["x.pkg".to_owned()][..]));
         let f = parse("pacman -U --root=/mnt -- -odd.pkg");
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["-odd.pkg".to_owned()][..]));
+        let f = parse("pacman -Syu --ignore linux,linux-headers --ignore=gcc");
+        assert_eq!(f.ignored, ["linux,linux-headers", "gcc"]);
         // Targets of other operations are package names, not files.
         assert!(parse("pacman -S foo").files.is_empty());
     }
