@@ -261,3 +261,63 @@ fn builds_made_with_another_compiler_than_the_one_installed_after_the_transactio
     built_again(&post);
     assert!(!t.path(PREBUILT).exists());
 }
+
+/// `linux` at K1 with hello installed, `clang` 18.1-1 installed, a kernel upgrade offered whose
+/// headers are those of a kernel built with clang or not, and clang 19.1-1 offered.
+fn system_with_clang_offered(kernel_built_with_clang: bool) -> TestRoot {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
+    t.package("clang", "18.1-1", &[("usr/share/doc/clang/README", "")]);
+    config(&t, "critical = [\"hello\"]\n");
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    let mut headers = headers_entries(K_NEW);
+    let cc = if kernel_built_with_clang { "CONFIG_CC_IS_CLANG=y\n" } else { "CONFIG_CC_IS_GCC=y\n" };
+    headers.push((format!("usr/lib/modules/{K_NEW}/build/.config"), cc.to_owned()));
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers));
+    t.offer("clang", "19.1-1", &[("usr/share/doc/clang/README", "new\n")]);
+    t
+}
+
+#[test]
+fn clang_counts_for_a_kernel_built_with_it_only() {
+    let fail = format!("hello/1.0/{K_NEW}=10");
+    let t = system_with_clang_offered(true);
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    guard.assert_code(0);
+    guard.expect_line(&["warning: the transaction also changes the toolchain (clang 18.1-1 → 19.1-1)"]);
+
+    let t = system_with_clang_offered(false);
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    assert!(!guard.stdout.contains("toolchain"), "{guard}");
+    guard.assert_code(1);
+}
+
+#[test]
+fn a_cached_compiler_that_is_not_the_databases_version_is_no_change() {
+    let t = system_with_gcc();
+    offer_gcc(&t);
+    // The file the database names holds another gcc (a stale or foreign file): pacman would not
+    // install it as it is, and it says nothing about the transaction.
+    let stage = t.scratch().join("foreign-gcc");
+    fs::create_dir_all(&stage).unwrap();
+    fs::write(stage.join(".PKGINFO"), "pkgname = gcc\npkgbase = gcc\npkgver = 15.0.0-1\narch = x86_64\nsize = 0\n")
+        .unwrap();
+    let cached = t.path("var/cache/pacman/pkg/gcc-14.2.1-1-x86_64.pkg.tar.zst");
+    let ok = std::process::Command::new("bsdtar")
+        .args(["--zstd", "-cf"])
+        .arg(&cached)
+        .arg("-C")
+        .arg(&stage)
+        .arg(".PKGINFO")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "bsdtar failed");
+    let fail = format!("hello/1.0/{K_NEW}=10");
+    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    assert!(!guard.stdout.contains("toolchain"), "{guard}");
+    guard.assert_code(1);
+}
