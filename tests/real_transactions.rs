@@ -8,7 +8,9 @@
 //!   by a later PreTransaction hook after the guard made its builds; the second, with the guard
 //!   off, must build for itself and never install the first one's builds.
 //! - a transaction that brings a (stand-in) gcc with a new kernel: the guard says it cannot judge,
-//!   a critical module that fails stops nothing, and the install hook builds everything again.
+//!   a critical module that fails stops nothing, and the install hook builds everything again;
+//!   and where the guard cannot see the gcc package, the install hook refuses the guard's builds
+//!   because the toolchain they were made with is not the one installed after the transaction.
 //!
 //! Needs root and scripts/setup; skipped with a message otherwise, but fails in CI (`CI=true`).
 //! `cargo test --test real_transactions -- --nocapture` shows every transaction's output.
@@ -28,6 +30,8 @@ for_each_dkms! {
         t1_second_transaction_of_a_front_end_dkms_3_2;
     new_compiler_with_a_new_kernel => t2_new_compiler_with_a_new_kernel_dkms_3_0,
         t2_new_compiler_with_a_new_kernel_dkms_3_2;
+    compiler_the_guard_cannot_see => t3_compiler_the_guard_cannot_see_dkms_3_0,
+        t3_compiler_the_guard_cannot_see_dkms_3_2;
 }
 
 /// What the install hook says of a build the guard made.
@@ -211,6 +215,50 @@ fn new_compiler_with_a_new_kernel(dkms: Dkms) {
     let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX_NEXT.kver);
     assert_eq!(root.modinfo(&ko, "version"), "1.0");
     assert!(!root.path("var/lib/dkms-hook/prebuilt").exists(), "the guard's builds outlived the transaction");
+    let boots = root.assert_modules_load();
+    assert_eq!(boots.len(), 1);
+    assert!(boots[0].loaded("hello"), "{}", boots[0].summary());
+}
+
+/// (h) `pacman -U` of the new kernel (from the root's cache) and of a new gcc from a file outside
+/// the root, which the guard, chrooted into the root, cannot read: it builds hello with the old gcc
+/// and hands the build over, recording that gcc. After the transaction the install hook finds
+/// another gcc installed, says so in one line, and builds again.
+fn compiler_the_guard_cannot_see(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(&[LINUX]);
+    root.install(&[GCC_OLD, HELLO_1_0.pkg()]).assert_hooks_ok();
+    let cache = root.path("var/cache/pacman/pkg");
+    let mut files: Vec<String> = [LINUX_NEXT.pkg(), LINUX_NEXT.headers()]
+        .iter()
+        .map(|p| {
+            let cached = cache.join(p.file().file_name().unwrap());
+            fs::copy(p.file(), &cached).unwrap();
+            cached.to_str().unwrap().to_owned()
+        })
+        .collect();
+    files.push(GCC_NEW.file().to_str().unwrap().to_owned());
+    root.record_make();
+
+    let mut args = vec!["-U"];
+    args.extend(files.iter().map(String::as_str));
+    let t = root.pacman(&args);
+    assert_eq!(t.code, Some(0), "pacman -U failed:\n{}", t.output);
+    t.assert_lacks("changes the toolchain");
+    t.assert_line(&["DKMS guard: 1 of 1 test build works; the install hook installs these builds"]);
+    t.assert_line(&["built again: the toolchain changed in the transaction (gcc 14.1.1-1 → 14.2.1-1)"]);
+    assert_eq!(t.output.matches("toolchain changed").count(), 1, "{}", t.output);
+    t.assert_lacks(HANDED_OVER);
+    t.assert_line(&["hello/1.0 for", LINUX_NEXT.kver, "installed in"]);
+    let builds: Vec<String> = root.make_calls().into_iter().filter(|m| m.ends_with(" modules")).collect();
+    let (guard, install): (Vec<&String>, Vec<&String>) =
+        builds.iter().partition(|m| m.contains(" M=/var/lib/dkms-hook/prebuilt/"));
+    assert_eq!((guard.len(), install.len()), (1, 1), "module builds: {builds:#?}");
+    assert_eq!(root.version_of("gcc").as_deref(), Some("14.2.1-1"));
+    root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT])]);
+    let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX_NEXT.kver);
+    assert_eq!(root.modinfo(&ko, "version"), "1.0");
+    assert!(!root.path("var/lib/dkms-hook/prebuilt").exists());
     let boots = root.assert_modules_load();
     assert_eq!(boots.len(), 1);
     assert!(boots[0].loaded("hello"), "{}", boots[0].summary());
