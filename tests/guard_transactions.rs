@@ -87,7 +87,7 @@ fn release_lock(t: &TestRoot) {
 
 /// The kernel upgrade's guard under the current lock: both modules built and kept.
 fn guard_builds(t: &TestRoot) {
-    let guard = t.run(&["guard"], headers_target(K_NEW));
+    let guard = t.run(&["guard"], kernel_upgrade_targets(K1, K_NEW));
     guard.assert_code(0);
     assert_eq!(builds(&guard), pairs(&[("hello/1.0", K_NEW), ("xpad/2.0", K_NEW)]), "{guard}");
     guard.expect_line(&["DKMS guard: 2 of 2 test builds work", "the install hook installs these builds"]);
@@ -201,7 +201,7 @@ fn a_new_compiler_with_the_kernel_stops_nothing_and_the_install_hook_builds_agai
     let t = system_with_gcc();
     offer_gcc(&t);
     let fail = format!("hello/1.0/{K_NEW}=10");
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     // hello is critical and fails, but with the old compiler: that says nothing.
     guard.assert_code(0);
     let warning = guard.expect_line(&["warning: the transaction also changes the toolchain (gcc 14.1.1-1 → 14.2.1-1)"]);
@@ -227,7 +227,7 @@ fn a_compiler_pacman_ignores_is_no_change() {
     fs::create_dir_all(t.path("etc")).unwrap();
     fs::write(t.path("etc/pacman.conf"), format!("[options]\nIgnorePkg = gcc\n{conf}")).unwrap();
     let fail = format!("hello/1.0/{K_NEW}=10");
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     assert!(!guard.stdout.contains("toolchain"), "{guard}");
     guard.assert_code(1);
     guard.expect_line(&[&format!("error: hello/1.0 is critical and does not build for kernel {K_NEW}")]);
@@ -236,7 +236,7 @@ fn a_compiler_pacman_ignores_is_no_change() {
 #[test]
 fn without_a_compiler_in_the_transaction_the_guard_judges_and_hands_over() {
     let t = system_with_gcc();
-    let guard = t.run(&["guard"], headers_target(K_NEW));
+    let guard = t.run(&["guard"], kernel_upgrade_targets(K1, K_NEW));
     guard.assert_code(0);
     assert!(!guard.stdout.contains("toolchain"), "{guard}");
     let index = fs::read_to_string(t.path(PREBUILT).join("index.json")).unwrap();
@@ -250,7 +250,7 @@ fn without_a_compiler_in_the_transaction_the_guard_judges_and_hands_over() {
 fn builds_made_with_another_compiler_than_the_one_installed_after_the_transaction_are_refused() {
     let t = system_with_gcc();
     // The guard cannot see the gcc package (a file outside the root, say): it judges and hands over.
-    let guard = t.run(&["guard"], headers_target(K_NEW));
+    let guard = t.run(&["guard"], kernel_upgrade_targets(K1, K_NEW));
     guard.assert_code(0);
     guard.expect_line(&["the install hook installs these builds"]);
     upgrade_kernel_and_gcc(&t);
@@ -285,12 +285,12 @@ fn system_with_clang_offered(kernel_built_with_clang: bool) -> TestRoot {
 fn clang_counts_for_a_kernel_built_with_it_only() {
     let fail = format!("hello/1.0/{K_NEW}=10");
     let t = system_with_clang_offered(true);
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     guard.assert_code(0);
     guard.expect_line(&["warning: the transaction also changes the toolchain (clang 18.1-1 → 19.1-1)"]);
 
     let t = system_with_clang_offered(false);
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     assert!(!guard.stdout.contains("toolchain"), "{guard}");
     guard.assert_code(1);
 }
@@ -317,7 +317,7 @@ fn a_cached_compiler_that_is_not_the_databases_version_is_no_change() {
         .success();
     assert!(ok, "bsdtar failed");
     let fail = format!("hello/1.0/{K_NEW}=10");
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     assert!(!guard.stdout.contains("toolchain"), "{guard}");
     guard.assert_code(1);
 }
