@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::config::Config;
+use crate::config::{Config, Verbosity};
 use crate::domain::Operation;
 use crate::inventory::Scope;
 use crate::plan;
@@ -47,6 +47,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     };
     let state = session.state();
     let mut inventory = session.inventory(scope)?;
+    if let Some(why) = inventory.prebuilt_refused.as_ref().filter(|_| config.verbosity > Verbosity::Quiet) {
+        session.reporter().print(&format!("==> The guard's builds are not used, modules are {why}\n"));
+    }
     let mut plan = plan::plan(operation, &targets, &inventory, &state);
     // The lazy reading only tells that there is nothing to do (the quiet path: every module
     // already installed); anything to do is planned on the whole system.

@@ -3,10 +3,11 @@
 //!
 //! Under `ROOT/var/lib/dkms-hook/prebuilt/`: one private dkms tree per build (`trees/NAME-VERSION-
 //! KERNEL/`), the incoming packages' headers and sources while the guard runs (`incoming.*/`), and
-//! `index.json`, which names the transaction (see `inventory::incoming`), the certificate the
-//! modules were signed with and, per build, the digest of the sources and the headers package
-//! (name and version) it was made from. The install hook uses a build only when all of these are
-//! still what the system has; whatever it does not use goes when it is done.
+//! `index.json`, which names the transaction (see `inventory::transaction_id`), the certificate the
+//! modules were signed with, the toolchain they were built with (the versions of the compiler, C
+//! library and binutils packages, see [`Toolchain`]) and, per build, the digest of the sources and
+//! the headers package (name and version) it was made from. The install hook uses a build only
+//! when all of these are still what the system has; whatever it does not use goes when it is done.
 //!
 //! Before dkms has made the root's signing key (its first build on a system), the guard's builds
 //! sign with a key dkms makes for them, kept here as `mok.key`/`mok.pub`; the install hook adopts
@@ -17,6 +18,7 @@
 //! directory as soon as it holds the lock: nothing of an aborted transaction's guard outlives the
 //! next run.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -47,7 +49,38 @@ pub struct Index {
     pub transaction: Option<String>,
     /// The SHA-256 of the certificate the modules were signed with; `None`: nothing was signed.
     pub certificate: Option<String>,
+    /// The toolchain the builds were made with. An index without one (written by an older
+    /// dkms-hook) matches no toolchain: its builds are made again.
+    #[serde(default)]
+    pub toolchain: Toolchain,
     pub builds: Vec<Prebuilt>,
+}
+
+/// The identity of the toolchain modules are built with: the installed versions of its packages
+/// (`gcc`, `glibc`, `binutils`, …), by name. A package of the toolchain that is not installed is
+/// not in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Toolchain(pub BTreeMap<String, String>);
+
+impl Toolchain {
+    /// How the packages `names` (and those of `before`) went from `before` to `self`, as
+    /// `gcc 14.1-1 → 14.2-1, glibc (none) → 2.41-1`; `None` when they are the same.
+    pub fn changes_from(&self, before: &Toolchain, names: &[&str]) -> Option<String> {
+        let mut all: Vec<&str> = names.to_vec();
+        all.extend(before.0.keys().map(String::as_str));
+        all.sort_unstable();
+        all.dedup();
+        let changes: Vec<String> = all
+            .into_iter()
+            .filter_map(|name| {
+                let (old, new) = (before.0.get(name), self.0.get(name));
+                let shown = |v: Option<&String>| v.map_or("(none)".to_owned(), String::clone);
+                (old != new).then(|| format!("{name} {} → {}", shown(old), shown(new)))
+            })
+            .collect();
+        (!changes.is_empty()).then(|| changes.join(", "))
+    }
 }
 
 /// The private dkms tree of the guard's build of `module/version` for `kernel`.
@@ -75,20 +108,30 @@ fn read_index(layout: &Layout) -> Option<Index> {
 }
 
 /// The guard's builds for `transaction`; none when there are none, they belong to another, or
-/// they were signed with another certificate than the root's.
-pub fn load(layout: &Layout, transaction: Option<&str>) -> Vec<Prebuilt> {
-    let Some(index) = read_index(layout) else { return Vec::new() };
-    if transaction.is_none() || index.transaction.as_deref() != transaction {
-        return Vec::new();
+/// they were signed with another certificate than the root's. `toolchain` reads the toolchain the
+/// system has now (only asked for when there are builds) and says which of its packages count:
+/// builds made with another one are refused, and the reason is returned with them.
+pub fn load(
+    layout: &Layout,
+    transaction: Option<&str>,
+    toolchain: impl FnOnce() -> (Toolchain, Vec<&'static str>),
+) -> (Vec<Prebuilt>, Option<String>) {
+    let Some(index) = read_index(layout) else { return (Vec::new(), None) };
+    if transaction.is_none() || index.transaction.as_deref() != transaction || index.builds.is_empty() {
+        return (Vec::new(), None);
     }
     if let Some(certificate) = &index.certificate {
         let own = crate::digest::of_file(&Signing::of(layout).cert).ok();
         if own.as_ref() != Some(certificate) {
             log::info!("the guard's builds were signed with another key than the root's: building again");
-            return Vec::new();
+            return (Vec::new(), None);
         }
     }
-    index.builds
+    let (now, names) = toolchain();
+    if let Some(changes) = now.changes_from(&index.toolchain, &names) {
+        return (Vec::new(), Some(format!("built again: the toolchain changed in the transaction ({changes})")));
+    }
+    (index.builds, None)
 }
 
 /// The key the guard's builds are signed with when the root has none yet: dkms makes it here, and
@@ -255,14 +298,58 @@ mod tests {
             headers_version: "6.12-1".into(),
             dir: tree(&layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
         };
-        save(&layout, &Index { transaction: Some("42.7".into()), certificate: None, builds: vec![build.clone()] })
-            .unwrap();
-        assert_eq!(load(&layout, Some("42.7")), std::slice::from_ref(&build));
-        assert!(load(&layout, Some("43.1")).is_empty() && load(&layout, None).is_empty());
+        let toolchain = Toolchain([("gcc".to_owned(), "14.1-1".to_owned())].into());
+        let index = Index {
+            transaction: Some("42.7".into()),
+            certificate: None,
+            toolchain: toolchain.clone(),
+            builds: vec![build.clone()],
+        };
+        save(&layout, &index).unwrap();
+        let same = || (toolchain.clone(), vec!["gcc", "glibc"]);
+        assert_eq!(load(&layout, Some("42.7"), same), (vec![build.clone()], None));
+        assert_eq!(load(&layout, Some("43.1"), same), (vec![], None));
+        assert_eq!(load(&layout, None, same), (vec![], None));
         assert!(build.dir.starts_with(layout.prebuilt_dir()));
         clear_other_transactions(&layout, Some("42.7"));
         assert!(layout.prebuilt_dir().exists());
         clear_other_transactions(&layout, Some("43.1"));
         assert!(!layout.prebuilt_dir().exists());
+    }
+
+    #[test]
+    fn builds_made_with_another_toolchain_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let versions =
+            |list: &[(&str, &str)]| Toolchain(list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+        let before = versions(&[("gcc", "14.1-1"), ("glibc", "2.40-1")]);
+        let build = Prebuilt {
+            module: "hello".into(),
+            version: "1.0".into(),
+            kernel: "k1".into(),
+            digest: "d".into(),
+            headers_package: "linux-headers".into(),
+            headers_version: "6.12-1".into(),
+            dir: tree(&layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
+        };
+        let index = Index {
+            transaction: Some("7.1".into()),
+            certificate: None,
+            toolchain: before.clone(),
+            builds: vec![build],
+        };
+        save(&layout, &index).unwrap();
+        let names = vec!["gcc", "glibc", "binutils"];
+        let now = versions(&[("gcc", "14.2-1"), ("glibc", "2.40-1")]);
+        let (builds, why) = load(&layout, Some("7.1"), || (now.clone(), names.clone()));
+        assert!(builds.is_empty());
+        assert_eq!(why.as_deref(), Some("built again: the toolchain changed in the transaction (gcc 14.1-1 → 14.2-1)"));
+        // A package of the toolchain that arrives counts; one that is not a part of it does not.
+        let now = versions(&[("gcc", "14.1-1"), ("glibc", "2.40-1"), ("binutils", "2.43-1"), ("clang", "19-1")]);
+        assert_eq!(now.changes_from(&before, &names).as_deref(), Some("binutils (none) → 2.43-1"));
+        // An index of an older dkms-hook has no toolchain: its builds are not used.
+        assert!(before.changes_from(&Toolchain::default(), &names).is_some());
+        assert_eq!(before.changes_from(&before, &names), None);
     }
 }

@@ -78,7 +78,7 @@ impl<'c> Session<'c> {
         // The guard's builds are for the hooks of its own transaction only: a guard run starts
         // from none, and a run outside any transaction (`sync`) drops them.
         let ours = match config.action {
-            Action::Hook(_) => crate::inventory::incoming::Transaction::current_id(),
+            Action::Hook(_) => crate::inventory::incoming::Transaction::current_id(&config.layout),
             _ => None,
         };
         prebuilt::clear_other_transactions(&config.layout, ours.as_deref());

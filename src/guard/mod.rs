@@ -22,6 +22,9 @@
 //! A critical module (`critical` in the configuration) that fails: exit 1, which makes pacman
 //! abort the transaction before any package is touched, with what failed and the ways forward.
 //! Any other failure: a warning, exit 0. What cannot be reached or read: a warning, exit 0.
+//! When the transaction also brings another compiler, C library or binutils (`toolchain`), the
+//! builds say nothing about those after it: one warning, no failure stops the transaction, and
+//! nothing is handed over.
 //! Successful builds are kept for the install hook of the same transaction (`prebuilt`), which
 //! installs them instead of building again; nothing of the guard is ever in the dkms tree or
 //! `/usr/lib/modules`.
@@ -30,6 +33,7 @@ mod builds;
 mod bypass;
 mod headerless;
 mod incoming;
+mod toolchain;
 mod verdict;
 
 use std::io::IsTerminal;
@@ -131,13 +135,17 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
     session.reporter().print(&said);
     let paths = Paths { layout, scratch: scratch.path(), incoming: &incoming };
     let tests = plan_tests(&paths, &current, &session.state(), &config.excludes);
+    let toolchain = toolchain::check(layout, &transaction, &tests.plan);
     let reporter = session.reporter();
     reporter.print(&tests.warnings);
+    if let Some(change) = &toolchain.change {
+        reporter.print(&toolchain::warning(change));
+    }
     if config.dry_run {
         reporter.dry_run(&tests.plan);
         return Ok(Checked::done(ExitCode::SUCCESS, String::new()));
     }
-    build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id)
+    build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id, toolchain)
 }
 
 /// Records the module source directories among the guard's targets (`targets`, or read from
@@ -159,7 +167,7 @@ pub fn record_what_comes(config: &Config, targets: Option<&Targets>) {
             Err(_) => return,
         },
     };
-    let transaction = Transaction::current_id();
+    let transaction = Transaction::current_id(&config.layout);
     prebuilt::record_coming(&config.layout, transaction.as_deref(), &targets.module_dirs);
 }
 

@@ -29,6 +29,7 @@ pub(super) fn build_and_judge(
     plan: &Plan,
     current: &Inventory,
     transaction: Option<String>,
+    toolchain: super::toolchain::ToolchainCheck,
 ) -> Result<Checked> {
     let reporter = session.reporter();
     if plan.jobs.is_empty() {
@@ -51,7 +52,12 @@ pub(super) fn build_and_judge(
     };
     reporter.start(Heading::Guard, plan);
     let results = session.run_builds(plan, signing.clone())?;
-    let verdict = Verdict::of(plan, &results, &with_locked(plan, paths.incoming, config));
+    // With another toolchain coming, a failure says nothing about the build after the transaction.
+    let critical = match toolchain.change {
+        Some(_) => Vec::new(),
+        None => with_locked(plan, paths.incoming, config),
+    };
+    let verdict = Verdict::of(plan, &results, &critical);
     if let Some(signal) = crate::interrupt::received() {
         let stopped = "==> Stopped: the transaction does not go on\n".to_owned();
         return Ok(Checked::done(ExitCode::from(crate::interrupt::exit_status(signal)), stopped));
@@ -60,14 +66,16 @@ pub(super) fn build_and_judge(
         let text = verdict.abort_message(plan, paths.incoming, &config.critical, &config.unlocked);
         return Ok(Checked::done(ExitCode::from(1), text));
     }
+    let changed = toolchain.change.is_some();
     let builds = paths.prebuilt(plan, &results, current);
     let signed = signing.cert.exists();
     let certificate = signed.then(|| crate::digest::of_file(&signing.cert).ok()).flatten();
-    let index = Index { transaction, certificate, builds };
+    let index = Index { transaction, certificate, toolchain: toolchain.installed, builds };
     Ok(Checked {
         code: ExitCode::SUCCESS,
-        text: verdict.warnings(plan),
-        hand_over: Some(index),
+        text: verdict.warnings(plan, changed),
+        // Builds made with the old toolchain are not what the install hook would make.
+        hand_over: (!changed).then_some(index),
         tested: Some((verdict.built(&results), plan.jobs.len())),
     })
 }
@@ -141,16 +149,23 @@ impl Verdict {
         results.iter().flatten().filter(|r| r.outcome == Outcome::Built).count()
     }
 
-    /// The warnings for the failures that do not stop the transaction.
-    pub(super) fn warnings(&self, plan: &Plan) -> String {
+    /// The warnings for the failures that do not stop the transaction; `toolchain_changed`: the
+    /// transaction brings another toolchain (the builds used the old one).
+    pub(super) fn warnings(&self, plan: &Plan, toolchain_changed: bool) -> String {
         let mut text = String::new();
         for failure in &self.other {
             let job = &plan.jobs[failure.job];
-            text.push_str(&format!(
-                "warning: {job} does not build (see above); {} is not critical, so the transaction goes on (the \
-                 install hook reports the failure after it)\n",
-                job.module.name
-            ));
+            text.push_str(&match toolchain_changed {
+                true => format!(
+                    "warning: {job} does not build with the old toolchain (see above); the transaction goes on (the \
+                     install hook builds it with the new one)\n"
+                ),
+                false => format!(
+                    "warning: {job} does not build (see above); {} is not critical, so the transaction goes on (the \
+                     install hook reports the failure after it)\n",
+                    job.module.name
+                ),
+            });
         }
         for i in &self.unchecked {
             text.push_str(&format!("warning: {} could not be test-built (see above)\n", plan.jobs[*i]));

@@ -19,8 +19,8 @@
 //! Whatever cannot be found cannot be test-built: the guard says so, and the install hook builds
 //! after the transaction.
 //!
-//! The same reading names the transaction ([`Transaction::id`]: the frontend's process and start
-//! time), so that what the guard built before it is used only by the hooks of the same transaction.
+//! The same reading names the transaction ([`Transaction::id`], see `transaction_id`), so that
+//! what the guard built before it is used only by the hooks of the same transaction.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +65,8 @@ pub struct Frontend {
     /// The frontend's working directory as this process sees it (not a host path), when it can
     /// reach it: relative paths of the command line are relative to it.
     pub cwd: Option<PathBuf>,
+    /// `--ignore` values, as given (comma-separated package names).
+    pub ignored: Vec<String>,
 }
 
 /// pacman 7.1's long options (`src/pacman/pacman.c`, `parseargs`) and whether each takes a value;
@@ -153,7 +155,7 @@ fn long_option(given: &str) -> Option<(&'static str, bool)> {
 impl Frontend {
     /// The frontend that started this process (its parent), read from `/proc`.
     pub fn of_parent() -> Frontend {
-        let ppid = nix::unistd::getppid();
+        let ppid = super::transaction_id::frontend_pid();
         let argv: Vec<String> = std::fs::read(format!("/proc/{ppid}/cmdline"))
             .map(|bytes| {
                 bytes
@@ -179,6 +181,7 @@ impl Frontend {
             cachedirs: Vec::new(),
             files: Vec::new(),
             cwd: None,
+            ignored: Vec::new(),
         };
         let Some(program) = argv.first() else { return frontend };
         if Path::new(program).file_name().is_none_or(|n| n != "pacman") {
@@ -216,6 +219,7 @@ impl Frontend {
                     "dbpath" => frontend.dbpath = path(),
                     "config" => frontend.config = path(),
                     "cachedir" => frontend.cachedirs.extend(path()),
+                    "ignore" => frontend.ignored.extend(value.clone()),
                     _ => {}
                 }
                 continue;
@@ -296,7 +300,7 @@ fn reachable_cwd(link: &str) -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Transaction {
     pub frontend: Frontend,
-    /// The frontend's process id and start time: the same for every hook of one transaction.
+    /// The transaction's name (see `transaction_id`): the same for every hook of one transaction.
     pub id: Option<String>,
     /// (package name, file) of every incoming package file; why there are none, when none can be
     /// listed.
@@ -353,7 +357,7 @@ impl Transaction {
         log::debug!("the running transaction's frontend: {frontend:?}");
         let mut transaction = Transaction {
             frontend,
-            id: Transaction::current_id(),
+            id: Transaction::current_id(layout),
             candidates: Err(String::new()),
             expected: BTreeMap::new(),
             read: RefCell::new(BTreeMap::new()),
@@ -369,9 +373,16 @@ impl Transaction {
     }
 
     /// The name of the running transaction, without reading anything else of it: the frontend's
-    /// process id and start time.
-    pub fn current_id() -> Option<String> {
-        transaction_id(nix::unistd::getppid().as_raw())
+    /// process id and start time, and libalpm's lock file (see `transaction_id`).
+    pub fn current_id(layout: &Layout) -> Option<String> {
+        super::transaction_id::current(layout)
+    }
+
+    /// The incoming package files of the packages `names` (by the name the database or the file
+    /// gives; see `candidates`).
+    pub fn files_of(&self, names: &BTreeSet<String>) -> Vec<(String, PathBuf)> {
+        let Ok(candidates) = &self.candidates else { return Vec::new() };
+        candidates.iter().filter(|(name, _)| names.contains(name)).cloned().collect()
     }
 
     /// The incoming package file of each of `paths` (package paths: `usr/src/foo-1.0/dkms.conf`),
@@ -543,16 +554,6 @@ fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candi
     Ok(found)
 }
 
-/// The transaction id of process `pid`: `PID.STARTTIME` (field 22 of `/proc/PID/stat`), unique
-/// while the machine runs.
-fn transaction_id(pid: i32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // pid (comm) state ppid …: comm may hold spaces and parentheses, so split after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let start = rest.split_whitespace().nth(19)?;
-    Some(format!("{pid}.{start}"))
-}
-
 /// pacman's configuration as this process can read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Configuration {
@@ -647,17 +648,10 @@ mod tests {
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["x.pkg".to_owned()][..]));
         let f = parse("pacman -U --root=/mnt -- -odd.pkg");
         assert_eq!((f.root.as_deref(), f.files.as_slice()), (Some(Path::new("/mnt")), &["-odd.pkg".to_owned()][..]));
+        let f = parse("pacman -Syu --ignore linux,linux-headers --ignore=gcc");
+        assert_eq!(f.ignored, ["linux,linux-headers", "gcc"]);
         // Targets of other operations are package names, not files.
         assert!(parse("pacman -S foo").files.is_empty());
-    }
-
-    #[test]
-    fn a_transaction_is_named_by_its_frontend_process() {
-        let me = std::process::id() as i32;
-        let id = transaction_id(me).unwrap();
-        assert!(id.starts_with(&format!("{me}.")), "{id}");
-        assert_eq!(transaction_id(me), Some(id));
-        assert_eq!(transaction_id(i32::MAX), None);
     }
 
     #[test]

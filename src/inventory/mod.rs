@@ -15,6 +15,8 @@ pub mod package;
 pub mod pacman;
 pub mod pacman_conf;
 pub mod signing;
+pub mod toolchain;
+pub mod transaction_id;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +53,9 @@ pub struct Inventory {
     pub package_versions: BTreeMap<String, String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
+    /// Why the guard's builds for the running transaction are not used, when they are not for a
+    /// reason the user should see (the toolchain changed).
+    pub prebuilt_refused: Option<String>,
     /// The exact-version dependencies of the module packages, by package (`locks`); their
     /// companions' installed versions are in `package_versions`.
     pub locks: locks::Locks,
@@ -116,9 +121,11 @@ impl Inventory {
         });
         let tree = tree?;
         let lazy_owners = lazy_owners.transpose()?;
-        let prebuilt = match scope.prebuilt {
-            true => crate::prebuilt::load(layout, incoming::Transaction::current_id().as_deref()),
-            false => Vec::new(),
+        let (prebuilt, prebuilt_refused) = match scope.prebuilt {
+            true => crate::prebuilt::load(layout, incoming::Transaction::current_id(layout).as_deref(), || {
+                toolchain::for_prebuilt(layout)
+            }),
+            false => (Vec::new(), None),
         };
         if let Some(owners) = &lazy_owners {
             dirs.retain(|dir| asked(dir) || owners.sources.contains_key(dir));
@@ -183,7 +190,7 @@ impl Inventory {
             false => BTreeSet::new(),
         };
         let coming = match scope.coming {
-            true => crate::prebuilt::coming(layout, incoming::Transaction::current_id().as_deref()),
+            true => crate::prebuilt::coming(layout, incoming::Transaction::current_id(layout).as_deref()),
             false => BTreeSet::new(),
         };
         Ok(Inventory {
@@ -194,6 +201,7 @@ impl Inventory {
             tree,
             package_versions: owners.versions,
             prebuilt,
+            prebuilt_refused,
             locks: owners.locks,
             boot: owners.boot,
             unevaluated,

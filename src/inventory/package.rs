@@ -89,6 +89,11 @@ impl Package {
         load(path, false, |loaded| loaded.name().to_owned())
     }
 
+    /// The name and version (`pkgver-pkgrel`) of the package in `path`, from its metadata only.
+    pub fn name_and_version_of(path: &Path) -> Result<(String, String), PackageError> {
+        load(path, false, |loaded| (loaded.name().to_owned(), loaded.version().to_string()))
+    }
+
     /// `pkgver`: the version without epoch and pkgrel.
     pub fn pkgver(&self) -> &str {
         let version = self.version.split_once(':').map_or(self.version.as_str(), |(_, v)| v);
