@@ -10,6 +10,7 @@ use crate::domain::Operation;
 use crate::inventory::Scope;
 use crate::plan;
 use crate::report::{Heading, Reporter};
+use crate::run::Tools;
 use crate::session::{Begun, Session};
 
 /// Runs the hook command for `operation` with the targets on stdin.
@@ -20,6 +21,11 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     }
     if targets.is_empty() {
         Reporter::new(config.verbosity).no_targets();
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A root with dkms-hook but without dkms (pacstrap, `pacman -Rdd dkms`): nothing can run.
+    if let Some(why) = Tools::dkms_missing(&config.dkms) {
+        Reporter::new(config.verbosity).no_dkms(&why, operation == Operation::Install);
         return Ok(ExitCode::SUCCESS);
     }
     let session = match Session::begin(config)? {

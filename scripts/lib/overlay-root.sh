@@ -61,22 +61,26 @@ ovr_destroy() {
 
 # ovr_prepare ROOT HOOKS_DIR HOOK_BIN [DKMS]: an Arch-style starting point inside the overlay root.
 # The Debian kernel layout goes (the kernel and headers packages will own usr/lib/modules/K), the
-# pacman DB starts empty, the dkms tree starts empty, the hooks of HOOKS_DIR and the hook binary
-# HOOK_BIN are installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is
-# given, that dkms script replaces /usr/sbin/dkms inside the root.
+# pacman DB starts empty, the dkms tree starts empty, the hook directories start empty (none of the
+# host's hooks run), the hooks of HOOKS_DIR (see ovr_install_hooks) and the hook binary HOOK_BIN are
+# installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is given, that
+# dkms script replaces /usr/sbin/dkms inside the root.
 ovr_prepare() {
     local root=$1 hooks=$2 bin=$3 dkms=${4:-}
-    rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" || return 1
+    rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" \
+        "$root/usr/share/libalpm/hooks" || return 1
     mkdir -p "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" \
-        "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" "$root/etc/pacman.d/hooks" || return 1
+        "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" "$root/etc/pacman.d/hooks" \
+        "$root/usr/share/libalpm/hooks" || return 1
     cat >"$root/etc/pacman.conf" <<'CONF'
 [options]
 Architecture = auto
 SigLevel = Never
 LocalFileSigLevel = Never
 CONF
+    ovr_link_system_hookdir "$root" || return 1
     if [[ -n $hooks ]]; then
-        cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
+        ovr_install_hooks "$hooks" "$root/etc/pacman.d/hooks" "$root/usr/share/libalpm/hooks" || return 1
     fi
     if [[ -n $bin ]]; then
         install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
@@ -84,6 +88,42 @@ CONF
     if [[ -n $dkms ]]; then
         install -m 0755 "$dkms" "$root/usr/sbin/dkms" || return 1
     fi
+}
+
+# ovr_system_hookdir: the packages' hook directory this pacman reads below --root (libalpm's
+# SYSHOOKDIR, /usr/share/libalpm/hooks on Arch), without the trailing slash.
+ovr_system_hookdir() {
+    local dirs
+    dirs=$(pacman --config /dev/null -v 2>/dev/null | sed -n 's/^Hook Dirs *: *//p')
+    [[ -n $dirs ]] || { ovr_die "pacman -v names no hook directories"; return 1; }
+    dirs=${dirs%% *}
+    printf '%s\n' "${dirs%/}"
+}
+
+# ovr_link_system_hookdir ROOT: where this pacman was built with another packages' hook directory
+# than Arch's (the project-local pacman in .deps), that directory in ROOT becomes a relative link to
+# ROOT/usr/share/libalpm/hooks, so the hooks a package installs there run as they do on Arch.
+ovr_link_system_hookdir() {
+    local root=$1 sys
+    sys=$(ovr_system_hookdir) || return 1
+    [[ $sys == /usr/share/libalpm/hooks ]] && return 0
+    rm -rf "${root:?}$sys" && mkdir -p "$(dirname "$root$sys")" "$root/usr/share/libalpm/hooks" &&
+        ln -sr "$root/usr/share/libalpm/hooks" "$root$sys"
+}
+
+# ovr_install_hooks HOOKS_DIR USER_DIR SYSTEM_DIR: the hooks of HOOKS_DIR where the package puts
+# them: the guard (10-*) into SYSTEM_DIR (the root's /usr/share/libalpm/hooks), the others into
+# USER_DIR (/etc/pacman.d/hooks, which pacman reads for every --root). An empty SYSTEM_DIR leaves
+# the guard out.
+ovr_install_hooks() {
+    local hooks=$1 user=$2 system=$3 hook
+    mkdir -p "$user" || return 1
+    for hook in "$hooks"/*.hook; do
+        case ${hook##*/} in
+        10-dkms-guard.hook) [[ -z $system ]] || install -D -m 0644 "$hook" "$system/${hook##*/}" || return 1 ;;
+        *) install -m 0644 "$hook" "$user/" || return 1 ;;
+        esac
+    done
 }
 
 # ovr_pacman ROOT ARGS...: the real pacman on ROOT. --hookdir is not prefixed with --root (pacman
@@ -272,8 +312,8 @@ pkg_stage() {
     printf '%s\n' "$stage"
 }
 
-# pkg_stub OUT NAME VERSION: a package without files (e.g. `dkms`, which the hooks' `Depends = dkms`
-# needs in the DB; the root already has the real dkms from the host).
+# pkg_stub OUT NAME VERSION: a package without files (e.g. `dkms`, which the `*-dkms` and dkms-hook
+# packages depend on; the root already has the real dkms from the host).
 pkg_stub() {
     local stage
     stage=$(pkg_stage) || return 1

@@ -49,6 +49,12 @@ impl Tools {
         Ok(Tools { dkms, depmod, lock_fd, signing: None })
     }
 
+    /// Why `dkms` (a path, or a name looked up as [`Tools::resolve`] does) cannot be run, if it
+    /// cannot: a root without dkms, where the hooks have nothing to do.
+    pub fn dkms_missing(dkms: &Path) -> Option<String> {
+        find_program(dkms).err()
+    }
+
     /// Runs dkms with `args` (an action and its arguments, relocated as needed), with
     /// `make -j make_jobs` when given, signing modules with `signing`.
     pub fn dkms(

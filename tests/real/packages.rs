@@ -2,8 +2,8 @@
 //! (the real `vmlinuz`, the in-tree modules the tests need, `modules.order`, `modules.builtin*`,
 //! `pkgbase`) and headers packages made from Debian's kernel headers, `*-dkms` packages made from the
 //! sources in `tests/real/modules/` and from real-world Debian module packages (fetched by
-//! scripts/setup into `.deps/debian/`, never committed), file-less stand-ins such as `dkms` (the hooks
-//! say `Depends = dkms`; the root has the real dkms from the host), and dkms-hook itself as its
+//! scripts/setup into `.deps/debian/`, never committed), file-less stand-ins such as `dkms` (what the
+//! `*-dkms` and dkms-hook packages depend on; the root has the real dkms from the host), and dkms-hook itself as its
 //! PKGBUILD builds it.
 //!
 //! Packages are assembled by `scripts/lib/overlay-root.sh` (shared with `scripts/demo`), once per
