@@ -90,6 +90,31 @@ CONF
     fi
 }
 
+# ovr_bare_root ROOT: ROOT as pacstrap prepares a new root before its first `pacman --root ROOT`:
+# an empty directory with only pacman's database, cache, log and gnupg directories (and the test
+# pacman.conf). No overlay: nothing of this machine is in it.
+ovr_bare_root() {
+    local root=$1
+    mkdir -p "$root/var/lib/pacman" "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" ||
+        return 1
+    cat >"$root/etc/pacman.conf" <<'CONF'
+[options]
+Architecture = auto
+SigLevel = Never
+LocalFileSigLevel = Never
+CONF
+}
+
+# ovr_package_hooks PKGFILE DIR: the hook files PKGFILE installs in /etc/pacman.d/hooks/, copied
+# into DIR (which becomes a machine's hook directory as that package leaves it).
+ovr_package_hooks() {
+    local pkg=$1 dir=$2 tmp
+    tmp=$(mktemp -d) || return 1
+    bsdtar -xf "$pkg" -C "$tmp" etc/pacman.d/hooks || { rm -rf "$tmp"; return 1; }
+    mkdir -p "$dir" && cp "$tmp"/etc/pacman.d/hooks/*.hook "$dir"/ || { rm -rf "$tmp"; return 1; }
+    rm -rf "$tmp"
+}
+
 # ovr_system_hookdir: the packages' hook directory this pacman reads below --root (libalpm's
 # SYSHOOKDIR, /usr/share/libalpm/hooks on Arch), without the trailing slash.
 ovr_system_hookdir() {
@@ -131,8 +156,17 @@ ovr_install_hooks() {
 ovr_pacman() {
     local root=$1
     shift
+    ovr_pacman_hookdir "$root" "$root/etc/pacman.d/hooks" "$@"
+}
+
+# ovr_pacman_hookdir ROOT HOOKDIR ARGS...: ovr_pacman with HOOKDIR as the user hook directory, e.g.
+# a directory outside ROOT, as pacstrap's `pacman --root NEWROOT` reads the machine's
+# /etc/pacman.d/hooks.
+ovr_pacman_hookdir() {
+    local root=$1 hookdir=$2
+    shift 2
     pacman --root "$root" --dbpath "$root/var/lib/pacman" --config "$root/etc/pacman.conf" \
-        --hookdir "$root/etc/pacman.d/hooks" --cachedir "$root/var/cache/pacman/pkg" \
+        --hookdir "$hookdir" --cachedir "$root/var/cache/pacman/pkg" \
         --logfile "$root/var/log/pacman.log" --gpgdir "$root/etc/pacman.d/gnupg" \
         --noconfirm --color never "$@"
 }
@@ -300,6 +334,9 @@ pkg_write() {
     [[ -f $stage/.INSTALL ]] && entries+=(.INSTALL)
     [[ -d $stage/usr ]] && entries+=(usr)
     [[ -d $stage/etc ]] && entries+=(etc)
+    for d in bin sbin lib lib64; do
+        [[ -L $stage/$d ]] && entries+=("$d")
+    done
     (cd "$stage" && bsdtar --zstd --uid 0 --gid 0 --uname root --gname root -cf "$file" "${entries[@]}") || return 1
     printf '%s\n' "$file"
 }
@@ -318,6 +355,21 @@ pkg_stub() {
     local stage
     stage=$(pkg_stage) || return 1
     pkg_write "$1" "$stage" "$2" "$2" "$3"
+    rm -rf "$stage"
+}
+
+# pkg_base OUT: a stand-in for Arch's `filesystem` and `bash`, what a new root has after the first
+# packages of `pacstrap ROOT base`: the usr-merge links (bin, sbin, lib, lib64 -> usr/...) and a
+# static busybox as usr/bin/sh (and usr/bin/bash), so hooks that run /bin/sh work; nothing else.
+pkg_base() {
+    local stage bb
+    bb=$(_ovr_busybox) || return 1
+    stage=$(pkg_stage) || return 1
+    mkdir -p "$stage/usr/bin" "$stage/usr/lib" && install -m 0755 "$bb" "$stage/usr/bin/busybox" || return 1
+    ln -s busybox "$stage/usr/bin/sh" && ln -s busybox "$stage/usr/bin/bash" || return 1
+    ln -s usr/bin "$stage/bin" && ln -s usr/bin "$stage/sbin" && ln -s usr/lib "$stage/lib" &&
+        ln -s usr/lib "$stage/lib64" || return 1
+    pkg_write "$1" "$stage" filesystem filesystem 1-1
     rm -rf "$stage"
 }
 

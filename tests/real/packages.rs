@@ -178,6 +178,9 @@ pub enum Pkg {
     Tree(&'static str, &'static str, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
+    /// `filesystem`, a stand-in for the start of `base` in a new root: the usr-merge links and a
+    /// static busybox as `/bin/sh`.
+    Base,
 }
 
 impl Pkg {
@@ -213,6 +216,7 @@ impl Pkg {
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
+            Pkg::Base => shell("pkg_base", &[out]),
             Pkg::DkmsHook => {
                 let started = std::time::Instant::now();
                 let cargo_home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("makepkg-cargo-home");
