@@ -24,7 +24,7 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // A root with dkms-hook but without dkms (pacstrap, `pacman -Rdd dkms`): nothing can run.
-    if let Some(why) = Tools::dkms_missing(&config.dkms) {
+    if let Some(why) = Tools::dkms_not_installed(&config.dkms) {
         Reporter::new(config.verbosity).no_dkms(&why, operation == Operation::Install);
         return Ok(ExitCode::SUCCESS);
     }

@@ -466,35 +466,3 @@ fn the_quiet_path_reads_a_module_dkms_registered_from_other_sources() {
     run.assert_code(0);
     assert!(std::fs::read_to_string(&marker).unwrap().contains("read"), "hello's dkms.conf was not read\n{run}");
 }
-
-/// A root with dkms-hook but without dkms (`pacman -Rdd dkms`, a root made by pacstrap): nothing
-/// can build there. The install hook says so in one line and succeeds; the remove hook and the
-/// guard of the same transaction stay silent; nothing is changed.
-#[test]
-fn without_dkms_the_hooks_do_nothing_and_only_the_install_hook_says_so() {
-    let t = TestRoot::with_two_kernels();
-    hello(&t);
-    let missing = t.scratch().join("no-such-dkms");
-    for (command, says) in [("install", true), ("remove", false), ("guard", false)] {
-        let before = t.snapshot();
-        let args = [
-            "--root".to_owned(),
-            t.root().display().to_string(),
-            "--dkms".to_owned(),
-            missing.display().to_string(),
-            "--depmod".to_owned(),
-            t.fake_depmod().display().to_string(),
-            command.to_owned(),
-        ];
-        let run = t.run_raw(&args, "usr/src/hello-1.0/dkms.conf\n", &[]);
-        run.assert_code(0);
-        let lines: Vec<String> = run.output().lines().map(str::to_owned).collect();
-        let expected = format!("dkms is not installed ({} does not exist): nothing to do", missing.display());
-        match says {
-            true => assert_eq!(lines, [expected], "{command}\n{run}"),
-            false => assert!(lines.is_empty(), "{command} printed something\n{run}"),
-        }
-        assert!(run.calls.is_empty(), "{command}\n{run}");
-        assert_unchanged(&t, &before, &run);
-    }
-}

@@ -150,3 +150,23 @@ fn remove_without_modules(dkms: Dkms) {
     assert_eq!(dkms_lines(&t), Vec::<&str>::new(), "pacman -R firefox printed lines of ours:\n{}", t.output);
     root.assert_modules(&[(HELLO_1_0, &[LINUX])]);
 }
+
+/// A root with dkms-hook but without dkms (`pacman -Rdd dkms`): installing kernels and a module
+/// succeeds with no hook failure; the install hook says in one line that there is nothing to do,
+/// the guard stays silent, nothing is built. (dkms does not matter: the root has none.)
+#[test]
+fn r05_root_with_dkms_hook_but_not_dkms() {
+    let Some(root) = Root::new(Dkms::V3_0) else { return };
+    root.pacman(&["-Rdd", "dkms"]);
+    let ran = root.chroot(&["rm", "/usr/sbin/dkms"]);
+    assert!(ran.status.success(), "{}", ran.output);
+    assert!(!root.chroot(&["sh", "-c", "command -v dkms"]).status.success(), "the root still has a dkms");
+
+    let t = root.install(&[LINUX.pkg(), LINUX.headers(), HELLO_1_0.pkg()]);
+    t.assert_hooks_ok().assert_hook_files_accepted().assert_lacks(NOT_HERE);
+    let said: Vec<&str> = t.output.lines().filter(|l| l.contains("dkms is not installed")).collect();
+    assert_eq!(said.len(), 1, "not exactly one line saying dkms is not installed:\n{}", t.output);
+    assert!(said[0].ends_with("nothing to do"), "{}", said[0]);
+    t.assert_lacks("error").assert_lacks("warning");
+    root.assert_modules(&[]);
+}

@@ -83,7 +83,7 @@ fn check(config: &Config) -> Result<ExitCode> {
     }
     // Without dkms nothing builds, here or after the transaction: nothing to check (the install
     // hook says so).
-    if let Some(why) = crate::run::Tools::dkms_missing(&config.dkms) {
+    if let Some(why) = crate::run::Tools::dkms_not_installed(&config.dkms) {
         reporter.no_dkms(&why, false);
         return Ok(ExitCode::SUCCESS);
     }
