@@ -344,7 +344,7 @@ a critical module does not build for a kernel the transaction installs, and pacm
 transaction before it changes anything.
 .TP
 .B 2
-Usage, configuration or environment error (not root, dkms missing, unreadable pacman database,
+Usage, configuration or environment error (not root, a configured dkms missing, unreadable pacman database,
 timed out waiting for the lock;
 .BR lint :
 a path that is not a package file or a PKGBUILD directory with a built package). Nothing was

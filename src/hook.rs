@@ -52,6 +52,21 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     };
     let state = session.state();
     let mut inventory = session.inventory(scope)?;
+    match operation {
+        // Before a kernel's headers are replaced in place: what they were, for the install hook.
+        Operation::Remove { rebuild: true } if !config.dry_run => {
+            for kver in targets.kernels.keys().filter(|k| inventory.kernels.contains_key(*k)) {
+                match crate::inventory::headers::digest(&config.layout, kver) {
+                    Some(digest) => crate::rebuilt::record(&config.layout, kver, &digest)?,
+                    None => crate::rebuilt::forget(&config.layout, kver),
+                }
+            }
+        }
+        Operation::Install => {
+            inventory.headers_in_place = crate::inventory::headers::in_place(&config.layout, targets.kernels.keys());
+        }
+        Operation::Remove { .. } => {}
+    }
     let mut plan = plan::plan(operation, &targets, &inventory, &state);
     // The lazy reading only tells that there is nothing to do (the quiet path: every module
     // already installed); anything to do is planned on the whole system.
@@ -67,6 +82,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     if operation == Operation::Install && !config.dry_run {
         // The install hook is the guard's builds' only user: what it did not take goes.
         crate::prebuilt::clear(&config.layout);
+        for kver in targets.kernels.keys() {
+            crate::rebuilt::forget(&config.layout, kver);
+        }
     }
     Ok(code)
 }

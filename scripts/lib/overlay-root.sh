@@ -439,13 +439,14 @@ pkg_kernel() {
     rm -rf "$stage"
 }
 
-# pkg_headers OUT NAME PKGBASE VERSION KVER: an Arch-style headers package owning
+# pkg_headers OUT NAME PKGBASE VERSION KVER [HEADER]: an Arch-style headers package owning
 # usr/lib/modules/KVER/build/ as a real directory: a copy of Debian's /usr/src/linux-headers-KVER.
 # Its relative symlinks that leave the tree (scripts, tools -> ../../lib/linux-kbuild-6.1/...) are
 # made absolute so they resolve from the new place; its Makefile already includes the shared
-# -common tree by absolute path, which stays on the (overlaid) host.
+# -common tree by absolute path, which stays on the (overlaid) host. HEADER, when given, is added as
+# build/include/linux/HEADER: the same kernel rebuilt with a changed interface.
 pkg_headers() {
-    local out=$1 name=$2 base=$3 version=$4 kver=$5 stage src build link rel target abs
+    local out=$1 name=$2 base=$3 version=$4 kver=$5 header=${6:-} stage src build link rel target abs
     src="$OVR_DEBIAN_HEADERS/linux-headers-$kver"
     [[ -f $src/Makefile ]] || { ovr_die "no Debian headers at $src: run scripts/setup"; return 1; }
     stage=$(pkg_stage) || return 1
@@ -462,6 +463,12 @@ pkg_headers() {
         [[ $abs == "$src"/* ]] && continue
         ln -sfn "$abs" "$link" || return 1
     done < <(find "$build" -type l -print0)
+    # HEADER: the same kernel rebuilt with a changed interface, as build/include/linux/HEADER.
+    if [[ -n $header ]]; then
+        mkdir -p "$build/include/linux" &&
+            printf '/* %s %s: an interface older modules do not know */\n' "$name" "$version" \
+                >"$build/include/linux/$header" || return 1
+    fi
     pkg_write "$out" "$stage" "$name" "$base" "$version"
     rm -rf "$stage"
 }

@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod dkms_conf;
 pub mod dkms_tree;
+pub mod headers;
 pub mod incoming;
 pub mod locks;
 pub mod package;
@@ -58,6 +59,9 @@ pub struct Inventory {
     pub locks: locks::Locks,
     /// The boot image generators installed (`boot`).
     pub boot: boot::Boot,
+    /// Kernels whose headers the transaction replaced in place (same kver, see `headers`), by
+    /// kver: `true` when the new headers are byte-identical to those before (when the caller asked).
+    pub headers_in_place: BTreeMap<String, bool>,
     /// Module source directories whose dkms.conf was not evaluated ([`Scope::lazy`]): their
     /// `conf` holds only the name and version dkms knows them by.
     pub unevaluated: BTreeSet<String>,
@@ -184,6 +188,7 @@ impl Inventory {
             locks: owners.locks,
             boot: owners.boot,
             unevaluated,
+            headers_in_place: BTreeMap::new(),
         })
     }
 
