@@ -152,7 +152,7 @@ fn remove_without_modules(dkms: Dkms) {
 }
 
 /// A root with dkms-hook but without dkms (`pacman -Rdd dkms`): installing kernels and a module
-/// succeeds with no hook failure; the install hook says in one line that there is nothing to do,
+/// (`-Udd`) succeeds with no hook failure; the install hook says in one line that there is nothing to do,
 /// the guard stays silent, nothing is built. (dkms does not matter: the root has none.)
 #[test]
 fn r05_root_with_dkms_hook_but_not_dkms() {
@@ -162,7 +162,13 @@ fn r05_root_with_dkms_hook_but_not_dkms() {
     assert!(ran.status.success(), "{}", ran.output);
     assert!(!root.chroot(&["sh", "-c", "command -v dkms"]).status.success(), "the root still has a dkms");
 
-    let t = root.install(&[LINUX.pkg(), LINUX.headers(), HELLO_1_0.pkg()]);
+    // hello-dkms depends on dkms: -dd, as whoever removed dkms did.
+    let files: Vec<String> =
+        [LINUX.pkg(), LINUX.headers(), HELLO_1_0.pkg()].iter().map(|p| p.file().to_str().unwrap().to_owned()).collect();
+    let mut args = vec!["-Udd"];
+    args.extend(files.iter().map(String::as_str));
+    let t = root.pacman(&args);
+    assert_eq!(t.code, Some(0), "pacman -Udd failed:\n{}", t.output);
     t.assert_hooks_ok().assert_hook_files_accepted().assert_lacks(NOT_HERE);
     let said: Vec<&str> = t.output.lines().filter(|l| l.contains("dkms is not installed")).collect();
     assert_eq!(said.len(), 1, "not exactly one line saying dkms is not installed:\n{}", t.output);
