@@ -43,12 +43,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         Operation::Install => {
             Scope { digests: Some(&targets.module_dirs), prebuilt: true, lazy: true, ..Scope::default() }
         }
-        Operation::Remove { rebuild } => Scope {
-            only: Some(&targets.module_dirs),
-            digests: Some(&targets.module_dirs),
-            incoming: !rebuild,
-            ..Scope::default()
-        },
+        Operation::Remove { .. } => {
+            Scope { only: Some(&targets.module_dirs), digests: Some(&targets.module_dirs), ..Scope::default() }
+        }
     };
     let state = session.state();
     let mut inventory = session.inventory(scope)?;

@@ -75,11 +75,11 @@ impl<'c> Session<'c> {
         };
         // With the lock held, whatever an interrupted run left half-written is ours to drop.
         run::clear_private_trees(&config.layout);
-        // The guard's builds are for the hooks of its own transaction only, and a guard run starts
-        // from none.
+        // The guard's builds are for the hooks of its own transaction only: a guard run starts
+        // from none, and a run outside any transaction (`sync`) drops them.
         let ours = match config.action {
-            Action::Guard => None,
-            _ => crate::inventory::incoming::Transaction::current_id(),
+            Action::Hook(_) => crate::inventory::incoming::Transaction::current_id(),
+            _ => None,
         };
         prebuilt::clear_other_transactions(&config.layout, ours.as_deref());
         kept::remove_temporaries(&config.layout);

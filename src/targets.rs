@@ -28,6 +28,10 @@ pub struct KernelChange {
     pub headers: bool,
     /// Any other path (the kernel package: `modules.order`, `vmlinuz`, `pkgbase`, `kernel/…`).
     pub image: bool,
+    /// `vmlinuz` itself (the guard matches it as the kernel coming).
+    pub vmlinuz: bool,
+    /// `modules.order` itself (the guard matches it as the kernel leaving).
+    pub order: bool,
 }
 
 impl Targets {
@@ -53,12 +57,14 @@ impl Targets {
             Some(Target::ModuleSource(dir)) => {
                 self.module_dirs.insert(dir.to_owned());
             }
-            Some(Target::Kernel { kver, headers }) => {
+            Some(Target::Kernel { kver, headers, file }) => {
                 let change = self.kernels.entry(kver.to_owned()).or_default();
                 if headers {
                     change.headers = true;
                 } else {
                     change.image = true;
+                    change.vmlinuz |= file == "vmlinuz";
+                    change.order |= file == "modules.order";
                 }
             }
             None => self.ignored.push(line.to_owned()),
@@ -75,7 +81,12 @@ impl Targets {
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
     ModuleSource(&'a str),
-    Kernel { kver: &'a str, headers: bool },
+    /// `file`: the file directly in the kernel's directory (`vmlinuz`), or empty.
+    Kernel {
+        kver: &'a str,
+        headers: bool,
+        file: &'a str,
+    },
 }
 
 /// Recognises one line; `None` for anything that is not a clean relative path we act on.
@@ -90,7 +101,7 @@ fn classify(line: &str) -> Option<Target<'_>> {
     match parts.as_slice() {
         ["usr", "src", dir, "dkms.conf"] if is_valid_name(dir) => Some(Target::ModuleSource(dir)),
         ["usr", "lib", "modules", kver, rest @ ..] if !rest.is_empty() && is_valid_name(kver) => {
-            Some(Target::Kernel { kver, headers: rest[0] == "build" })
+            Some(Target::Kernel { kver, headers: rest[0] == "build", file: if rest.len() == 1 { rest[0] } else { "" } })
         }
         _ => None,
     }
@@ -124,7 +135,7 @@ mod tests {
     use super::*;
 
     fn kernel(headers: bool, image: bool) -> KernelChange {
-        KernelChange { headers, image }
+        KernelChange { headers, image, ..KernelChange::default() }
     }
 
     #[test]
@@ -140,7 +151,7 @@ mod tests {
             t.module_dirs.iter().map(String::as_str).collect::<Vec<_>>(),
             ["hello-1.0", "xpad-neo-x-0.9-r12-g3a1b"]
         );
-        assert_eq!(t.kernels["6.12.1-arch1-1"], kernel(true, true));
+        assert_eq!(t.kernels["6.12.1-arch1-1"], KernelChange { order: true, ..kernel(true, true) });
         assert_eq!(t.kernels["6.6.30-1-lts"], kernel(true, false));
         assert!(t.ignored.is_empty());
     }
@@ -151,7 +162,8 @@ mod tests {
             ["usr/lib/modules/6.1-x/vmlinuz", "usr/lib/modules/6.1-x/pkgbase", "usr/lib/modules/6.1-x/kernel/a.ko.zst"]
         {
             let t = Targets::parse(line.as_bytes());
-            assert_eq!(t.kernels["6.1-x"], kernel(false, true), "{line}");
+            let vmlinuz = line.ends_with("/vmlinuz");
+            assert_eq!(t.kernels["6.1-x"], KernelChange { vmlinuz, ..kernel(false, true) }, "{line}");
         }
     }
 

@@ -15,10 +15,6 @@ use common::*;
 /// The kver the offered kernel upgrade brings.
 const K_NEW: &str = "6.2.0-1-arch";
 
-fn headers_target(kver: &str) -> String {
-    format!("usr/lib/modules/{kver}/build/include/\n")
-}
-
 fn config(t: &TestRoot, text: &str) {
     fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
 }
@@ -89,7 +85,7 @@ fn a_kernel_upgrade_alone_keeps_the_ordinary_rule_for_a_locked_module() {
     t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
     t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
     let fail = format!("nvidia/580/{K_NEW}=10");
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     guard.assert_code(0);
     guard.expect_line(&[&format!("warning: nvidia/580 for {K_NEW} does not build"), "not critical"]);
 }

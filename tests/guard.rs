@@ -73,7 +73,7 @@ fn builds_for_an_incoming_kernel_are_installed_after_the_transaction_without_bui
     let times = t.scratch().join("build-times");
     let env = [("FAKE_DKMS_TIMES", times.to_str().unwrap())];
 
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &env);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &env);
     guard.assert_code(0);
     assert_eq!(builds(&guard), pairs(&[("hello/1.0", K_NEW), ("xpad/2.0", K_NEW)]), "{guard}");
     guard.expect_line(&["Test-building DKMS modules before the transaction: 2 builds"]);
@@ -111,7 +111,7 @@ fn a_critical_module_that_fails_for_the_incoming_kernel_stops_the_transaction_an
     let before = t.snapshot();
     let fail = format!("hello/1.0/{K_NEW}=10");
 
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     guard.assert_code(1);
     guard.expect_line(&[&format!("error: hello/1.0 is critical and does not build for kernel {K_NEW}")]);
     guard.expect_line(&["error: expected ';' before '}' token"]);
@@ -137,7 +137,7 @@ fn a_module_that_is_not_critical_gets_a_warning_and_the_transaction_goes_on() {
     config(&t, "critical = [\"zfs\"]\n");
     let fail = format!("hello/1.0/{K_NEW}=10");
 
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     guard.assert_code(0);
     guard.expect_line(&[&format!("warning: hello/1.0 for {K_NEW} does not build"), "not critical"]);
     guard.expect_line(&["DKMS guard: 1 of 2 test builds works"]);
@@ -179,7 +179,7 @@ fn a_kernel_that_leaves_in_the_same_transaction_is_not_built_for() {
     offer_kernel_upgrade(&t);
     t.offer("hello-dkms", "1.1-1", &borrowed(&module_entries("hello-1.1", &dkms_conf("hello", "1.1"))));
 
-    let stdin = format!("{}usr/src/hello-1.1/dkms.conf\n", headers_target(K_NEW));
+    let stdin = format!("{}usr/src/hello-1.1/dkms.conf\n", kernel_upgrade_targets(K1, K_NEW));
     let guard = t.run(&["guard"], stdin);
     guard.assert_code(0);
     // linux leaves K1 behind: hello 1.1 and xpad are built for K_NEW only, hello 1.0 not at all.
@@ -204,13 +204,17 @@ fn the_bypass_variable_and_the_configuration_turn_the_guard_off() {
     offer_kernel_upgrade(&t);
     config(&t, "critical = [\"hello\"]\n");
     let fail = format!("hello/1.0/{K_NEW}=10");
-    let off = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail), ("DKMS_HOOK_GUARD", "off")]);
+    let off = t.run_env(
+        &["guard"],
+        kernel_upgrade_targets(K1, K_NEW),
+        &[("FAKE_DKMS_FAIL", &fail), ("DKMS_HOOK_GUARD", "off")],
+    );
     off.assert_code(0);
     off.expect_line(&["DKMS guard off (DKMS_HOOK_GUARD=off)"]);
     assert!(off.dkms().is_empty(), "{off}");
 
     config(&t, "critical = [\"hello\"]\nguard = false\n");
-    let off = t.run_env(&["guard"], headers_target(K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
+    let off = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("FAKE_DKMS_FAIL", &fail)]);
     off.assert_code(0);
     off.expect_line(&["DKMS guard off (guard = false in the configuration)"]);
     assert!(off.dkms().is_empty(), "{off}");
@@ -221,7 +225,7 @@ fn a_package_that_cannot_be_reached_is_named_and_the_transaction_goes_on() {
     let t = installed_system();
     config(&t, "critical = [\"*\"]\n");
     // Nothing offered: pacman's cache has no package with these headers.
-    let guard = t.run(&["guard"], headers_target(K_NEW));
+    let guard = t.run(&["guard"], kernel_upgrade_targets(K1, K_NEW));
     guard.assert_code(0);
     guard.expect_line(&[&format!(
         "warning: cannot check usr/lib/modules/{K_NEW}/build/include/ before the transaction"
@@ -258,22 +262,22 @@ fn a_guard_that_cannot_check_stops_the_transaction_only_for_critical_modules() {
     let missing = t.scratch().join("no-such-dkms");
     let args = ["--root", &root, "--dkms", missing.to_str().unwrap(), "guard"];
     // Nothing critical: nothing the guard would stop the transaction for.
-    let run = t.run_raw(&args, headers_target(K_NEW), &[]);
+    let run = t.run_raw(&args, kernel_upgrade_targets(K1, K_NEW), &[]);
     run.assert_code(0);
     run.expect_line(&["warning: the DKMS guard cannot check this transaction", "dkms not found", "it goes on"]);
 
     config(&t, "critical = [\"hello\"]\n");
-    let run = t.run_raw(&args, headers_target(K_NEW), &[]);
+    let run = t.run_raw(&args, kernel_upgrade_targets(K1, K_NEW), &[]);
     run.assert_code(2);
     assert!(run.stderr.contains("the DKMS guard cannot check this transaction, so pacman stops it"), "{run}");
     assert!(run.stderr.contains("DKMS_HOOK_GUARD=off") && run.stderr.contains("dkms not found"), "{run}");
 
     // A configuration it cannot read stops it too, and the bypass still works.
     config(&t, "critical = [\"hello\"\n");
-    let run = t.run(&["guard"], headers_target(K_NEW));
+    let run = t.run(&["guard"], kernel_upgrade_targets(K1, K_NEW));
     run.assert_code(2);
     assert!(run.stderr.contains("so pacman stops it") && run.stderr.contains("dkms-hook.toml"), "{run}");
-    let run = t.run_env(&["guard"], headers_target(K_NEW), &[("DKMS_HOOK_GUARD", "off")]);
+    let run = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &[("DKMS_HOOK_GUARD", "off")]);
     run.assert_code(0);
     run.expect_line(&["DKMS guard off (DKMS_HOOK_GUARD=off)"]);
     assert!(!t.path(PREBUILT).exists());
@@ -329,4 +333,49 @@ fn a_kernel_package_rebuilt_for_the_same_kver_stays() {
     let guard = t.run(&["guard"], "usr/src/hello-1.1/dkms.conf\n");
     guard.assert_code(0);
     assert_eq!(builds(&guard), pairs(&[("hello/1.1", K1)]), "{guard}");
+}
+
+#[test]
+fn a_kernel_that_comes_without_headers_stops_the_transaction_for_a_critical_module() {
+    let t = installed_system();
+    // `pacman -U linux-…` (a downgrade, or `pacman -S linux` alone): the kernel, not its headers.
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    let targets = format!("{kernel}\nusr/lib/modules/{K1}/modules.order\n");
+    config(&t, "critical = [\"hello\"]\n");
+    let before = t.snapshot();
+
+    let guard = t.run(&["guard"], &targets);
+    guard.assert_code(1);
+    guard.expect_line(&[&format!(
+        "error: kernel {K_NEW} (linux) comes without its headers: hello is critical and cannot be built for it"
+    )]);
+    guard.expect_line(&["warning: kernel", "comes without its headers: xpad will not be built for it"]);
+    guard.expect_line(&["-> install linux-headers as well: pacman -S linux-headers"]);
+    assert!(guard.dkms().is_empty(), "nothing is built\n{guard}");
+    let changed: Vec<String> = snapshot_diff(&before, &t.snapshot())
+        .into_iter()
+        .filter(|p| !p.contains("var/lib/dkms-hook/lock") && !p.contains("var/log/dkms-hook"))
+        .collect();
+    assert!(changed.is_empty(), "the guard changed {changed:?}\n{guard}");
+
+    // Nothing critical: a warning for each module, and the transaction goes on.
+    config(&t, "");
+    let guard = t.run(&["guard"], &targets);
+    guard.assert_code(0);
+    guard.expect_line(&["warning: kernel", "comes without its headers: hello, xpad will not be built for it"]);
+    assert!(guard.dkms().is_empty(), "{guard}");
+}
+
+#[test]
+fn headers_for_a_kernel_that_is_not_installed_and_not_coming_are_not_built_for() {
+    let t = installed_system();
+    // `pacman -S linux-headers` on a system whose kernel is older: headers of a kver no kernel has.
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
+    config(&t, "critical = [\"hello\"]\n");
+    let guard = t.run(&["guard"], format!("usr/lib/modules/{K_NEW}/build/include/\n"));
+    guard.assert_code(0);
+    assert!(builds(&guard).is_empty(), "{guard}");
+    assert!(!guard.stdout.contains("error:"), "{guard}");
+    assert!(!t.path(PREBUILT).join("index.json").exists(), "{guard}");
 }

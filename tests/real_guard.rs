@@ -27,6 +27,8 @@ for_each_dkms! {
         g4_critical_module_upgrade_that_fails_dkms_3_2;
     first_module_before_dkms_has_a_key => g5_first_module_before_dkms_has_a_key_dkms_3_0,
         g5_first_module_before_dkms_has_a_key_dkms_3_2;
+    kernel_without_headers => g6_kernel_without_headers_dkms_3_0, g6_kernel_without_headers_dkms_3_2;
+    headers_without_kernel => g7_headers_without_kernel_dkms_3_0, g7_headers_without_kernel_dkms_3_2;
 }
 
 /// What pacman prints when a hook stops the transaction.
@@ -218,4 +220,59 @@ fn first_module_before_dkms_has_a_key(dkms: Dkms) {
     }
     assert!(!root.path("var/lib/dkms-hook/prebuilt").exists());
     assert_loaded(&root, LINUX, &["hello"]);
+}
+
+/// (f) `pacman -S linux` alone, while a critical module is installed: the new kernel comes without
+/// its headers, so nothing can be built for it and the kernel it replaces takes its modules along.
+/// pacman stops before any package is touched, naming the headers to install; with them, the same
+/// upgrade goes through and the module loads in the new kernel.
+fn kernel_without_headers(dkms: Dkms) {
+    let Some(root) = system_with(dkms, &[HELLO_1_0]) else { return };
+    configure(&root, "critical = [\"hello\"]\n");
+    root.serve(&[LINUX_NEXT.pkg(), LINUX_NEXT.headers()]);
+    let before = root.snapshot(KEPT);
+
+    let t = root.pacman(&["-Sy", LINUX_NEXT.name]);
+    assert_ne!(t.code, Some(0), "pacman did not abort:\n{}", t.output);
+    t.assert_contains(ABORTED);
+    t.assert_line(&[
+        &format!("error: kernel {} (linux) comes without its headers", LINUX_NEXT.kver),
+        "hello is critical and cannot be built for it",
+    ]);
+    t.assert_line(&["-> install linux-headers as well: pacman -S linux-headers"]);
+    assert_eq!(root.version_of("linux").as_deref(), Some(LINUX.version));
+    assert_eq!(root.snapshot(KEPT), before, "the aborted transaction changed the system");
+    root.assert_modules(&[(HELLO_1_0, &[LINUX])]);
+    nothing_of_the_new_kernel(&root);
+
+    let t = root.pacman(&["-S", LINUX_NEXT.name, &LINUX_NEXT.headers_name()]);
+    assert_eq!(t.code, Some(0), "pacman -S failed:\n{}", t.output);
+    t.assert_hooks_ok();
+    t.assert_line(&["hello/1.0 for", LINUX_NEXT.kver, "installed (built before the transaction)"]);
+    root.assert_modules(&[(HELLO_1_0, &[LINUX_NEXT])]);
+    assert_loaded(&root, LINUX_NEXT, &["hello"]);
+}
+
+/// (g) `pacman -S linux-headers` on a system whose kernel is older: the headers of a kernel that is
+/// neither installed nor coming. Nothing is built for it (a critical module that would not
+/// compile there stops nothing), the installed modules stay, and they load.
+fn headers_without_kernel(dkms: Dkms) {
+    let Some(root) = system_with(dkms, &[HELLO_1_0, RTFAIL]) else { return };
+    configure(&root, "critical = [\"rtfail\"]\n");
+    root.serve(&[LINUX_NEXT.headers()]);
+
+    let t = root.pacman(&["-Sy", &LINUX_NEXT.headers_name()]);
+    assert_eq!(t.code, Some(0), "pacman -S failed:\n{}", t.output);
+    t.assert_hooks_ok();
+    t.assert_lacks("Test-building");
+    t.assert_lacks("rtfail/1.0 for");
+    assert_eq!(root.version_of("linux-headers").as_deref(), Some(LINUX_NEXT.version));
+    let tree = root.dkms_tree();
+    assert!(
+        tree.built.iter().all(|(_, _, k)| k != LINUX_NEXT.kver),
+        "built for a kernel that is not installed: {:?}",
+        tree.built
+    );
+    root.assert_modules(&[(HELLO_1_0, &[LINUX]), (RTFAIL, &[LINUX])]);
+    assert_loaded(&root, LINUX, &["hello", "rtfail"]);
 }

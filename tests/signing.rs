@@ -53,7 +53,7 @@ fn offer_kernel_upgrade(
 
 /// The guard, pacman's kernel upgrade and the install hook.
 fn guarded_kernel_upgrade(t: &TestRoot) -> Run {
-    let guard = t.run_env(&["guard"], headers_target(K_NEW), &SIGN);
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &SIGN);
     guard.assert_code(0);
     t.remove_package("linux").remove_package("linux-headers");
     t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
@@ -150,7 +150,7 @@ fn an_unsigned_build_from_before_the_transaction_is_built_again_when_the_system_
     // install hook runs (the same happens to a build made where dkms would not sign).
     fs::create_dir_all(t.path("etc/dkms")).unwrap();
     fs::write(t.path("etc/dkms/framework.conf"), "try_sign_modules=false\n").unwrap();
-    t.run_env(&["guard"], headers_target(K_NEW), &SIGN).assert_code(0);
+    t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &SIGN).assert_code(0);
     fs::remove_file(t.path("etc/dkms/framework.conf")).unwrap();
     t.remove_package("linux").remove_package("linux-headers");
     t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);

@@ -135,9 +135,9 @@ fn a_new_version_that_fails_keeps_the_old_one_then_replaces_it_everywhere() {
     t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
     let old = installed_ko(&t, K2);
 
-    // pacman -Syu brings hello-dkms 1.1-1 (downloaded into the cache before the hooks run).
-    t.offer_upgrade("hello-dkms", "1.1-1");
-    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
+    // pacman -Syu brings hello-dkms 1.1-1: the remove hook gets the directory that leaves
+    // (Remove) and the one that comes (Install), as pacman matches them; no package file needed.
+    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\nusr/src/hello-1.1/dkms.conf\n");
     pre.assert_code(0);
     assert!(pre.calls.is_empty(), "the upgraded module is not removed before the transaction\n{pre}");
     upgrade_package(&t, "1.1", "1.1-1", "obj-m += fake.o\n# 1.1\n");
@@ -183,7 +183,9 @@ fn a_package_the_transaction_does_not_upgrade_is_removed_before_it() {
     let t = TestRoot::with_two_kernels();
     hello(&t, "1.0", "1.0-1");
     t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
-    // Nothing in the sync database or the cache says hello-dkms comes back: it leaves.
+    // Nothing of hello comes in the transaction (no directory of it among the targets): it leaves,
+    // whatever the sync database and the cache hold.
+    t.offer_upgrade("hello-dkms", "1.1-1");
     let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
     pre.assert_code(0);
     assert_eq!(sorted(pre.removes()), vec![job("hello", "1.0", K1), job("hello", "1.0", K2)], "{pre}");
@@ -196,8 +198,7 @@ fn removing_the_package_while_an_old_version_is_kept_leaves_nothing() {
     let t = TestRoot::with_two_kernels();
     hello(&t, "1.0", "1.0-1");
     t.run(&["install"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
-    t.offer_upgrade("hello-dkms", "1.1-1");
-    t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n").assert_code(0);
+    t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\nusr/src/hello-1.1/dkms.conf\n").assert_code(0);
     upgrade_package(&t, "1.1", "1.1-1", "obj-m += fake.o\n# 1.1\n");
     let fail = format!("hello/1.1/{K2}=10");
     t.run_env(&["install"], "usr/src/hello-1.1/dkms.conf\n", &[("FAKE_DKMS_FAIL", &fail)]).assert_code(1);

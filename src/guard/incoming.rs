@@ -35,7 +35,7 @@ pub struct Incoming {
     pub kernels: Vec<IncomingKernel>,
     /// The incoming module sources (their dkms.conf read unprivileged, their digest computed).
     pub sources: Vec<ModuleSource>,
-    /// Installed kernels that leave: their package is upgraded to one without their kver.
+    /// Installed kernels that leave: pacman matched their `modules.order` as removed.
     pub leaving: BTreeSet<String>,
     /// Targets that could not be checked, and why.
     pub unreachable: Vec<(String, String)>,
@@ -75,7 +75,15 @@ impl Incoming {
             }
         };
         let mut kernels = Vec::new();
-        for (kver, change) in &targets.kernels {
+        for (kver, change) in targets.kernels.iter().filter(|(_, c)| c.headers) {
+            // Headers alone, for a kernel that is neither installed nor coming, build nothing
+            // that could ever load.
+            if !change.vmlinuz && !current.kernels.contains_key(kver) {
+                log::info!(
+                    "the headers of kernel {kver} come without the kernel, which is not installed: nothing to build"
+                );
+                continue;
+            }
             if let Some(package) = found(&headers_path(kver), &format!("usr/lib/modules/{kver}/build")) {
                 kernels.push(IncomingKernel {
                     kver: kver.clone(),
@@ -112,21 +120,13 @@ impl Incoming {
                 ModuleSource { dir, package: Some(package), conf, digest }
             })
             .collect();
-        // An installed kernel whose package the transaction upgrades leaves unless the upgrade
-        // brings its kver again (its headers among the targets, or its module directory in the
-        // incoming kernel package).
-        let packages: BTreeSet<String> = current.kernels.values().map(|k| k.package.clone()).collect();
-        let upgraded = transaction.upgraded(&packages);
-        let stays = |kernel: &Kernel| {
-            let dir = format!("usr/lib/modules/{}/", kernel.kver);
-            let located = transaction.locate(std::slice::from_ref(&dir), |name, _| name == kernel.package);
-            matches!(located.get(&dir), Some(Located::Found(_)))
-        };
-        incoming.leaving = current
+        // An installed kernel leaves when pacman matched its `modules.order` as removed and
+        // nothing of it as coming (which would be a contradiction: then it stays).
+        incoming.leaving = targets
             .kernels
-            .values()
-            .filter(|k| upgraded.contains(&k.package) && !targets.kernels.contains_key(&k.kver) && !stays(k))
-            .map(|k| k.kver.clone())
+            .iter()
+            .filter(|(kver, c)| c.order && !c.vmlinuz && !c.headers && current.kernels.contains_key(*kver))
+            .map(|(kver, _)| kver.clone())
             .collect();
         incoming
     }
@@ -185,7 +185,6 @@ pub fn after_transaction(current: &Inventory, incoming: &Incoming) -> Inventory 
     for source in &incoming.sources {
         after.sources.insert(source.dir.clone(), source.clone());
     }
-    after.upgrading.clear();
     after.prebuilt.clear();
     after
 }

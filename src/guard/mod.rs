@@ -2,8 +2,14 @@
 //! pacman changes anything, what the install hook will build after the transaction, and stops the
 //! transaction when a module the user marked critical cannot be built.
 //!
-//! Its targets are the incoming packages' paths: `usr/lib/modules/K/build/include/` of a headers
-//! package, `usr/src/D/dkms.conf` of a module package. The package files that bring them are found
+//! Its targets are what pacman itself matched in the transaction (its hook's triggers): the
+//! incoming packages' paths — `usr/lib/modules/K/vmlinuz` of a kernel package,
+//! `usr/lib/modules/K/build/include/` of a headers package, `usr/src/D/dkms.conf` of a module
+//! package — and the leaving kernels' `usr/lib/modules/K/modules.order` (matched as removed).
+//! What comes and what leaves is taken from these alone; package files are only read to build.
+//! A kernel that comes without headers stops the transaction when a critical module could not be
+//! built for it ([`headerless`]); headers that come without their kernel, for a kernel that is not
+//! installed, are not built for. The package files that bring the targets are found
 //! as `inventory::incoming` describes (pacman's cache for `-S`, the files of `-U`), and the headers
 //! (`usr/lib/modules/K/build`) and module sources (`usr/src/D`) are extracted into a temporary
 //! directory. The pairs to build are those the install hook would plan on the system as it will be
@@ -22,6 +28,7 @@
 
 mod builds;
 mod bypass;
+mod headerless;
 mod incoming;
 mod verdict;
 
@@ -117,6 +124,14 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
         false => Scratch::new_in(&layout.prebuilt_dir(), "incoming.")?,
     };
     let incoming = Incoming::find(&transaction, targets, &current, scratch.path());
+    let after = after_transaction(&current, &incoming);
+    let package_of = |kver: &str| transaction.kernel_package_of(&format!("usr/lib/modules/{kver}/vmlinuz"));
+    let headerless = headerless::find(targets, &current, &after, &config.critical, &config.excludes, &package_of);
+    let (said, stop) = headerless::judge(&headerless);
+    if stop {
+        return Ok(Checked::done(ExitCode::from(1), said));
+    }
+    session.reporter().print(&said);
     let paths = Paths { layout, scratch: scratch.path(), incoming: &incoming };
     let tests = plan_tests(&paths, &current, &session.state(), &config.excludes);
     let reporter = session.reporter();
@@ -128,11 +143,11 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
     build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id)
 }
 
-/// The targets the guard acts on: headers (`build/…`) and module sources; a kernel image alone
-/// brings nothing to build against.
+/// The targets the guard acts on: headers (`build/…`), kernel images (`vmlinuz`: a kernel that
+/// comes), `modules.order` (a kernel that leaves) and module sources.
 pub fn wanted_targets(targets: &Targets) -> Targets {
     let mut wanted = targets.clone();
-    wanted.kernels.retain(|_, change| change.headers);
+    wanted.kernels.retain(|_, change| change.headers || change.vmlinuz || change.order);
     wanted
 }
 

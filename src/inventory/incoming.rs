@@ -1,29 +1,24 @@
-//! The packages a running pacman transaction brings in, as a hook can see them.
+//! The package files a running pacman transaction brings, as a hook can reach them: the guard
+//! needs them to test-build (the incoming headers and module sources), and only for that. What
+//! comes and what leaves is never decided from them: pacman's own hook targets say it.
 //!
-//! A PreTransaction hook gets only the matched paths: `usr/src/foo-1.0/dkms.conf` as a Remove
-//! target looks the same whether `foo-dkms` is being removed or upgraded to `foo-1.1`. What tells
-//! them apart is the transaction itself, which libalpm does not share with hooks, so it is
-//! reconstructed from what pacman leaves visible:
-//!
+//! They are found from what pacman leaves visible:
 //! - the frontend's command line (`/proc/PPID/cmdline`; hooks are children of the process running
-//!   the transaction): `-R` removes only; `-U FILE…` names the incoming package files (paths of
-//!   the host, mapped into the root pacman was given with `--root`, which is where the hook runs);
+//!   the transaction): `-U FILE…` names the incoming package files (paths of the host, mapped into
+//!   the root pacman was given with `--root`, which is where the hook runs);
 //! - for `-S` (and frontends other than pacman): the sync databases give each package's newest
 //!   version and file name, and pacman has downloaded every package of the transaction into its
-//!   cache (`CacheDir` of `ROOT/etc/pacman.conf`, `--cachedir`, default `/var/cache/pacman/pkg/`)
-//!   before any PreTransaction hook runs. A package counts as incoming only when its file is there
-//!   and libalpm confirms it is that package.
+//!   cache before any PreTransaction hook runs. A file counts only when libalpm confirms it is that
+//!   package.
 //!
-//! Whatever cannot be found counts as not incoming: dkms-hook then does what it did without this
-//! knowledge (a module whose package leaves is removed before the transaction).
+//! Whatever cannot be found cannot be test-built: the guard says so, and the install hook builds
+//! after the transaction.
 //!
-//! The same reading finds, for the pre-transaction guard, the package file that brings a given
-//! path ([`Transaction::locate`]), and names the transaction ([`Transaction::id`]: the frontend's
-//! process and start time), so that what the guard built before it is used only by the hooks of
-//! the same transaction.
+//! The same reading names the transaction ([`Transaction::id`]: the frontend's process and start
+//! time), so that what the guard built before it is used only by the hooks of the same transaction.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use alpm::SigLevel;
@@ -220,20 +215,6 @@ impl Transaction {
         transaction_id(nix::unistd::getppid().as_raw())
     }
 
-    /// The packages among `packages` that the transaction upgrades (brings another version of):
-    /// see the module documentation.
-    pub fn upgraded(&self, packages: &BTreeSet<String>) -> BTreeSet<String> {
-        if packages.is_empty() {
-            return BTreeSet::new();
-        }
-        let Ok(candidates) = &self.candidates else { return BTreeSet::new() };
-        candidates
-            .iter()
-            .filter(|(name, file)| packages.contains(name) && name_of(file).as_ref() == Some(name))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
     /// The incoming package file of each of `paths` (package paths: `usr/src/foo-1.0/dkms.conf`),
     /// looked for among the packages for which `likely(name, path)` holds (a cheap guess:
     /// `*-headers` for headers, `*dkms*` for module sources), and, for the files given to `-U`,
@@ -241,6 +222,19 @@ impl Transaction {
     /// hundreds of packages of a big `-Syu` are never all read.
     pub fn locate(&self, paths: &[String], likely: impl Fn(&str, &str) -> bool) -> BTreeMap<String, Located> {
         paths.iter().map(|path| (path.clone(), self.holding(path, &likely))).collect()
+    }
+
+    /// The name of the incoming kernel package that brings `path` (`usr/lib/modules/K/vmlinuz`),
+    /// where its file can be reached: among a `-Syu`'s packages only Arch's kernel names
+    /// (`linux`, `linux-*`, not headers or firmware) are looked at.
+    pub fn kernel_package_of(&self, path: &str) -> Option<String> {
+        let likely = |name: &str, _: &str| {
+            (name == "linux" || name.starts_with("linux-")) && !name.ends_with("-headers") && !name.contains("firmware")
+        };
+        match self.holding(path, &likely) {
+            Located::Found(package) => Some(package.name),
+            Located::Unreachable(_) => None,
+        }
     }
 
     /// `file` read whole (once).

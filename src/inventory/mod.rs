@@ -49,9 +49,6 @@ pub struct Inventory {
     pub tree: DkmsTree,
     /// The versions (`pkgver-pkgrel`) of the packages named above, by package name.
     pub package_versions: BTreeMap<String, String>,
-    /// Packages owning the module sources read that the running pacman transaction upgrades
-    /// (when the scope asked; see `incoming`).
-    pub upgrading: BTreeSet<String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
     /// The exact-version dependencies of the module packages, by package (`locks`); their
@@ -77,8 +74,6 @@ pub struct Scope<'a> {
     pub digests: Option<&'a BTreeSet<String>>,
     /// Every module source read gets its digest.
     pub all_digests: bool,
-    /// Find which of the sources' packages the running transaction upgrades.
-    pub incoming: bool,
     /// Read what the guard built for the running transaction (and the digests of their sources).
     pub prebuilt: bool,
     /// Read just enough to tell whether the install plan has anything to do (the quiet path):
@@ -173,17 +168,11 @@ impl Inventory {
                 (dir.clone(), ModuleSource { dir, package, conf, digest })
             })
             .collect();
-        let packages: BTreeSet<String> = sources.values().filter_map(|s| s.package.clone()).collect();
-        let upgrading = match scope.incoming && !packages.is_empty() {
-            true => incoming::Transaction::discover(layout).upgraded(&packages),
-            false => BTreeSet::new(),
-        };
         Ok(Inventory {
             kernels: owners.kernels,
             sources,
             tree,
             package_versions: owners.versions,
-            upgrading,
             prebuilt,
             locks: owners.locks,
             boot: owners.boot,

@@ -93,11 +93,6 @@ mod tests {
             self.inv.tree.entries.get_mut(&(name.into(), version.into())).unwrap().kept = Some(digest.into());
             self
         }
-        /// The running transaction upgrades `package`.
-        fn upgrading(mut self, package: &str) -> Self {
-            self.inv.upgrading.insert(package.into());
-            self
-        }
         fn kernel(mut self, kver: &str, package: &str, headers: bool) -> Self {
             self.inv.kernels.insert(
                 kver.into(),
@@ -393,9 +388,29 @@ mod tests {
         };
         // The upgrade hook: the directory stays (a package release in the same directory).
         preserve(&w.plan(REBUILD, "usr/src/hello-1.0/dkms.conf\n"));
-        // The remove hook, while the transaction upgrades the package (to another directory).
-        let upgraded = w.upgrading("hello-dkms");
-        preserve(&upgraded.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\n"));
+        // The remove hook, while the transaction brings another directory of the module (pacman
+        // matches it as an Install target: no installed package owns it).
+        preserve(&w.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\nusr/src/hello-1.1/dkms.conf\n"));
+    }
+
+    #[test]
+    fn only_a_directory_of_the_same_module_keeps_a_leaving_one() {
+        let w = two_kernels().source("hello-1.0", "hello", "1.0", &[]).digest("hello-1.0", "d10").built(
+            "hello",
+            "1.0",
+            "hello-1.0",
+            &["6.12.1-arch1-1"],
+            &["6.12.1-arch1-1"],
+        );
+        // Another module comes: hello leaves for good.
+        let p = w.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\nusr/src/hellox-2.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["remove hello/1.0 from 6.12.1-arch1-1", "unregister hello/1.0"]);
+        // A name of which `hello` is a prefix could be hello's next version: kept (the safe side).
+        let p = w.plan(REMOVE, "usr/src/hello-1.0/dkms.conf\nusr/src/hello-extra-2.0/dkms.conf\n");
+        assert_eq!(jobs(&p), ["preserve hello/1.0"]);
+        // Only something coming (a first install): nothing to do and nothing to say.
+        let p = w.plan(REMOVE, "usr/src/hello-1.1/dkms.conf\n");
+        assert!(p.jobs.is_empty() && p.notices.is_empty() && p.depmod.is_empty(), "{p:?}");
     }
 
     #[test]

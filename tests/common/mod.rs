@@ -81,6 +81,14 @@ pub fn borrowed(entries: &[(String, String)]) -> Vec<(&str, &str)> {
     entries.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect()
 }
 
+/// What pacman gives the guard's hook for a kernel upgrade from `old` to `new` (a new kver): the
+/// incoming kernel image and headers (Install), the leaving kernel's `modules.order` (Remove).
+pub fn kernel_upgrade_targets(old: &str, new: &str) -> String {
+    format!(
+        "usr/lib/modules/{new}/vmlinuz\nusr/lib/modules/{new}/build/include/\nusr/lib/modules/{old}/modules.order\n"
+    )
+}
+
 /// A dkms.conf for module `name`/`version`, in the shape `*-dkms` packages ship.
 pub fn dkms_conf(name: &str, version: &str) -> String {
     format!(

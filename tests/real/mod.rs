@@ -390,8 +390,8 @@ impl Root {
     }
 
     /// `pacman -U PKGS` with the package files in the root's package cache, as pacman has them
-    /// after downloading an upgrade: dkms-hook's hooks, run inside the root, can read them (which
-    /// tells an upgraded module from a removed one). Must succeed (hooks may still fail).
+    /// after downloading an upgrade: the guard, run inside the root, can read them to test-build.
+    /// Must succeed (hooks may still fail).
     pub fn upgrade(&self, pkgs: &[Pkg]) -> Transaction {
         let cache = self.path("var/cache/pacman/pkg");
         let files: Vec<String> = pkgs
