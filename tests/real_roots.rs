@@ -176,3 +176,28 @@ fn r05_root_with_dkms_hook_but_not_dkms() {
     t.assert_lacks("error").assert_lacks("warning");
     root.assert_modules(&[]);
 }
+
+/// `pacstrap NEWROOT base linux linux-headers dkms hello-dkms` on a machine with dkms-hook: the
+/// first transaction into an empty directory brings a module too, so the remove hook (which also
+/// matches incoming `dkms.conf`) fires before any package, even `/bin/sh`, is in the new root. The
+/// transaction succeeds with no hook failure and one line of ours.
+#[test]
+fn r06_pacstrap_with_a_module_into_an_empty_root() {
+    let Some(bare) = BareRoot::new() else { return };
+    let hooks = package_hookdir();
+    let pkgs = [Pkg::Base, Pkg::DkmsStub(Dkms::V3_0), LINUX.pkg(), LINUX.headers(), HELLO_1_0.pkg()];
+    let files: Vec<String> = pkgs.iter().map(|p| p.file().to_str().unwrap().to_owned()).collect();
+    let mut args = vec!["-U"];
+    args.extend(files.iter().map(String::as_str));
+    let t = bare.pacman_hookdir(hooks.path(), &args);
+    assert_eq!(
+        t.code,
+        Some(0),
+        "pacman --root EMPTY -U base dkms linux linux-headers hello-dkms failed:\n{}",
+        t.output
+    );
+    t.assert_hooks_ok().assert_hook_files_accepted();
+    t.assert_lacks("could not satisfy dependencies").assert_lacks("call to execv failed");
+    let said = dkms_lines(&t).iter().filter(|l| l.contains(NOT_HERE)).count();
+    assert_eq!(said, 1, "not exactly one {NOT_HERE:?} line:\n{}", t.output);
+}
