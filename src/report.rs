@@ -262,7 +262,7 @@ fn describe(job: &Job, outcome: &Outcome, duration: Duration, prebuilt: bool) ->
         Outcome::Installed => format!("{installed} in {took}"),
         Outcome::Built => format!("builds (checked in {took})"),
         Outcome::Replaced { old } if *old == job.module.version => {
-            format!("rebuilt from the new sources in {took}, replacing the build from before")
+            format!("rebuilt in {took}, replacing the build from before")
         }
         Outcome::Replaced { old } => format!("{installed} in {took}, replacing {}/{old}", job.module.name),
         Outcome::Unchanged => "unchanged (the same sources as the installed build: nothing to build)".to_owned(),

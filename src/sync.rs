@@ -39,7 +39,7 @@ pub fn run(config: &Config) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
-    let inventory = session.inventory(Scope { all_digests: true, ..Scope::default() })?;
+    let inventory = session.inventory(Scope { all_digests: true, signatures: true, ..Scope::default() })?;
     let state = session.state();
     let plan = plan(&inventory, &state);
     session.run(Heading::Sync, &inventory, state, plan)
@@ -348,6 +348,14 @@ mod tests {
         let p = w.plan();
         assert_eq!(jobs(&p), ["keep a/1 for k1", "keep a/1 for k2"]);
         assert!(p.depmod.is_empty());
+    }
+
+    #[test]
+    fn builds_not_signed_as_the_system_signs_are_replaced() {
+        let mut w = two().source("a", "1", &[]).installed("a", "1", &["k1", "k2"]);
+        assert_eq!(w.plan(), Plan::default());
+        w.inv.not_signed.insert(("a".into(), "1".into(), "k2".into()));
+        assert_eq!(jobs(&w.plan()), ["replace a/1 for k2"]);
     }
 
     #[test]

@@ -57,6 +57,9 @@ fn a_locked_module_whose_companion_moves_with_it_stops_the_transaction_when_it_f
         "the installed nvidia would not work with it after the transaction",
     ]);
     guard.expect_line(&["pacman -Syu --ignore lib32-nvidia-utils,nvidia-dkms,nvidia-utils"]);
+    // Not critical by configuration: the way to let it through is the lock's opt-out, not `critical`.
+    let drop = guard.expect_line(&["-> fix the module", "unlocked = [\"nvidia\"]"]);
+    assert!(!drop.contains("`critical`"), "{drop}");
     assert_eq!(t.installed_for("nvidia", K1).as_deref(), Some("580"));
 
     // Opted out: the ordinary rule, a warning.

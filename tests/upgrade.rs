@@ -102,7 +102,7 @@ fn a_release_with_changed_sources_that_fail_keeps_the_build_that_worked() {
     let fail = format!("hello/1.0/{K2}=10");
     let post = t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &[("FAKE_DKMS_FAIL", &fail)]);
     post.assert_code(1);
-    post.expect_line(&["hello/1.0 for", K1, "rebuilt from the new sources"]);
+    post.expect_line(&["hello/1.0 for", K1, "rebuilt in", "replacing the build from before"]);
     let line = post.expect_line(&["hello/1.0 for", K2, "failed"]);
     assert!(line.contains("dkms exit 10") && line.contains("kept the build from before the upgrade"), "{line}");
     post.expect_line(&["error: expected ';'"]);
@@ -118,7 +118,7 @@ fn a_release_with_changed_sources_that_fail_keeps_the_build_that_worked() {
 
     let sync = t.run(&["sync"], "");
     sync.assert_code(0);
-    sync.expect_line(&["hello/1.0 for", K2, "rebuilt from the new sources"]);
+    sync.expect_line(&["hello/1.0 for", K2, "rebuilt in", "replacing the build from before"]);
     let build = sync.first_call(&["build"], "hello", K2).expect("a private build");
     let remove = sync.first_call(&["remove"], "hello", K2).expect("the old build removed");
     let install = sync.first_call(&["install"], "hello", K2).expect("installed");

@@ -57,7 +57,7 @@ pub(super) fn build_and_judge(
         return Ok(Checked::done(ExitCode::from(crate::interrupt::exit_status(signal)), stopped));
     }
     if !verdict.critical.is_empty() {
-        let text = verdict.abort_message(plan, paths.incoming, &config.unlocked);
+        let text = verdict.abort_message(plan, paths.incoming, &config.critical, &config.unlocked);
         return Ok(Checked::done(ExitCode::from(1), text));
     }
     let builds = paths.prebuilt(plan, &results, current);
@@ -160,13 +160,28 @@ impl Verdict {
 
     /// What to tell the user when the transaction stops: each critical failure with its first
     /// compiler error, and the ways forward.
-    pub(super) fn abort_message(&self, plan: &Plan, incoming: &Incoming, unlocked: &[glob::Pattern]) -> String {
+    pub(super) fn abort_message(
+        &self,
+        plan: &Plan,
+        incoming: &Incoming,
+        critical: &[glob::Pattern],
+        unlocked: &[glob::Pattern],
+    ) -> String {
         let mut text = String::new();
         let mut hold: BTreeSet<String> = BTreeSet::new();
+        // Modules critical only because they are locked to a companion, and those `critical`
+        // names: each is dropped from the stop in its own way.
+        let (mut locked_only, mut configured): (BTreeSet<String>, bool) = (BTreeSet::new(), false);
         for failure in &self.critical {
             let job = &plan.jobs[failure.job];
             let kernel = job.kernel().unwrap_or_default();
             let locked = incoming.locked(&job.module, unlocked);
+            match (locked, critical.iter().any(|p| p.matches(&job.module.name))) {
+                (Some(_), false) => {
+                    locked_only.insert(job.module.name.clone());
+                }
+                _ => configured = true,
+            }
             let why = match locked {
                 Some((_, moved)) => {
                     let names: Vec<&str> = moved.iter().map(|m| m.companion.as_str()).collect();
@@ -208,10 +223,22 @@ impl Verdict {
             let list: Vec<&str> = hold.iter().map(String::as_str).collect();
             text.push_str(&format!("  -> upgrade without it for now: pacman -Syu --ignore {}\n", list.join(",")));
         }
-        text.push_str(
-            "  -> fix the module (a newer release, or a report to its packager with the log above), or drop it: \
-             remove its package, or its name from `critical` in /etc/dkms-hook.toml\n",
-        );
+        let mut drop = vec!["remove its package".to_owned()];
+        if configured {
+            drop.push("its name from `critical` in /etc/dkms-hook.toml".to_owned());
+        }
+        if !locked_only.is_empty() {
+            let names: Vec<String> = locked_only.iter().map(|n| format!("\"{n}\"")).collect();
+            drop.push(format!(
+                "let it be upgraded apart from what it is locked to (`unlocked = [{}]` in /etc/dkms-hook.toml; the \
+                 version kept then does not work with the new companion)",
+                names.join(", ")
+            ));
+        }
+        text.push_str(&format!(
+            "  -> fix the module (a newer release, or a report to its packager with the log above), or drop it: {}\n",
+            drop.join(", or ")
+        ));
         text.push_str(&format!(
             "  -> go ahead anyway, once (the module then fails after the transaction): {BYPASS_VARIABLE}=off pacman -Syu\n"
         ));

@@ -59,6 +59,9 @@ pub struct Inventory {
     /// Kernels whose headers the transaction replaced in place (same kver, see `headers`), by
     /// kver: `true` when the new headers are byte-identical to those before (when the caller asked).
     pub headers_in_place: BTreeMap<String, bool>,
+    /// Installed builds a direct `dkms install` would have signed with the system's key and that
+    /// are not, by (module, version, kernel) (when the scope asked; see `signing`).
+    pub not_signed: BTreeSet<(String, String, String)>,
     /// Module source directories whose dkms.conf was not evaluated ([`Scope::lazy`]): their
     /// `conf` holds only the name and version dkms knows them by.
     pub unevaluated: BTreeSet<String>,
@@ -76,6 +79,8 @@ pub struct Scope<'a> {
     pub all_digests: bool,
     /// Read what the guard built for the running transaction (and the digests of their sources).
     pub prebuilt: bool,
+    /// Find the installed builds that are not signed as the system signs.
+    pub signatures: bool,
     /// Read just enough to tell whether the install plan has anything to do (the quiet path):
     /// module sources no package owns are left out unless their digest is asked for, and no
     /// dkms.conf is evaluated whose module version dkms has registered from that very directory,
@@ -168,7 +173,15 @@ impl Inventory {
                 (dir.clone(), ModuleSource { dir, package, conf, digest })
             })
             .collect();
+        let not_signed = match scope.signatures {
+            true => {
+                let kernels: Vec<&str> = owners.kernels.keys().map(String::as_str).collect();
+                signing::not_signed_as_the_system_signs(layout, &tree, &kernels)
+            }
+            false => BTreeSet::new(),
+        };
         Ok(Inventory {
+            not_signed,
             kernels: owners.kernels,
             sources,
             tree,

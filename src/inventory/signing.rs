@@ -8,6 +8,7 @@
 //! takes for a chroot: the decision made here is what makes those builds come out as a direct
 //! `dkms install` would (see `run::build`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,6 +153,100 @@ fn hash_of(config: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("CONFIG_MODULE_SIG_HASH="))
         .map(|v| v.trim().trim_matches('"').to_owned())
         .filter(|v| !v.is_empty())
+}
+
+/// A module file's bytes, decompressed.
+pub fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tool = if name.ends_with(".ko.zst") {
+        Some("zstd")
+    } else if name.ends_with(".ko.xz") {
+        Some("xz")
+    } else if name.ends_with(".ko.gz") {
+        Some("gzip")
+    } else {
+        None
+    };
+    let bytes = match tool {
+        None => std::fs::read(path).map_err(|e| e.to_string())?,
+        Some(tool) => {
+            let mut cmd = Command::new(tool);
+            cmd.args(["-dc", "--"]).arg(path);
+            let never = Stop::new();
+            let opts = process::Options { output: Output::Separate, ..process::Options::new(&never) };
+            let done = process::run(cmd, &opts).map_err(|e| format!("failed to run {tool}: {e}"))?;
+            if !done.status.success() {
+                return Err(format!("{tool} could not decompress it"));
+            }
+            done.stdout
+        }
+    };
+    Ok(bytes)
+}
+
+/// Who signed an installed module (for a build of several modules: the least trusted of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signature {
+    /// No signature.
+    Unsigned,
+    /// Signed with another key than the one dkms signs with on this system.
+    OtherKey,
+    /// Signed with the key dkms signs with on this system.
+    SystemKey,
+}
+
+/// Who signed the modules of each build dkms has installed for one of `kernels`, against
+/// `certificate` (the one dkms signs with here), by (module, version, kernel); builds whose
+/// module files cannot be read are left out.
+pub fn installed_signatures(
+    layout: &Layout,
+    tree: &super::dkms_tree::DkmsTree,
+    kernels: impl Fn(&str) -> bool,
+    certificate: &[u8],
+) -> BTreeMap<(String, String, String), Signature> {
+    let mut signatures = BTreeMap::new();
+    for ((m, v), entry) in &tree.entries {
+        for kver in entry.installed.iter().filter(|k| kernels(k)) {
+            let mut worst = None;
+            for path in super::dkms_tree::built_modules(&layout.dkms_tree, m, v, kver) {
+                let Ok(bytes) = module_bytes(&path) else { continue };
+                let this = match signed_with(&bytes, certificate) {
+                    None => Signature::Unsigned,
+                    Some(false) => Signature::OtherKey,
+                    Some(true) => Signature::SystemKey,
+                };
+                worst = Some(worst.map_or(this, |w: Signature| w.min(this)));
+            }
+            if let Some(worst) = worst {
+                signatures.insert((m.clone(), v.clone(), kver.clone()), worst);
+            }
+        }
+    }
+    signatures
+}
+
+/// The installed builds that a direct `dkms install` here would have signed with the system's
+/// key and that are not (unsigned, or signed with another key), by (module, version, kernel):
+/// none when the system does not sign; only for kernels that sign modules.
+pub fn not_signed_as_the_system_signs(
+    layout: &Layout,
+    tree: &super::dkms_tree::DkmsTree,
+    kernels: &[&str],
+) -> BTreeSet<(String, String, String)> {
+    let system = SystemSigning::read(layout);
+    if !system.policy.signs() {
+        return BTreeSet::new();
+    }
+    let own = Signing::of(layout);
+    let certificate = std::fs::read(&system.key_or(&own).cert).unwrap_or_default();
+    let signing: Vec<&str> =
+        kernels.iter().copied().filter(|k| kernel_hash(&layout.kernel_dir(k).join("build")).is_some()).collect();
+    installed_signatures(layout, tree, |k| signing.contains(&k), &certificate)
+        .into_iter()
+        .filter(|(_, s)| *s != Signature::SystemKey)
+        .map(|(key, _)| key)
+        .collect()
 }
 
 /// Whether a module file carries a signature; `None` when that cannot be told from the file

@@ -26,7 +26,8 @@ pub(crate) enum Compare {
 
 /// What a wanted (module version, kernel) pair needs, given what is installed for the kernel
 /// and how far an installed build of the same version is trusted (`compare`): `None` when
-/// nothing. A build kept after its replacement failed is always retried.
+/// nothing. A build kept after its replacement failed is always retried, and so is a build that
+/// is not signed as the system signs (when the inventory says so: `sync`).
 pub(crate) fn job_for(
     inv: &Inventory,
     state: &State,
@@ -45,7 +46,10 @@ pub(crate) fn job_for(
             let record = state.get(&id.name, v, kernel_name);
             let made_from = record.and_then(|r| r.digest.as_deref());
             let kept = record.is_some_and(|r| r.last == Last::Kept);
+            // Not signed where a direct install would have signed it: built again (and signed).
+            let not_signed = inv.not_signed.contains(&(id.name.clone(), v.to_owned(), kernel_name.to_owned()));
             let stale = kept
+                || not_signed
                 || match compare {
                     Compare::Digest => digest.is_none() || made_from != digest,
                     Compare::Recorded => made_from.is_some() && digest.is_some() && made_from != digest,

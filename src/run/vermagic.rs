@@ -2,46 +2,16 @@
 //! `.ko.zst`/`.ko.xz`/`.ko.gz` with the system's tools.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::output::{excerpt, TAIL_LINES};
 use crate::domain::Outcome;
-use crate::interrupt::Stop;
-use crate::process::{self, Output};
 
 /// The vermagic string of a module file, e.g. `6.12.1-arch1-1 SMP preempt mod_unload`.
 pub fn read(path: &Path) -> Result<String, String> {
     find(&module_bytes(path)?).ok_or_else(|| "no vermagic in the module".to_owned())
 }
 
-/// A module file's bytes, decompressed.
-pub fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tool = if name.ends_with(".ko.zst") {
-        Some("zstd")
-    } else if name.ends_with(".ko.xz") {
-        Some("xz")
-    } else if name.ends_with(".ko.gz") {
-        Some("gzip")
-    } else {
-        None
-    };
-    let bytes = match tool {
-        None => std::fs::read(path).map_err(|e| e.to_string())?,
-        Some(tool) => {
-            let mut cmd = Command::new(tool);
-            cmd.args(["-dc", "--"]).arg(path);
-            let never = Stop::new();
-            let opts = process::Options { output: Output::Separate, ..process::Options::new(&never) };
-            let done = process::run(cmd, &opts).map_err(|e| format!("failed to run {tool}: {e}"))?;
-            if !done.status.success() {
-                return Err(format!("{tool} could not decompress it"));
-            }
-            done.stdout
-        }
-    };
-    Ok(bytes)
-}
+pub use crate::inventory::signing::module_bytes;
 
 /// Finds `vermagic=…` terminated by NUL in a module's bytes.
 pub fn find(bytes: &[u8]) -> Option<String> {

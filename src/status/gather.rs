@@ -5,25 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::domain::{Layout, Signing};
 use crate::inventory::boot::ImageSeen;
+pub use crate::inventory::signing::Signature;
 use crate::inventory::signing::{self, SystemSigning};
 use crate::inventory::Inventory;
 use crate::state::State;
-
-/// Who signed an installed module (for a build of several modules: the least trusted of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signature {
-    /// No signature.
-    Unsigned,
-    /// Signed with another key than the one dkms signs with on this system.
-    OtherKey,
-    /// Signed with the key dkms signs with on this system.
-    SystemKey,
-}
 
 /// What `status` reads besides the inventory and the state file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,23 +96,7 @@ fn read_signatures(layout: &Layout, inv: &Inventory, seen: &mut Observed) {
             seen.signing_kernels.insert(kver.clone());
         }
     }
-    for ((m, v), entry) in &inv.tree.entries {
-        for kver in entry.installed.iter().filter(|k| inv.kernels.contains_key(*k)) {
-            let mut worst = None;
-            for path in crate::inventory::dkms_tree::built_modules(&layout.dkms_tree, m, v, kver) {
-                let Ok(bytes) = crate::run::vermagic::module_bytes(&path) else { continue };
-                let this = match signing::signed_with(&bytes, &certificate) {
-                    None => Signature::Unsigned,
-                    Some(false) => Signature::OtherKey,
-                    Some(true) => Signature::SystemKey,
-                };
-                worst = Some(worst.map_or(this, |w: Signature| w.min(this)));
-            }
-            if let Some(worst) = worst {
-                seen.signatures.insert((m.clone(), v.clone(), kver.clone()), worst);
-            }
-        }
-    }
+    seen.signatures = signing::installed_signatures(layout, &inv.tree, |k| inv.kernels.contains_key(k), &certificate);
 }
 
 /// Module files (`*.ko*`) below `dir`, as paths relative to it.

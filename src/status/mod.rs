@@ -345,7 +345,7 @@ mod tests {
         assert!(
             text.contains(
                 "a/1 for k2: installed, unsigned: this system signs modules, and this one will not load where \
-                 signatures are enforced: `dkms remove -m a -v 1 -k k2`, then `dkms-hook sync`"
+                 signatures are enforced: `dkms-hook sync` builds it again, signed"
             ),
             "{text}"
         );

@@ -320,10 +320,11 @@ fn pair(
     if let (true, PairState::Installed, Some(Signature::Unsigned | Signature::OtherKey)) = (must_sign, state, signature)
     {
         ok = false;
-        reason = Some(format!(
+        reason = Some(
             "this system signs modules, and this one will not load where signatures are enforced: \
-             `dkms remove -m {module} -v {version} -k {kver}`, then `dkms-hook sync`"
-        ));
+             `dkms-hook sync` builds it again, signed"
+                .to_owned(),
+        );
     }
     PairStatus {
         module: module.to_owned(),
