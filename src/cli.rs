@@ -94,9 +94,9 @@ pub enum Command {
     Install,
     /// Remove modules of sources and kernels that leave (the PreTransaction hooks); targets on stdin
     ///
-    /// A module whose package stays (a new release in the same directory, or a package the running
-    /// transaction upgrades) is not removed: its sources are kept for dkms until the install hook
-    /// has swapped in its replacement. A module whose package leaves is removed from every kernel
+    /// A module that stays (a new release in the same directory, or another directory of the same
+    /// module coming in the same transaction: pacman gives both as targets) is not removed: its
+    /// sources are kept for dkms until the install hook has swapped in its replacement. A module whose package leaves is removed from every kernel
     /// and unregistered; a kernel that leaves loses its modules; headers leaving alone keep them.
     Remove {
         /// Do not run depmod: the removal is for a rebuild the install hook does after the transaction
@@ -111,8 +111,10 @@ pub enum Command {
     /// (pacman's cache, or the files given to `pacman -U`); each build runs with the real dkms in a
     /// private tree, and nothing is installed. A module marked critical (`critical` in
     /// dkms-hook.toml) that fails makes the guard exit 1, and pacman aborts the transaction; any
-    /// other failure is a warning. The install hook of the same transaction installs the builds
-    /// that worked instead of building again. Off with `guard = false` in the configuration, or for
+    /// other failure is a warning, and so is a kernel that comes without its headers, unless a
+    /// critical module needs them. Headers for a kernel that is neither installed nor coming are not
+    /// built for. The install hook of the same transaction installs the builds that worked instead
+    /// of building again. Off with `guard = false` in the configuration, or for
     /// one run with DKMS_HOOK_GUARD=off in pacman's environment.
     Guard,
     /// Show module sources, kernels and the state of every module for every kernel

@@ -23,6 +23,18 @@ for_each_dkms! {
         b1_sync_regenerates_the_image_of_the_fixed_kernel_once_dkms_3_2;
     initramfs_off_regenerates_nothing => b2_initramfs_off_regenerates_nothing_dkms_3_0,
         b2_initramfs_off_regenerates_nothing_dkms_3_2;
+    real_dracut_images_follow_the_modules => b3_real_dracut_images_follow_the_modules_dkms_3_0,
+        b3_real_dracut_images_follow_the_modules_dkms_3_2;
+}
+
+/// The real dracut 059 (Debian's dracut-core and cpio, packaged as Arch's `dracut`).
+const DRACUT: Pkg = Pkg::Debian("dracut", "059-4", &["dracut-core", "cpio"]);
+
+/// The DKMS module files in a boot image, as the real dracut's `lsinitrd` lists them.
+fn lsinitrd(root: &Root, image: &str) -> Vec<String> {
+    let listed = root.chroot(&["lsinitrd", image]);
+    assert!(listed.status.success(), "lsinitrd {image} failed:\n{}", listed.output);
+    listed.output.lines().filter(|l| l.contains("/updates/dkms/")).map(str::to_owned).collect()
 }
 
 /// The stand-in's record of its calls, in the root.
@@ -105,4 +117,65 @@ fn initramfs_off_regenerates_nothing(dkms: Dkms) {
         status.output.lines().find(|l| l.contains(line) && l.contains("out of step with the installed hello/1.1"));
     let found = found.unwrap_or_else(|| panic!("status does not tell:\n{}", status.output));
     assert!(found.contains("it holds version 1.0: regenerate it: mkinitcpio -p linux"), "{found}");
+}
+
+/// The real dracut, which has no pacman hook of its own for DKMS: configured to put hello in every
+/// image (`add_drivers`, gzip, as dracut's own default here), it regenerates the image of each
+/// kernel whose modules dkms-hook changed, in the transaction and after `sync`, with dracut's own
+/// command for one kernel; `lsinitrd` and `status` (reading the gzip image back) find the module
+/// version that is installed.
+fn real_dracut_images_follow_the_modules(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.install_kernels(&[LINUX]);
+    root.install(&[DRACUT]).assert_hooks_ok();
+    fs::create_dir_all(root.path("etc/dracut.conf.d")).unwrap();
+    // No host-only image (the root is not the machine), only the kernel-modules dracut module
+    // (the others want udev and systemd), hello in every image.
+    let conf = "hostonly=\"no\"\ndracutmodules=\" kernel-modules \"\nadd_drivers+=\" hello \"\ncompress=\"gzip\"\n";
+    fs::write(root.path("etc/dracut.conf.d/90-dkms-hook-test.conf"), conf).unwrap();
+    fs::write(root.path("etc/dkms-hook.toml"), "guard = false\n").unwrap();
+    let image = "/boot/initramfs-linux.img";
+    let module = format!("usr/lib/modules/{}/updates/dkms/hello.ko", LINUX.kver);
+
+    let t = root.install(&[HELLO_1_0.pkg()]);
+    t.assert_hooks_ok();
+    let line = format!(
+        "==> Regenerating the boot image of kernel {}: dracut --force --kver {} {image}",
+        LINUX.kver, LINUX.kver
+    );
+    assert_eq!(t.output.lines().filter(|l| l.contains(&line)).count(), 1, "{}", t.output);
+    let listed = lsinitrd(&root, image);
+    assert!(listed.iter().any(|l| l.ends_with(&module)), "{listed:#?}");
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(status.status.success(), "{}", status.output);
+
+    // A failed upgrade keeps 1.0; the image still holds 1.0, and is in step.
+    let t = root.upgrade(&[HELLO_1_1_BROKEN.pkg()]);
+    t.assert_line(&["hello/1.1 for", LINUX.kver, "failed", "kept hello/1.0"]);
+    // Fixed, then sync: the image is made again, once, and holds 1.1.
+    fix_hello(&root);
+    let sync = root.chroot(&["dkms-hook", "sync"]);
+    assert!(sync.status.success(), "sync failed:\n{}", sync.output);
+    assert_eq!(sync.output.lines().filter(|l| l.contains(&line)).count(), 1, "{}", sync.output);
+    root.assert_modules(&[(HELLO_1_1, &[LINUX])]);
+    assert!(lsinitrd(&root, image).iter().any(|l| l.ends_with(&module)));
+    let inside = root.chroot(&["sh", "-c", &format!("cd /tmp && rm -rf img && mkdir img && cd img && zcat {image} | cpio -id --quiet {module} && modinfo -F version {module}")]);
+    assert_eq!(inside.output.trim(), "1.1", "the image does not hold hello 1.1:\n{}", inside.output);
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(status.status.success(), "{}", status.output);
+    assert!(!status.output.contains("boot image"), "{}", status.output);
+    // The module loads in the kernel.
+    let boots = root.assert_modules_load();
+    assert!(boots[0].loaded("hello"), "{}", boots[0].summary());
+
+    // With regeneration off, an upgrade leaves the image behind: status reads the gzip image back
+    // and says so, with dracut's command.
+    fs::write(root.path("etc/dkms-hook.toml"), "guard = false\ninitramfs = \"off\"\n").unwrap();
+    let t = root.upgrade(&[HELLO_1_2.pkg()]);
+    t.assert_lacks("Regenerating");
+    root.assert_modules(&[(HELLO_1_2, &[LINUX])]);
+    let status = root.chroot(&["dkms-hook", "status"]);
+    assert!(!status.status.success(), "{}", status.output);
+    let fix = format!("it holds version 1.1: regenerate it: dracut --force --kver {} {image}", LINUX.kver);
+    assert!(status.output.lines().any(|l| l.contains(image) && l.contains(&fix)), "{}", status.output);
 }

@@ -169,7 +169,7 @@ fn the_package_installs_its_files_runs_the_hooks_and_leaves_nothing_behind() {
     root.assert_modules(&[(HELLO_1_0, BOTH)]);
 
     let t = root.remove(&[HELLO_1_0.package]);
-    t.assert_contains("Remove DKMS modules").assert_hooks_ok().assert_hook_files_accepted();
+    t.assert_contains("Remove the DKMS modules of what leaves").assert_hooks_ok().assert_hook_files_accepted();
     root.assert_modules(&[]);
 
     // Removing the package leaves none of its files.

@@ -192,7 +192,7 @@ fn remove(dkms: Dkms) {
     root.install(&[HELLO_1_0.pkg(), XPAD.pkg()]).assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, BOTH), (XPAD, BOTH)]);
 
-    root.remove(&[XPAD.package]).assert_contains("Remove DKMS modules").assert_hooks_ok();
+    root.remove(&[XPAD.package]).assert_contains("Remove the DKMS modules of what leaves").assert_hooks_ok();
     root.assert_modules(&[(HELLO_1_0, BOTH)]);
     assert!(!root.path("var/lib/dkms/xpad-neo-x").exists(), "xpad-neo-x is still in the dkms tree");
 

@@ -179,6 +179,17 @@ fn a_new_version_that_fails_keeps_the_old_one_then_replaces_it_everywhere() {
 }
 
 #[test]
+fn a_first_install_passes_through_the_remove_hook_silently() {
+    // `pacman -S hello-dkms`: the remove hook's Install trigger matches the directory that comes;
+    // nothing leaves, so nothing is done and nothing is said.
+    let t = TestRoot::with_two_kernels();
+    let pre = t.run(&["remove"], "usr/src/hello-1.0/dkms.conf\n");
+    pre.assert_code(0);
+    assert!(pre.calls.is_empty(), "{pre}");
+    assert_eq!(pre.stdout, "", "{pre}");
+}
+
+#[test]
 fn a_package_the_transaction_does_not_upgrade_is_removed_before_it() {
     let t = TestRoot::with_two_kernels();
     hello(&t, "1.0", "1.0-1");

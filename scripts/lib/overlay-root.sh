@@ -382,6 +382,37 @@ pkg_tree() {
     rm -rf "$stage"
 }
 
+# pkg_debian OUT NAME VERSION DEB...: a package NAME holding the files of the Debian packages DEB
+# (unpacked by scripts/setup below OVR_DEBIAN_DEPS), laid out as Arch lays out its packages: what
+# Debian puts in /bin, /sbin and /lib goes below usr/ (Arch's /bin, /sbin and /lib are links into
+# usr/, which a package must not replace). E.g. the real dracut: `pkg_debian OUT dracut 059-4
+# dracut-core cpio`.
+pkg_debian() {
+    local out=$1 name=$2 version=$3 stage deb d
+    shift 3
+    stage=$(pkg_stage) || return 1
+    for deb; do
+        [[ -d $OVR_DEBIAN_DEPS/$deb ]] || { ovr_die "$OVR_DEBIAN_DEPS/$deb is missing: run scripts/setup"; return 1; }
+        cp -a "$OVR_DEBIAN_DEPS/$deb/." "$stage/" || return 1
+    done
+    for d in bin sbin lib; do
+        if [[ -d $stage/$d && ! -L $stage/$d ]]; then
+            mkdir -p "$stage/usr/bin" "$stage/usr/lib"
+            case $d in
+            lib) cp -a "$stage/lib/." "$stage/usr/lib/" ;;
+            *) cp -a "$stage/$d/." "$stage/usr/bin/" ;;
+            esac
+            rm -rf "${stage:?}/$d"
+        fi
+    done
+    if [[ -d $stage/usr/sbin ]]; then
+        cp -a "$stage/usr/sbin/." "$stage/usr/bin/" && rm -rf "$stage/usr/sbin" || return 1
+    fi
+    rm -rf "$stage/usr/share/doc" "$stage/usr/share/man" "$stage/usr/share/lintian"
+    pkg_write "$out" "$stage" "$name" "$name" "$version"
+    rm -rf "$stage"
+}
+
 # _ovr_module_closure MODDIR NAME...: the files (relative to MODDIR) of the in-tree modules NAME
 # that the kernel has (a kernel built without one, like Debian's cloud kernel without video
 # drivers, simply lacks it) and of every module they depend on (modinfo's `depends`), found below

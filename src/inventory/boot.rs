@@ -104,11 +104,7 @@ pub fn read_image(layout: &Layout, kver: &str, image: &str) -> ImageSeen {
             let prefix = format!("usr/lib/modules/{kver}/");
             for module in modules {
                 let rel = module.path.trim_start_matches(&prefix);
-                let on_disk = std::fs::read(installed.join(rel)).ok();
-                let on_disk = match rel.ends_with(".zst") {
-                    true => on_disk.and_then(|d| unzstd(&d).ok()),
-                    false => on_disk,
-                };
+                let on_disk = std::fs::read(installed.join(rel)).ok().and_then(|d| module_contents(rel, d).ok());
                 let same = on_disk.as_deref() == Some(module.contents.as_slice());
                 let base = rel.rsplit('/').next().unwrap_or(rel);
                 let stem = base.find(".ko").map_or(base, |i| &base[..i]);
@@ -125,13 +121,14 @@ pub fn read_image(layout: &Layout, kver: &str, image: &str) -> ImageSeen {
 pub struct ImageModule {
     /// Its path in the image, relative (`usr/lib/modules/K/updates/dkms/hello.ko.zst`).
     pub path: String,
-    /// Its contents, decompressed when zstd-compressed.
+    /// Its contents, decompressed when compressed (`.ko.zst`, `.ko.xz`, `.ko.gz`).
     pub contents: Vec<u8>,
 }
 
 /// The DKMS modules (`usr/lib/modules/KVER/updates/…/*.ko*`) inside the boot image `path`: one
-/// cpio archive, or several concatenated (an uncompressed early one, then a zstd-compressed one,
-/// as mkinitcpio writes with microcode), uncompressed or zstd-compressed.
+/// cpio archive, or several concatenated (an uncompressed early one, then a compressed one, as
+/// mkinitcpio writes with microcode), uncompressed or compressed with any compressor the
+/// generators offer that the kernel unpacks (zstd, gzip, xz, lzma, lz4).
 pub fn image_modules(path: &Path, kver: &str) -> Result<Vec<ImageModule>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let prefix = format!("usr/lib/modules/{kver}/updates/");
@@ -144,8 +141,8 @@ pub fn image_modules(path: &Path, kver: &str) -> Result<Vec<ImageModule>> {
             // Archives are padded with zeros between them.
             let next = rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
             rest = &rest[next..];
-        } else if rest.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            let inflated = unzstd(rest).with_context(|| format!("cannot decompress {}", path.display()))?;
+        } else if let Some(inflated) = decompress(rest) {
+            let inflated = inflated.with_context(|| format!("cannot decompress {}", path.display()))?;
             let mut inner: &[u8] = &inflated;
             while inner.starts_with(b"070701") {
                 let used = read_cpio(inner, &prefix, &mut found)?;
@@ -155,7 +152,10 @@ pub fn image_modules(path: &Path, kver: &str) -> Result<Vec<ImageModule>> {
             }
             break;
         } else {
-            bail!("{} is not a cpio image, plain or zstd-compressed: it is not checked", path.display());
+            bail!(
+                "{} is not a cpio image, plain or compressed as the kernel reads it: it is not checked",
+                path.display()
+            );
         }
     }
     Ok(found)
@@ -175,9 +175,7 @@ fn read_cpio(data: &[u8], prefix: &str, found: &mut Vec<ImageModule>) -> Result<
         if name.starts_with(prefix) && name.contains(".ko") {
             let mut contents = Vec::new();
             reader.read_to_end(&mut contents).context("damaged cpio archive")?;
-            if name.ends_with(".zst") {
-                contents = unzstd(&contents)?;
-            }
+            let contents = module_contents(&name, contents)?;
             found.push(ImageModule { path: name, contents });
         }
         reader.finish().context("damaged cpio archive")?;
@@ -186,6 +184,55 @@ fn read_cpio(data: &[u8], prefix: &str, found: &mut Vec<ImageModule>) -> Result<
 }
 
 /// Decompresses zstd data (every frame).
+/// `data` decompressed, when it starts with the magic of a compressor the kernel unpacks boot
+/// images with (and the generators offer): zstd, gzip, xz, lzma, lz4 (the legacy format the
+/// kernel reads, and the frame format). `None`: none of these.
+fn decompress(data: &[u8]) -> Option<Result<Vec<u8>>> {
+    let mut out = Vec::new();
+    let done = if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Some(unzstd(data));
+    } else if data.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).map(|_| ()).context("damaged gzip data")
+    } else if data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        lzma_rs::xz_decompress(&mut Cursor::new(data), &mut out).context("damaged xz data")
+    } else if data.starts_with(&[0x5d, 0, 0]) {
+        lzma_rs::lzma_decompress(&mut Cursor::new(data), &mut out).context("damaged lzma data")
+    } else if data.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+        lz4_flex::frame::FrameDecoder::new(data).read_to_end(&mut out).map(|_| ()).context("damaged lz4 data")
+    } else if data.starts_with(&[0x02, 0x21, 0x4c, 0x18]) {
+        unlz4_legacy(&data[4..], &mut out)
+    } else {
+        return None;
+    };
+    Some(done.map(|()| out))
+}
+
+/// lz4's legacy format (`lz4 -l`, what the kernel unpacks): after the magic, blocks of at most
+/// 8 MiB, each its compressed size (4 bytes, little-endian) and the compressed block. It ends at
+/// the end of the data, or where a size is not a block's (the next archive, or padding).
+fn unlz4_legacy(mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    const BLOCK: usize = 8 << 20;
+    while data.len() >= 4 {
+        let size = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        if size == 0 || size > lz4_flex::block::get_maximum_output_size(BLOCK) || size > data.len() - 4 {
+            break;
+        }
+        let block = lz4_flex::block::decompress(&data[4..4 + size], BLOCK).context("damaged lz4 data")?;
+        out.extend_from_slice(&block);
+        data = &data[4 + size..];
+    }
+    Ok(())
+}
+
+/// A module file's contents as the kernel loads them: `.ko.zst`, `.ko.xz` and `.ko.gz` (`name`)
+/// decompressed.
+fn module_contents(name: &str, data: Vec<u8>) -> Result<Vec<u8>> {
+    match [".zst", ".xz", ".gz"].iter().any(|s| name.ends_with(s)) {
+        true => decompress(&data).unwrap_or_else(|| bail!("{name} is not compressed as its name says")),
+        false => Ok(data),
+    }
+}
+
 pub fn unzstd(data: &[u8]) -> Result<Vec<u8>> {
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(data).context("not zstd data")?;
     let mut out = Vec::new();
@@ -253,8 +300,57 @@ mod tests {
         assert_eq!(modules.len(), 1);
         assert_eq!(modules[0].path, "usr/lib/modules/6.1-arch/updates/dkms/hello.ko");
         assert_eq!(modinfo_version(&modules[0].contents).as_deref(), Some("1.1"));
-        std::fs::write(&path, b"\x1f\x8b gzip").unwrap();
+        std::fs::write(&path, b"\x1f\x8b damaged gzip").unwrap();
         assert!(image_modules(&path, "6.1-arch").is_err());
+        std::fs::write(&path, b"BZh9 bzip2").unwrap();
+        assert!(image_modules(&path, "6.1-arch").unwrap_err().to_string().contains("is not a cpio image"));
+    }
+
+    #[test]
+    fn images_compressed_with_every_compressor_the_kernel_unpacks_are_read() {
+        let ko: &[u8] = b"\x7fELF...\0version=2.0\0";
+        let archive = image(&[("usr/lib/modules/6.1-arch/updates/dkms/hello.ko", ko)], false);
+        let gzip = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&archive).unwrap();
+            e.finish().unwrap()
+        };
+        let xz = {
+            let mut out = Vec::new();
+            lzma_rs::xz_compress(&mut Cursor::new(&archive), &mut out).unwrap();
+            out
+        };
+        let lzma = {
+            let mut out = Vec::new();
+            lzma_rs::lzma_compress(&mut Cursor::new(&archive), &mut out).unwrap();
+            out
+        };
+        let lz4_frame = {
+            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            e.write_all(&archive).unwrap();
+            e.finish().unwrap()
+        };
+        // `lz4 -l`: the magic, then (size, block) pairs.
+        let lz4_legacy = {
+            let block = lz4_flex::block::compress(&archive);
+            let mut out = vec![0x02, 0x21, 0x4c, 0x18];
+            out.extend((block.len() as u32).to_le_bytes());
+            out.extend(block);
+            out
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("initramfs.img");
+        for (what, data) in [("gzip", gzip), ("xz", xz), ("lzma", lzma), ("lz4", lz4_frame), ("lz4 -l", lz4_legacy)] {
+            std::fs::write(&path, &data).unwrap();
+            let modules = image_modules(&path, "6.1-arch").unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            assert_eq!(modules.len(), 1, "{what}");
+            assert_eq!(modinfo_version(&modules[0].contents).as_deref(), Some("2.0"), "{what}");
+        }
+        // A module compressed inside the image (`.ko.xz`) is read decompressed.
+        let mut xz_ko = Vec::new();
+        lzma_rs::xz_compress(&mut Cursor::new(ko), &mut xz_ko).unwrap();
+        std::fs::write(&path, image(&[("usr/lib/modules/6.1-arch/updates/dkms/hello.ko.xz", &xz_ko)], true)).unwrap();
+        assert_eq!(image_modules(&path, "6.1-arch").unwrap()[0].contents, ko);
     }
 
     #[test]

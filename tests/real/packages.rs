@@ -194,6 +194,9 @@ pub enum Pkg {
     /// `filesystem`, a stand-in for the start of `base` in a new root: the usr-merge links and a
     /// static busybox as `/bin/sh`.
     Base,
+    /// Package NAME VERSION holding the files of the Debian packages that scripts/setup unpacked
+    /// into `.deps/debian/` (e.g. the real dracut), laid out as Arch lays out its packages.
+    Debian(&'static str, &'static str, &'static [&'static str]),
 }
 
 impl Pkg {
@@ -229,6 +232,11 @@ impl Pkg {
             Pkg::Tree(name, version, dir) => {
                 let dir = Path::new(REPO).join("tests/real").join(dir);
                 shell("pkg_tree", &[out, name, version, dir.to_str().unwrap()])
+            }
+            Pkg::Debian(name, version, debs) => {
+                let mut args = vec![out, name, version];
+                args.extend_from_slice(debs);
+                shell("pkg_debian", &args)
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
