@@ -13,6 +13,10 @@ use serde::Deserialize;
 use crate::cli::{self, Command, GlobalOpts, Opts};
 use crate::domain::{Layout, Operation};
 
+/// The dkms program when neither the command line nor the configuration names one: looked up in
+/// PATH (see `run`).
+pub const DEFAULT_DKMS: &str = "dkms";
+
 /// The subcommand, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -309,7 +313,7 @@ impl Config {
         let log_dir = layout.on_root(file.log_dir.as_deref().unwrap_or(Path::new(DEFAULT_LOG_DIR)));
         Ok(Config {
             action,
-            dkms: dkms.or(file.dkms).unwrap_or_else(|| PathBuf::from("dkms")),
+            dkms: dkms.or(file.dkms).unwrap_or_else(|| PathBuf::from(DEFAULT_DKMS)),
             depmod: depmod.or(file.depmod).unwrap_or_else(|| PathBuf::from("depmod")),
             dry_run,
             verbosity,

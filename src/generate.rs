@@ -25,18 +25,21 @@ const BIN: &str = "dkms-hook";
 /// The hand-written dkms-hook.toml(5).
 const CONFIG_PAGE: (&str, &str) = ("dkms-hook.toml.5", include_str!("../man/dkms-hook.toml.5"));
 
-/// The hook files the package installs into `/etc/pacman.d/hooks/`: every file of `hooks/` (a
-/// unit test keeps this list complete), by name.
-const HOOK_FILES: &[(&str, &str)] = &[
-    ("10-dkms-guard.hook", include_str!("../hooks/10-dkms-guard.hook")),
-    ("70-dkms-install.hook", include_str!("../hooks/70-dkms-install.hook")),
-    ("70-dkms-upgrade.hook", include_str!("../hooks/70-dkms-upgrade.hook")),
-    ("71-dkms-remove.hook", include_str!("../hooks/71-dkms-remove.hook")),
+/// The hook files the package installs: every file of `hooks/` (a unit test keeps this list
+/// complete), by name, with the directory the package puts it in.
+const HOOK_FILES: &[(&str, &str, &str)] = &[
+    ("10-dkms-guard.hook", SYSTEM_HOOK_DIR, include_str!("../hooks/10-dkms-guard.hook")),
+    ("70-dkms-install.hook", USER_HOOK_DIR, include_str!("../hooks/70-dkms-install.hook")),
+    ("70-dkms-upgrade.hook", USER_HOOK_DIR, include_str!("../hooks/70-dkms-upgrade.hook")),
+    ("71-dkms-remove.hook", USER_HOOK_DIR, include_str!("../hooks/71-dkms-remove.hook")),
 ];
 
-/// Where pacman reads the administrator's hooks; a file there replaces one of the same name in
-/// the packages' hook directory.
-const HOOK_DIR: &str = "/etc/pacman.d/hooks/";
+/// Where pacman reads the administrator's hooks, whatever its `--root`; a file there replaces one
+/// of the same name in the packages' hook directory.
+const USER_HOOK_DIR: &str = "/etc/pacman.d/hooks/";
+
+/// Where pacman reads the packages' hooks, relative to its `--root`.
+const SYSTEM_HOOK_DIR: &str = "/usr/share/libalpm/hooks/";
 
 /// Does what `dkms-hook generate` was asked to.
 pub fn run(what: &cli::Generate) -> Result<ExitCode> {
@@ -182,6 +185,8 @@ pub fn completions(shell: cli::Shell) -> String {
 struct Hook {
     /// The file name.
     name: &'static str,
+    /// The directory the package installs it in.
+    dir: &'static str,
     /// The first sentence of the leading comment, without the `dkms-hook: ` it starts with.
     about: String,
     /// `Operation` values.
@@ -196,9 +201,10 @@ struct Hook {
 
 impl Hook {
     /// Reads the fields the page needs from the hook file's text.
-    fn parse(name: &'static str, text: &str) -> Hook {
+    fn parse(name: &'static str, dir: &'static str, text: &str) -> Hook {
         let mut hook = Hook {
             name,
+            dir,
             about: String::new(),
             operations: Vec::new(),
             targets: Vec::new(),
@@ -232,7 +238,8 @@ impl Hook {
         hook
     }
 
-    /// The command as run: `Exec` without the program's directory.
+    /// The command as run: the dkms-hook command line that ends `Exec` (after the `/bin/sh -c`
+    /// wrapper that runs it only where it is installed), without the program's directory.
     fn command(&self) -> &str {
         self.exec.rsplit_once('/').map_or(self.exec.as_str(), |(_, cmd)| cmd)
     }
@@ -240,7 +247,7 @@ impl Hook {
 
 /// The hooks of [`HOOK_FILES`], parsed.
 fn hooks() -> Vec<Hook> {
-    HOOK_FILES.iter().map(|(name, text)| Hook::parse(name, text)).collect()
+    HOOK_FILES.iter().map(|(name, dir, text)| Hook::parse(name, dir, text)).collect()
 }
 
 /// `text` with its first letter in upper case.
@@ -279,11 +286,19 @@ fn enumerate(items: &[String]) -> String {
 fn extra_sections() -> String {
     let mut s = String::new();
     let hooks = hooks();
-    let names: Vec<String> = hooks.iter().map(|h| h.name.to_owned()).collect();
-    s.push_str(".SH \"PACMAN HOOKS\"\npacman runs dkms\\-hook from these hooks, installed in\n");
-    s.push_str(&format!(".IR {} ;\n", roff_literal(HOOK_DIR)));
-    s.push_str("a file there replaces the file of the same name in\n.IR /usr/share/libalpm/hooks/ ,\n");
+    let names_in =
+        |dir: &str| -> Vec<String> { hooks.iter().filter(|h| h.dir == dir).map(|h| roff_literal(h.name)).collect() };
+    s.push_str(".SH \"PACMAN HOOKS\"\npacman runs dkms\\-hook from these hooks.\n");
+    s.push_str(&format!("The guard is installed in\n.IR {} ,\n", roff_literal(SYSTEM_HOOK_DIR)));
+    s.push_str("which pacman reads relative to its\n.BR \\-\\-root :\n");
+    s.push_str("it runs only in a root that has dkms\\-hook.\n");
+    s.push_str(&format!("The others are installed in\n.IR {} ;\n", roff_literal(USER_HOOK_DIR)));
+    s.push_str("a file there replaces the file of the same name in\n");
+    s.push_str(&format!(".IR {} ,\n", roff_literal(SYSTEM_HOOK_DIR)));
     s.push_str("which is how the stock dkms hooks of the same names are overridden.\n");
+    s.push_str("pacman reads that directory for every\n.B \\-\\-root\n(pacstrap) and runs the hook chrooted\n");
+    s.push_str("into the root: where dkms\\-hook is not installed, the hooks do nothing there, and the\n");
+    s.push_str("install hook says so in one line.\n");
     s.push_str("pacman runs the hooks of one phase in the order of their file names.\n");
     for hook in &hooks {
         s.push_str(&format!(".TP\n.B {}\n", roff_literal(hook.name)));
@@ -329,7 +344,7 @@ a critical module does not build for a kernel the transaction installs, and pacm
 transaction before it changes anything.
 .TP
 .B 2
-Usage, configuration or environment error (not root, dkms missing, unreadable pacman database,
+Usage, configuration or environment error (not root, a configured dkms missing, unreadable pacman database,
 timed out waiting for the lock;
 .BR lint :
 a path that is not a package file or a PKGBUILD directory with a built package). Nothing was
@@ -345,7 +360,14 @@ finishes the work.
     let layout = Layout::new(Path::new("/"), None);
     let files = [
         (CONFIG_FILE.to_owned(), "Configuration, see\n.BR dkms\\-hook.toml (5).".to_owned()),
-        (HOOK_DIR.to_owned(), format!("The pacman hooks {} (see PACMAN HOOKS).", roff_literal(&enumerate(&names)))),
+        (
+            SYSTEM_HOOK_DIR.to_owned(),
+            format!("The pacman hook {} (see PACMAN HOOKS).", enumerate(&names_in(SYSTEM_HOOK_DIR))),
+        ),
+        (
+            USER_HOOK_DIR.to_owned(),
+            format!("The pacman hooks {} (see PACMAN HOOKS).", enumerate(&names_in(USER_HOOK_DIR))),
+        ),
         (
             layout.lock_file().display().to_string(),
             "Held by the run that changes the system; a second run waits for it.".to_owned(),
@@ -407,9 +429,9 @@ mod tests {
             .filter(|name| name.ends_with(".hook"))
             .collect();
         shipped.sort();
-        let listed: Vec<&str> = HOOK_FILES.iter().map(|(name, _)| *name).collect();
+        let listed: Vec<&str> = HOOK_FILES.iter().map(|(name, _, _)| *name).collect();
         assert_eq!(listed, shipped, "HOOK_FILES in src/generate.rs must list every file of hooks/, sorted");
-        for (name, text) in HOOK_FILES {
+        for (name, _, text) in HOOK_FILES {
             assert_eq!(*text, std::fs::read_to_string(dir.join(name)).unwrap());
         }
     }
@@ -418,6 +440,7 @@ mod tests {
     fn hook_files_parse() {
         let hook = Hook::parse(
             "50-x.hook",
+            USER_HOOK_DIR,
             "# dkms-hook: do this\n# and that. Not this.\n[Trigger]\nOperation = Install\nOperation = Upgrade\n\
              Type = Path\n# not part of it\nTarget = usr/src/*/dkms.conf\n\n[Action]\nDescription = X\n\
              When = PostTransaction\nExec = /usr/bin/dkms-hook install\nNeedsTargets\n",
@@ -426,6 +449,7 @@ mod tests {
             hook,
             Hook {
                 name: "50-x.hook",
+                dir: USER_HOOK_DIR,
                 about: "Do this and that.".into(),
                 operations: vec!["Install".into(), "Upgrade".into()],
                 targets: vec!["usr/src/*/dkms.conf".into()],
@@ -434,6 +458,12 @@ mod tests {
             }
         );
         assert_eq!(hook.command(), "dkms-hook install");
+        let wrapped = Hook::parse(
+            "50-x.hook",
+            USER_HOOK_DIR,
+            "[Action]\nExec = /bin/sh -c 'if [ -x \"$0\" ]; then exec \"$0\" \"$@\"; fi' /usr/bin/dkms-hook remove --no-depmod\n",
+        );
+        assert_eq!(wrapped.command(), "dkms-hook remove --no-depmod");
     }
 
     #[test]

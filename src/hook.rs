@@ -10,6 +10,7 @@ use crate::domain::Operation;
 use crate::inventory::Scope;
 use crate::plan;
 use crate::report::{Heading, Reporter};
+use crate::run::Tools;
 use crate::session::{Begun, Session};
 
 /// Runs the hook command for `operation` with the targets on stdin.
@@ -20,6 +21,11 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     }
     if targets.is_empty() {
         Reporter::new(config.verbosity).no_targets();
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A root with dkms-hook but without dkms (pacstrap, `pacman -Rdd dkms`): nothing can run.
+    if let Some(why) = Tools::dkms_not_installed(&config.dkms) {
+        Reporter::new(config.verbosity).no_dkms(&why, operation == Operation::Install);
         return Ok(ExitCode::SUCCESS);
     }
     let session = match Session::begin(config)? {
@@ -50,6 +56,21 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     if let Some(why) = inventory.prebuilt_refused.as_ref().filter(|_| config.verbosity > Verbosity::Quiet) {
         session.reporter().print(&format!("==> The guard's builds are not used, modules are {why}\n"));
     }
+    match operation {
+        // Before a kernel's headers are replaced in place: what they were, for the install hook.
+        Operation::Remove { rebuild: true } if !config.dry_run => {
+            for kver in targets.kernels.keys().filter(|k| inventory.kernels.contains_key(*k)) {
+                match crate::inventory::headers::digest(&config.layout, kver) {
+                    Some(digest) => crate::rebuilt::record(&config.layout, kver, &digest)?,
+                    None => crate::rebuilt::forget(&config.layout, kver),
+                }
+            }
+        }
+        Operation::Install => {
+            inventory.headers_in_place = crate::inventory::headers::in_place(&config.layout, targets.kernels.keys());
+        }
+        Operation::Remove { .. } => {}
+    }
     let mut plan = plan::plan(operation, &targets, &inventory, &state);
     // The lazy reading only tells that there is nothing to do (the quiet path: every module
     // already installed); anything to do is planned on the whole system.
@@ -65,6 +86,9 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     if operation == Operation::Install && !config.dry_run {
         // The install hook is the guard's builds' only user: what it did not take goes.
         crate::prebuilt::clear(&config.layout);
+        for kver in targets.kernels.keys() {
+            crate::rebuilt::forget(&config.layout, kver);
+        }
     }
     // The record of what came is for the remove hook of the same transaction, which has used it
     // now, as has a transaction that got as far as its install hook.

@@ -105,6 +105,14 @@ impl Reporter {
         }
     }
 
+    /// The root has no dkms: the hooks have nothing to do there. SAY: the one line of the
+    /// transaction (the install hook's); the others only with `-v`.
+    pub fn no_dkms(&self, why: &str, say: bool) {
+        if say || self.verbosity == Verbosity::Verbose {
+            self.print(&format!("dkms is not installed ({why}): nothing to do\n"));
+        }
+    }
+
     /// `-v`: install jobs the configuration excludes.
     pub fn excluded(&self, jobs: &[Job]) {
         if self.verbosity == Verbosity::Verbose {

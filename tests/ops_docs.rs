@@ -145,7 +145,8 @@ fn the_main_page_describes_every_hook_file() {
         };
         let operations = field("Operation").join(", ");
         let when = field("When")[0];
-        let exec = field("Exec")[0].trim_start_matches("/usr/bin/");
+        // The dkms-hook command line that ends Exec (after the `/bin/sh -c` wrapper).
+        let exec = field("Exec")[0].rsplit_once("/usr/bin/").unwrap().1;
         let entry = format!(".TP\n.B {}\n({operations}; {when}) runs\n.BR \"{}\" :\n", roff(&name), roff(exec));
         assert!(hooks.contains(&entry), "PACMAN HOOKS lacks {entry:?}:\n{hooks}");
         for target in field("Target") {

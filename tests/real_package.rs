@@ -55,7 +55,7 @@ fn expected_files() -> BTreeSet<String> {
         "usr/share/licenses/dkms-hook/LICENSE".to_owned(),
         "usr/share/doc/dkms-hook/README.md".to_owned(),
     ]);
-    files.extend(files_in("hooks", ".hook").iter().map(|h| format!("etc/pacman.d/hooks/{h}")));
+    files.extend(files_in("hooks", ".hook").iter().map(|h| hook_path(h)));
     // makepkg compresses man pages (`zipman` in makepkg.conf).
     for page in man_page_names() {
         let section = page.rsplit('.').next().unwrap();
@@ -66,6 +66,16 @@ fn expected_files() -> BTreeSet<String> {
         files_in("examples/hello-dkms", "").iter().map(|f| format!("usr/share/doc/dkms-hook/examples/hello-dkms/{f}")),
     );
     files
+}
+
+/// Where the package installs hook file NAME: the guard in the packages' hook directory (relative
+/// to pacman's --root: it runs only in roots with dkms-hook), the others in the administrator's
+/// (they override the stock dkms hooks of the same names).
+fn hook_path(name: &str) -> String {
+    match name {
+        "10-dkms-guard.hook" => format!("usr/share/libalpm/hooks/{name}"),
+        _ => format!("etc/pacman.d/hooks/{name}"),
+    }
 }
 
 /// The files (not directories) of installed package NAME, below the root.
@@ -97,6 +107,11 @@ fn the_package_installs_its_files_runs_the_hooks_and_leaves_nothing_behind() {
     let Some(root) = Root::new_without_hooks(Dkms::V3_0) else { return };
     assert!(!root.path("usr/bin/dkms-hook").exists(), "the root has a dkms-hook before the package");
     assert_eq!(list(&root.path("etc/pacman.d/hooks")), Vec::<String>::new(), "the root has hooks before the package");
+    assert_eq!(
+        list(&root.path("usr/share/libalpm/hooks")),
+        Vec::<String>::new(),
+        "the root has hooks before the package"
+    );
 
     let stubs: Vec<Pkg> = DEPENDS.iter().map(|d| Pkg::Stub(d, "1-1")).collect();
     root.install(&stubs).assert_hook_files_accepted();
@@ -116,7 +131,7 @@ fn the_package_installs_its_files_runs_the_hooks_and_leaves_nothing_behind() {
     assert_eq!(check.code, Some(0), "pacman -Qkk dkms-hook:\n{}", check.output);
     for hook in files_in("hooks", ".hook") {
         let shipped = std::fs::read_to_string(Path::new(REPO).join("hooks").join(&hook)).unwrap();
-        assert_eq!(text_in_root(&root, &format!("etc/pacman.d/hooks/{hook}")), shipped, "{hook}");
+        assert_eq!(text_in_root(&root, &hook_path(&hook)), shipped, "{hook}");
     }
     let license = std::fs::read_to_string(Path::new(REPO).join("LICENSE")).unwrap();
     assert_eq!(text_in_root(&root, "usr/share/licenses/dkms-hook/LICENSE"), license);

@@ -61,22 +61,26 @@ ovr_destroy() {
 
 # ovr_prepare ROOT HOOKS_DIR HOOK_BIN [DKMS]: an Arch-style starting point inside the overlay root.
 # The Debian kernel layout goes (the kernel and headers packages will own usr/lib/modules/K), the
-# pacman DB starts empty, the dkms tree starts empty, the hooks of HOOKS_DIR and the hook binary
-# HOOK_BIN are installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is
-# given, that dkms script replaces /usr/sbin/dkms inside the root.
+# pacman DB starts empty, the dkms tree starts empty, the hook directories start empty (none of the
+# host's hooks run), the hooks of HOOKS_DIR (see ovr_install_hooks) and the hook binary HOOK_BIN are
+# installed (both empty: neither is, the dkms-hook package will be), and, when DKMS is given, that
+# dkms script replaces /usr/sbin/dkms inside the root.
 ovr_prepare() {
     local root=$1 hooks=$2 bin=$3 dkms=${4:-}
-    rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" || return 1
+    rm -rf "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" "$root/etc/pacman.d" \
+        "$root/usr/share/libalpm/hooks" || return 1
     mkdir -p "$root/usr/lib/modules" "$root/var/lib/dkms" "$root/var/lib/pacman" \
-        "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" "$root/etc/pacman.d/hooks" || return 1
+        "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" "$root/etc/pacman.d/hooks" \
+        "$root/usr/share/libalpm/hooks" || return 1
     cat >"$root/etc/pacman.conf" <<'CONF'
 [options]
 Architecture = auto
 SigLevel = Never
 LocalFileSigLevel = Never
 CONF
+    ovr_link_system_hookdir "$root" || return 1
     if [[ -n $hooks ]]; then
-        cp "$hooks"/*.hook "$root/etc/pacman.d/hooks/" || return 1
+        ovr_install_hooks "$hooks" "$root/etc/pacman.d/hooks" "$root/usr/share/libalpm/hooks" || return 1
     fi
     if [[ -n $bin ]]; then
         install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
@@ -86,13 +90,83 @@ CONF
     fi
 }
 
+# ovr_bare_root ROOT: ROOT as pacstrap prepares a new root before its first `pacman --root ROOT`:
+# an empty directory with only pacman's database, cache, log and gnupg directories (and the test
+# pacman.conf). No overlay: nothing of this machine is in it.
+ovr_bare_root() {
+    local root=$1
+    mkdir -p "$root/var/lib/pacman" "$root/var/cache/pacman/pkg" "$root/var/log" "$root/etc/pacman.d/gnupg" ||
+        return 1
+    cat >"$root/etc/pacman.conf" <<'CONF'
+[options]
+Architecture = auto
+SigLevel = Never
+LocalFileSigLevel = Never
+CONF
+}
+
+# ovr_package_hooks PKGFILE DIR: the hook files PKGFILE installs in /etc/pacman.d/hooks/, copied
+# into DIR (which becomes a machine's hook directory as that package leaves it).
+ovr_package_hooks() {
+    local pkg=$1 dir=$2 tmp
+    tmp=$(mktemp -d) || return 1
+    bsdtar -xf "$pkg" -C "$tmp" etc/pacman.d/hooks || { rm -rf "$tmp"; return 1; }
+    mkdir -p "$dir" && cp "$tmp"/etc/pacman.d/hooks/*.hook "$dir"/ || { rm -rf "$tmp"; return 1; }
+    rm -rf "$tmp"
+}
+
+# ovr_system_hookdir: the packages' hook directory this pacman reads below --root (libalpm's
+# SYSHOOKDIR, /usr/share/libalpm/hooks on Arch), without the trailing slash.
+ovr_system_hookdir() {
+    local dirs
+    dirs=$(pacman --config /dev/null -v 2>/dev/null | sed -n 's/^Hook Dirs *: *//p')
+    [[ -n $dirs ]] || { ovr_die "pacman -v names no hook directories"; return 1; }
+    dirs=${dirs%% *}
+    printf '%s\n' "${dirs%/}"
+}
+
+# ovr_link_system_hookdir ROOT: where this pacman was built with another packages' hook directory
+# than Arch's (the project-local pacman in .deps), that directory in ROOT becomes a relative link to
+# ROOT/usr/share/libalpm/hooks, so the hooks a package installs there run as they do on Arch.
+ovr_link_system_hookdir() {
+    local root=$1 sys
+    sys=$(ovr_system_hookdir) || return 1
+    [[ $sys == /usr/share/libalpm/hooks ]] && return 0
+    rm -rf "${root:?}$sys" && mkdir -p "$(dirname "$root$sys")" "$root/usr/share/libalpm/hooks" &&
+        ln -sr "$root/usr/share/libalpm/hooks" "$root$sys"
+}
+
+# ovr_install_hooks HOOKS_DIR USER_DIR SYSTEM_DIR: the hooks of HOOKS_DIR where the package puts
+# them: the guard (10-*) into SYSTEM_DIR (the root's /usr/share/libalpm/hooks), the others into
+# USER_DIR (/etc/pacman.d/hooks, which pacman reads for every --root). An empty SYSTEM_DIR leaves
+# the guard out.
+ovr_install_hooks() {
+    local hooks=$1 user=$2 system=$3 hook
+    mkdir -p "$user" || return 1
+    for hook in "$hooks"/*.hook; do
+        case ${hook##*/} in
+        10-dkms-guard.hook) [[ -z $system ]] || install -D -m 0644 "$hook" "$system/${hook##*/}" || return 1 ;;
+        *) install -m 0644 "$hook" "$user/" || return 1 ;;
+        esac
+    done
+}
+
 # ovr_pacman ROOT ARGS...: the real pacman on ROOT. --hookdir is not prefixed with --root (pacman
 # treats it as configuration, like --config and --gpgdir), so it is given as a host path.
 ovr_pacman() {
     local root=$1
     shift
+    ovr_pacman_hookdir "$root" "$root/etc/pacman.d/hooks" "$@"
+}
+
+# ovr_pacman_hookdir ROOT HOOKDIR ARGS...: ovr_pacman with HOOKDIR as the user hook directory, e.g.
+# a directory outside ROOT, as pacstrap's `pacman --root NEWROOT` reads the machine's
+# /etc/pacman.d/hooks.
+ovr_pacman_hookdir() {
+    local root=$1 hookdir=$2
+    shift 2
     pacman --root "$root" --dbpath "$root/var/lib/pacman" --config "$root/etc/pacman.conf" \
-        --hookdir "$root/etc/pacman.d/hooks" --cachedir "$root/var/cache/pacman/pkg" \
+        --hookdir "$hookdir" --cachedir "$root/var/cache/pacman/pkg" \
         --logfile "$root/var/log/pacman.log" --gpgdir "$root/etc/pacman.d/gnupg" \
         --noconfirm --color never "$@"
 }
@@ -260,6 +334,9 @@ pkg_write() {
     [[ -f $stage/.INSTALL ]] && entries+=(.INSTALL)
     [[ -d $stage/usr ]] && entries+=(usr)
     [[ -d $stage/etc ]] && entries+=(etc)
+    for d in bin sbin lib lib64; do
+        [[ -L $stage/$d ]] && entries+=("$d")
+    done
     (cd "$stage" && bsdtar --zstd --uid 0 --gid 0 --uname root --gname root -cf "$file" "${entries[@]}") || return 1
     printf '%s\n' "$file"
 }
@@ -272,12 +349,27 @@ pkg_stage() {
     printf '%s\n' "$stage"
 }
 
-# pkg_stub OUT NAME VERSION: a package without files (e.g. `dkms`, which the hooks' `Depends = dkms`
-# needs in the DB; the root already has the real dkms from the host).
+# pkg_stub OUT NAME VERSION: a package without files (e.g. `dkms`, which the `*-dkms` and dkms-hook
+# packages depend on; the root already has the real dkms from the host).
 pkg_stub() {
     local stage
     stage=$(pkg_stage) || return 1
     pkg_write "$1" "$stage" "$2" "$2" "$3"
+    rm -rf "$stage"
+}
+
+# pkg_base OUT: a stand-in for Arch's `filesystem` and `bash`, what a new root has after the first
+# packages of `pacstrap ROOT base`: the usr-merge links (bin, sbin, lib, lib64 -> usr/...) and a
+# static busybox as usr/bin/sh (and usr/bin/bash), so hooks that run /bin/sh work; nothing else.
+pkg_base() {
+    local stage bb
+    bb=$(_ovr_busybox) || return 1
+    stage=$(pkg_stage) || return 1
+    mkdir -p "$stage/usr/bin" "$stage/usr/lib" && install -m 0755 "$bb" "$stage/usr/bin/busybox" || return 1
+    ln -s busybox "$stage/usr/bin/sh" && ln -s busybox "$stage/usr/bin/bash" || return 1
+    ln -s usr/bin "$stage/bin" && ln -s usr/bin "$stage/sbin" && ln -s usr/lib "$stage/lib" &&
+        ln -s usr/lib "$stage/lib64" || return 1
+    pkg_write "$1" "$stage" filesystem filesystem 1-1
     rm -rf "$stage"
 }
 
@@ -378,13 +470,14 @@ pkg_kernel() {
     rm -rf "$stage"
 }
 
-# pkg_headers OUT NAME PKGBASE VERSION KVER: an Arch-style headers package owning
+# pkg_headers OUT NAME PKGBASE VERSION KVER [HEADER]: an Arch-style headers package owning
 # usr/lib/modules/KVER/build/ as a real directory: a copy of Debian's /usr/src/linux-headers-KVER.
 # Its relative symlinks that leave the tree (scripts, tools -> ../../lib/linux-kbuild-6.1/...) are
 # made absolute so they resolve from the new place; its Makefile already includes the shared
-# -common tree by absolute path, which stays on the (overlaid) host.
+# -common tree by absolute path, which stays on the (overlaid) host. HEADER, when given, is added as
+# build/include/linux/HEADER: the same kernel rebuilt with a changed interface.
 pkg_headers() {
-    local out=$1 name=$2 base=$3 version=$4 kver=$5 stage src build link rel target abs
+    local out=$1 name=$2 base=$3 version=$4 kver=$5 header=${6:-} stage src build link rel target abs
     src="$OVR_DEBIAN_HEADERS/linux-headers-$kver"
     [[ -f $src/Makefile ]] || { ovr_die "no Debian headers at $src: run scripts/setup"; return 1; }
     stage=$(pkg_stage) || return 1
@@ -401,6 +494,12 @@ pkg_headers() {
         [[ $abs == "$src"/* ]] && continue
         ln -sfn "$abs" "$link" || return 1
     done < <(find "$build" -type l -print0)
+    # HEADER: the same kernel rebuilt with a changed interface, as build/include/linux/HEADER.
+    if [[ -n $header ]]; then
+        mkdir -p "$build/include/linux" &&
+            printf '/* %s %s: an interface older modules do not know */\n' "$name" "$version" \
+                >"$build/include/linux/$header" || return 1
+    fi
     pkg_write "$out" "$stage" "$name" "$base" "$version"
     rm -rf "$stage"
 }

@@ -95,6 +95,12 @@ fn check(config: &Config) -> Result<ExitCode> {
         reporter.no_targets();
         return Ok(ExitCode::SUCCESS);
     }
+    // Without dkms nothing builds, here or after the transaction: nothing to check (the install
+    // hook says so).
+    if let Some(why) = crate::run::Tools::dkms_not_installed(&config.dkms) {
+        reporter.no_dkms(&why, false);
+        return Ok(ExitCode::SUCCESS);
+    }
     // Taking the lock drops whatever an earlier guard run kept.
     let session = match Session::begin(config)? {
         Begun::Stopped(code) => return Ok(code),

@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod dkms_conf;
 pub mod dkms_tree;
+pub mod headers;
 pub mod incoming;
 pub mod locks;
 pub mod package;
@@ -64,6 +65,9 @@ pub struct Inventory {
     /// Module source directories the running transaction brings, as the guard recorded them
     /// (when the scope asked; see `prebuilt::coming`).
     pub coming: BTreeSet<String>,
+    /// Kernels whose headers the transaction replaced in place (same kver, see `headers`), by
+    /// kver: `true` when the new headers are byte-identical to those before (when the caller asked).
+    pub headers_in_place: BTreeMap<String, bool>,
     /// Installed builds a direct `dkms install` would have signed with the system's key and that
     /// are not, by (module, version, kernel) (when the scope asked; see `signing`).
     pub not_signed: BTreeSet<(String, String, String)>,
@@ -205,6 +209,7 @@ impl Inventory {
             locks: owners.locks,
             boot: owners.boot,
             unevaluated,
+            headers_in_place: BTreeMap::new(),
         })
     }
 

@@ -101,7 +101,14 @@ fn resolve_pairs<'i>(
         match resolve_source(inv, dir) {
             Ok((id, depends)) => {
                 let digest = inv.sources.get(dir).and_then(|s| s.digest.as_deref());
-                let compare = if targets.module_dirs.contains(dir) { Compare::Digest } else { Compare::Trust };
+                // Headers replaced in place: changed ones rebuild every installed build
+                // (privately first), identical ones leave them as they are.
+                let compare = match (inv.headers_in_place.get(kver), targets.module_dirs.contains(dir)) {
+                    (Some(false), _) => Compare::NewHeaders,
+                    (_, true) => Compare::Digest,
+                    (Some(true), false) => Compare::SameHeaders,
+                    (None, false) => Compare::Trust,
+                };
                 if let Some(kind) = job_for(inv, state, &id, digest, kver, compare) {
                     per_kernel.entry(kver.clone()).or_default().push(Source { id, depends, kind });
                 }

@@ -88,7 +88,9 @@ pub(super) fn plan_remove(targets: &Targets, inv: &Inventory, rebuild: bool) -> 
 
     for (kver, change) in &targets.kernels {
         let modules = inv.tree.for_kernel(kver);
-        if change.image {
+        // A kernel upgraded in place (the rebuild case: same kver) keeps its modules: the install
+        // hook rebuilds them privately and swaps each in only when it works.
+        if change.image && !rebuild {
             for (m, v) in modules {
                 removals.insert((ModuleId::new(m, v), kver.clone()));
             }

@@ -17,6 +17,11 @@ pub(crate) enum Compare {
     Recorded,
     /// Fully (a new kernel's pairs: the module's sources did not change).
     Trust,
+    /// Fully, and say so: the kernel's headers were replaced in place by byte-identical ones.
+    SameHeaders,
+    /// Not at all: the kernel's headers were replaced in place by other ones (a kernel rebuilt
+    /// under the same kver). The installed build stays until its rebuild works.
+    NewHeaders,
 }
 
 /// What a wanted (module version, kernel) pair needs, given what is installed for the kernel
@@ -48,13 +53,14 @@ pub(crate) fn job_for(
                 || match compare {
                     Compare::Digest => digest.is_none() || made_from != digest,
                     Compare::Recorded => made_from.is_some() && digest.is_some() && made_from != digest,
-                    Compare::Trust => false,
+                    Compare::Trust | Compare::SameHeaders => false,
+                    Compare::NewHeaders => true,
                 };
             // dkms's link at kept sources goes back to the packaged ones.
             let relink = inv.tree.entries.get(&(id.name.clone(), v.to_owned())).is_some_and(|e| e.kept.is_some());
             match (stale, compare) {
                 (true, _) => Some(JobKind::Replace { kernel, old: v.to_owned(), old_digest: built_from(v) }),
-                (false, Compare::Digest) => Some(JobKind::Unchanged { kernel }),
+                (false, Compare::Digest | Compare::SameHeaders) => Some(JobKind::Unchanged { kernel }),
                 (false, Compare::Recorded) if relink => Some(JobKind::Unchanged { kernel }),
                 (false, _) => None,
             }

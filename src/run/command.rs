@@ -49,6 +49,13 @@ impl Tools {
         Ok(Tools { dkms, depmod, lock_fd, signing: None })
     }
 
+    /// Why dkms is not installed, if it is not: the default `dkms` is nowhere to be found (a root
+    /// without dkms, where the hooks have nothing to do). A program the configuration names
+    /// instead is never "not installed": if it is missing, that is an error when a job needs it.
+    pub fn dkms_not_installed(dkms: &Path) -> Option<String> {
+        (dkms == Path::new(crate::config::DEFAULT_DKMS)).then(|| find_program(dkms).err()).flatten()
+    }
+
     /// Runs dkms with `args` (an action and its arguments, relocated as needed), with
     /// `make -j make_jobs` when given, signing modules with `signing`.
     pub fn dkms(

@@ -373,6 +373,12 @@ impl Root {
         Transaction { code: ran.status.code(), output: ran.output }
     }
 
+    /// [`Root::pacman`] with HOOKDIR, a directory outside the root, as pacman's user hook directory:
+    /// a transaction into this root from a machine whose `/etc/pacman.d/hooks` is HOOKDIR (pacstrap).
+    pub fn pacman_hookdir(&self, hookdir: &Path, args: &[&str]) -> Transaction {
+        pacman_hookdir(&self.root, hookdir, args)
+    }
+
     /// `pacman -U PKGS`, which must succeed (hooks may still fail).
     pub fn install(&self, pkgs: &[Pkg]) -> Transaction {
         let files: Vec<String> = pkgs.iter().map(|p| p.file().to_str().unwrap().to_owned()).collect();
@@ -635,6 +641,61 @@ impl Drop for Root {
                 panic!("{msg}");
             }
         }
+    }
+}
+
+/// The real pacman on ROOT (see `ovr_pacman_hookdir`) with HOOKDIR as its user hook directory.
+pub fn pacman_hookdir(root: &Path, hookdir: &Path, args: &[&str]) -> Transaction {
+    println!("\n$ pacman --root {} --hookdir {} {}", root.display(), hookdir.display(), args.join(" "));
+    let started = Instant::now();
+    let mut all = vec![root.to_str().unwrap(), hookdir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let ran = shell("ovr_pacman_hookdir", &all);
+    println!("{}[pacman exit {:?}, {:.1}s]", ran.output, ran.status.code(), started.elapsed().as_secs_f64());
+    Transaction { code: ran.status.code(), output: ran.output }
+}
+
+/// A machine's `/etc/pacman.d/hooks` as the dkms-hook package leaves it (its hook files there,
+/// taken from the package file), in a fresh directory outside every root.
+pub fn package_hookdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("dkms-hook-machine-hooks.").tempdir().unwrap();
+    let pkg = Pkg::DkmsHook.file();
+    let ran = shell("ovr_package_hooks", &[pkg.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    assert!(ran.status.success(), "cannot copy the package's hooks:\n{}", ran.output);
+    println!("the package's /etc/pacman.d/hooks: {:?}", list(dir.path()));
+    dir
+}
+
+/// A new root as pacstrap starts it: a plain empty directory (no overlay, nothing of this machine
+/// in it) with pacman's directories only (`ovr_bare_root`). Deleted when dropped.
+pub struct BareRoot {
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl BareRoot {
+    /// A bare root, or `None` when the tier cannot run here.
+    pub fn new() -> Option<BareRoot> {
+        if !skip::can_run("the real-transaction tier", unavailable(Dkms::V3_0)) {
+            return None;
+        }
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("dkms-hook-bare.").tempdir().unwrap();
+        let root = dir.path().join("root");
+        let ran = shell("ovr_bare_root", &[root.to_str().unwrap()]);
+        assert!(ran.status.success(), "cannot prepare the bare root:\n{}", ran.output);
+        Some(BareRoot { root, _dir: dir, _serial: serial })
+    }
+
+    /// PATH inside the root.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+
+    /// The real pacman on this root, with HOOKDIR as its user hook directory.
+    pub fn pacman_hookdir(&self, hookdir: &Path, args: &[&str]) -> Transaction {
+        pacman_hookdir(&self.root, hookdir, args)
     }
 }
 

@@ -2,8 +2,8 @@
 //! (the real `vmlinuz`, the in-tree modules the tests need, `modules.order`, `modules.builtin*`,
 //! `pkgbase`) and headers packages made from Debian's kernel headers, `*-dkms` packages made from the
 //! sources in `tests/real/modules/` and from real-world Debian module packages (fetched by
-//! scripts/setup into `.deps/debian/`, never committed), file-less stand-ins such as `dkms` (the hooks
-//! say `Depends = dkms`; the root has the real dkms from the host), and dkms-hook itself as its
+//! scripts/setup into `.deps/debian/`, never committed), file-less stand-ins such as `dkms` (what the
+//! `*-dkms` and dkms-hook packages depend on; the root has the real dkms from the host), and dkms-hook itself as its
 //! PKGBUILD builds it.
 //!
 //! Packages are assembled by `scripts/lib/overlay-root.sh` (shared with `scripts/demo`), once per
@@ -34,6 +34,12 @@ pub const LINUX: Kernel = Kernel { name: "linux", version: "6.1.0.47-1", kver: "
 /// The cloud kernel as package `linux-cloud`: built without media drivers (no `CONFIG_VIDEO_DEV`), so
 /// v4l2loopback's dkms.conf excludes it (BUILD_EXCLUSIVE).
 pub const LINUX_CLOUD: Kernel = Kernel { name: "linux-cloud", version: "6.1.0.47-1", kver: "6.1.0-47-cloud-amd64" };
+/// `linux` rebuilt under the same kver (a pkgrel bump): an upgrade in place of
+/// `usr/lib/modules/<kver>/`.
+pub const LINUX_REL2: Kernel = Kernel { version: "6.1.0.47-2", ..LINUX };
+/// The header file the rebuilt headers of [`Pkg::RebuiltHeaders`] add; [`OLDAPI`] refuses to
+/// build where it exists.
+pub const CHANGED_API: &str = "dkms_hook_rebuilt.h";
 /// The next version of `linux`: an upgrade that changes the kver (to the rt kernel's headers).
 pub const LINUX_NEXT: Kernel = Kernel { name: "linux", version: "6.1.0.48-1", kver: "6.1.0-47-rt-amd64" };
 
@@ -113,6 +119,9 @@ pub const ZETA: Module = dkms_module!("zeta-base", "1.0", "1.0-1", "zetabase");
 pub const CLOUDONLY: Module = dkms_module!("cloudonly", "1.0", "1.0-1", "cloudonly");
 /// Does not compile.
 pub const BROKEN: Module = dkms_module!("broken", "1.0", "1.0-1", "broken");
+/// Builds against the test kernels' headers as packaged, not against headers rebuilt with
+/// [`CHANGED_API`].
+pub const OLDAPI: Module = dkms_module!("oldapi", "1.0", "1.0-1", "oldapi");
 /// Builds for the amd64 and cloud kernels, not for the rt kernel ([`LINUX_NEXT`]'s kver).
 pub const RTFAIL: Module = dkms_module!("rtfail", "1.0", "1.0-1", "rtfail");
 /// Its dkms.conf builds against `/lib/modules/$kernelver/build`, not `${kernel_source_dir}`.
@@ -167,6 +176,10 @@ pub fn debian_dir() -> PathBuf {
 pub enum Pkg {
     Kernel(Kernel),
     Headers(Kernel),
+    /// The headers of a kernel rebuilt under the same kver: with `Some(header)` that file is
+    /// added below `build/include/linux/` (a changed interface), with `None` they are
+    /// byte-identical to [`Pkg::Headers`]'s.
+    RebuiltHeaders(Kernel, Option<&'static str>),
     Module(Module),
     /// The file-less `dkms` package for this dkms.
     DkmsStub(Dkms),
@@ -178,6 +191,9 @@ pub enum Pkg {
     Tree(&'static str, &'static str, &'static str),
     /// dkms-hook, built by makepkg (as nobody) from a clean clone of the repository's HEAD.
     DkmsHook,
+    /// `filesystem`, a stand-in for the start of `base` in a new root: the usr-merge links and a
+    /// static busybox as `/bin/sh`.
+    Base,
     /// Package NAME VERSION holding the files of the Debian packages that scripts/setup unpacked
     /// into `.deps/debian/` (e.g. the real dracut), laid out as Arch lays out its packages.
     Debian(&'static str, &'static str, &'static [&'static str]),
@@ -202,6 +218,9 @@ impl Pkg {
         let output = match self {
             Pkg::Kernel(k) => shell("pkg_kernel", &[out, k.name, k.version, k.kver]),
             Pkg::Headers(k) => shell("pkg_headers", &[out, &k.headers_name(), k.name, k.version, k.kver]),
+            Pkg::RebuiltHeaders(k, header) => {
+                shell("pkg_headers", &[out, &k.headers_name(), k.name, k.version, k.kver, header.unwrap_or_default()])
+            }
             Pkg::Module(m) => {
                 let src = m.source_dir();
                 shell("pkg_dkms", &[out, m.package, m.version, src.to_str().unwrap(), m.name, m.modver])
@@ -221,6 +240,7 @@ impl Pkg {
             }
             Pkg::DkmsStub(dkms) => shell("pkg_stub", &[out, "dkms", dkms.package_version()]),
             Pkg::Stub(name, version) => shell("pkg_stub", &[out, name, version]),
+            Pkg::Base => shell("pkg_base", &[out]),
             Pkg::DkmsHook => {
                 let started = std::time::Instant::now();
                 let cargo_home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("makepkg-cargo-home");
