@@ -713,7 +713,8 @@ mod tests {
     #[test]
     fn caches_in_pacmans_order() {
         let layout = Layout::new(Path::new("/"), None);
-        let conf = PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], repos: vec![] };
+        let conf =
+            PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], ..PacmanConf::default() };
         let conf = Configuration { conf, roots_own: false };
         let f = parse("pacman --root /r --cachedir /r/cmd -S x");
         let dirs = cache_dirs_of(&layout, &f, Some(&conf));

@@ -27,6 +27,8 @@ pub struct PacmanConf {
     pub cache_dirs: Vec<String>,
     /// The sync repositories, in the order pacman registers them (its priority order).
     pub repos: Vec<String>,
+    /// Every `IgnorePkg` value of `[options]`, split on spaces.
+    pub ignore_pkgs: Vec<String>,
 }
 
 impl PacmanConf {
@@ -88,6 +90,9 @@ impl PacmanConf {
                 }
                 ("CacheDir", Some(value)) if section.as_deref() == Some("options") => {
                     self.cache_dirs.extend(value.split(' ').filter(|v| !v.is_empty()).map(str::to_owned));
+                }
+                ("IgnorePkg", Some(value)) if section.as_deref() == Some("options") => {
+                    self.ignore_pkgs.extend(value.split_whitespace().map(str::to_owned));
                 }
                 _ => {}
             }

@@ -97,15 +97,15 @@ pub fn incoming(layout: &Layout, transaction: &Transaction, names: &[&str]) -> T
 }
 
 /// The packages pacman leaves alone: `IgnorePkg` of the root's pacman.conf (several per line,
-/// several lines), and the front end's `--ignore` values (comma-separated).
+/// several lines, in `[options]`, also from `Include`d files), and the front end's `--ignore`
+/// values (comma-separated).
 pub fn ignored(layout: &Layout, command_line: &[String]) -> BTreeSet<String> {
-    let conf = std::fs::read_to_string(layout.root.join("etc/pacman.conf")).unwrap_or_default();
-    let mut names: BTreeSet<String> = conf
-        .lines()
-        .filter_map(|line| line.split_once('=').filter(|(key, _)| key.trim() == "IgnorePkg").map(|(_, v)| v))
-        .flat_map(str::split_whitespace)
-        .map(str::to_owned)
-        .collect();
+    let below_root = |pattern: &str| {
+        let root = layout.root.to_str()?.trim_end_matches('/');
+        Some(format!("{}/{}", glob::Pattern::escape(root), pattern.trim_start_matches('/')))
+    };
+    let conf = super::pacman_conf::PacmanConf::load(&layout.root.join("etc/pacman.conf"), &below_root);
+    let mut names: BTreeSet<String> = conf.map(|c| c.ignore_pkgs.into_iter().collect()).unwrap_or_default();
     names.extend(command_line.iter().flat_map(|v| v.split(',')).filter(|n| !n.is_empty()).map(str::to_owned));
     names
 }
@@ -163,9 +163,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(
             dir.path().join("etc/pacman.conf"),
-            "[options]\nIgnorePkg = gcc gcc-libs\n#IgnorePkg = glibc\nIgnorePkg=binutils\n[core]\n",
+            "[options]\nIgnorePkg = gcc gcc-libs\n#IgnorePkg = glibc\nInclude = /etc/pacman.d/ignore\n[core]\nIgnorePkg = zlib\n",
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/pacman.d")).unwrap();
+        std::fs::write(dir.path().join("etc/pacman.d/ignore"), "IgnorePkg=binutils\n").unwrap();
         let names = ignored(&layout, &["linux,linux-headers".to_owned()]);
         let expected: BTreeSet<String> =
             ["binutils", "gcc", "gcc-libs", "linux", "linux-headers"].iter().map(|s| s.to_string()).collect();
