@@ -285,19 +285,24 @@ mod tests {
         assert_eq!(coming(&layout, Some("42.7")), dirs);
     }
 
-    #[test]
-    fn builds_are_for_their_transaction_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path(), None);
-        let build = Prebuilt {
+    /// The guard's build of hello 1.0 for k1.
+    fn hello_build(layout: &Layout) -> Prebuilt {
+        Prebuilt {
             module: "hello".into(),
             version: "1.0".into(),
             kernel: "k1".into(),
             digest: "d".into(),
             headers_package: "linux-headers".into(),
             headers_version: "6.12-1".into(),
-            dir: tree(&layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
-        };
+            dir: tree(layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
+        }
+    }
+
+    #[test]
+    fn builds_are_for_their_transaction_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let build = hello_build(&layout);
         let toolchain = Toolchain([("gcc".to_owned(), "14.1-1".to_owned())].into());
         let index = Index {
             transaction: Some("42.7".into()),
@@ -324,15 +329,7 @@ mod tests {
         let versions =
             |list: &[(&str, &str)]| Toolchain(list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
         let before = versions(&[("gcc", "14.1-1"), ("glibc", "2.40-1")]);
-        let build = Prebuilt {
-            module: "hello".into(),
-            version: "1.0".into(),
-            kernel: "k1".into(),
-            digest: "d".into(),
-            headers_package: "linux-headers".into(),
-            headers_version: "6.12-1".into(),
-            dir: tree(&layout, "hello", "1.0", "k1").join("hello/1.0/k1"),
-        };
+        let build = hello_build(&layout);
         let index = Index {
             transaction: Some("7.1".into()),
             certificate: None,

@@ -12,9 +12,6 @@ use std::fs;
 
 use common::*;
 
-/// The kver the offered kernel upgrade brings.
-const K_NEW: &str = "6.2.0-1-arch";
-
 fn config(t: &TestRoot, text: &str) {
     fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
 }

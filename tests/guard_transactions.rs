@@ -15,42 +15,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// The kver the offered kernel upgrade brings.
-const K_NEW: &str = "6.2.0-1-arch";
-
-/// The guard's private trees and extracted packages.
-const PREBUILT: &str = "var/lib/dkms-hook/prebuilt";
-
 /// What the install hook says of a build the guard made.
 const HANDED_OVER: &str = "installed (built before the transaction)";
-
-fn headers_target(kver: &str) -> String {
-    format!("usr/lib/modules/{kver}/build/include/\n")
-}
-
-/// `linux` at K1 with headers, and modules hello 1.0 and xpad 2.0 installed for it.
-fn installed_system() -> TestRoot {
-    let t = TestRoot::new();
-    t.kernel("linux", K1).headers("linux-headers", K1);
-    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
-    t.module_pkg("xpad-dkms", "xpad-2.0", &dkms_conf("xpad", "2.0"));
-    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\nusr/src/xpad-2.0/dkms.conf\n").assert_code(0);
-    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.0"));
-    t
-}
-
-/// Offers `linux` 2.0-1 at K_NEW with its headers, as `pacman -Syu` has them downloaded.
-fn offer_kernel_upgrade(t: &TestRoot) {
-    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
-    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
-    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
-}
-
-/// What pacman does after the PreTransaction hooks of the kernel upgrade.
-fn upgrade_kernel(t: &TestRoot) {
-    t.remove_package("linux").remove_package("linux-headers");
-    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
-}
 
 fn config(t: &TestRoot, text: &str) {
     fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();

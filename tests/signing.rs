@@ -9,27 +9,20 @@ use std::fs;
 
 use common::*;
 
-/// The kver the offered kernel upgrade brings.
-const K_NEW: &str = "6.2.0-1-arch";
-
 /// The fake dkms signing as dkms does on a kernel with module signing.
 const SIGN: [(&str, &str); 1] = [("FAKE_DKMS_SIGN", "1")];
-
-fn headers_target(kver: &str) -> String {
-    format!("usr/lib/modules/{kver}/build/include/\n")
-}
 
 /// `linux` at K1 with headers and hello 1.0 installed (and signed) for it; `linux` 2.0-1 at
 /// K_NEW is offered as `pacman -Syu` has it downloaded.
 fn signed_system_with_a_kernel_upgrade(framework: Option<&str>) -> TestRoot {
     let t = TestRoot::new();
-    offer_kernel_upgrade(&t, framework, &[], &[]);
+    offer_signed_kernel_upgrade(&t, framework, &[], &[]);
     t
 }
 
 /// Sets up `t` as [`signed_system_with_a_kernel_upgrade`] does, with `more` files in the offered
 /// headers package and `kernel_more` in the kernel package.
-fn offer_kernel_upgrade(
+fn offer_signed_kernel_upgrade(
     t: &TestRoot,
     framework: Option<&str>,
     more: &[(String, String)],
@@ -120,7 +113,7 @@ fn a_module_framework_conf_keeps_unsigned_in_the_namespace_is_signed_with_the_ke
     fs::set_permissions(&sign_file, fs::Permissions::from_mode(0o755)).unwrap();
     let framework = format!("try_sign_modules=\"not_in_chroot\"\nsign_file={}\n", sign_file.display());
     let config = (format!("usr/lib/modules/{K_NEW}/build/.config"), "CONFIG_MODULE_SIG_HASH=\"sha512\"\n".to_owned());
-    offer_kernel_upgrade(&t, Some(&framework), &[config], &[]);
+    offer_signed_kernel_upgrade(&t, Some(&framework), &[config], &[]);
     let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
     let post = guarded_kernel_upgrade(&t);
     post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
@@ -133,7 +126,7 @@ fn a_guarded_build_for_a_kernel_with_compressed_modules_is_compressed_and_signed
     // the kernel's module directory, which in the guard's namespace is a fresh tmpfs.
     let t = TestRoot::new();
     let own = (format!("usr/lib/modules/{K_NEW}/kernel/fs/ext4.ko.zst"), "compressed in-tree module\n".to_owned());
-    offer_kernel_upgrade(&t, None, &[], &[own]);
+    offer_signed_kernel_upgrade(&t, None, &[], &[own]);
     let certificate = fs::read_to_string(t.path("var/lib/dkms/mok.pub")).unwrap();
     let post = guarded_kernel_upgrade(&t);
     post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);

@@ -82,6 +82,42 @@ pub fn borrowed(entries: &[(String, String)]) -> Vec<(&str, &str)> {
     entries.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect()
 }
 
+// --- The guard's kernel upgrade: `linux` from K1 to K_NEW, offered as `pacman -Syu` has it. ---
+
+/// The kver the offered kernel upgrade brings.
+pub const K_NEW: &str = "6.2.0-1-arch";
+
+/// The guard's private trees and extracted packages.
+pub const PREBUILT: &str = "var/lib/dkms-hook/prebuilt";
+
+pub fn headers_target(kver: &str) -> String {
+    format!("usr/lib/modules/{kver}/build/include/\n")
+}
+
+/// `linux` at K1 with headers, and modules hello 1.0 and xpad 2.0 installed for it.
+pub fn installed_system() -> TestRoot {
+    let t = TestRoot::new();
+    t.kernel("linux", K1).headers("linux-headers", K1);
+    t.module_pkg("hello-dkms", "hello-1.0", &dkms_conf("hello", "1.0"));
+    t.module_pkg("xpad-dkms", "xpad-2.0", &dkms_conf("xpad", "2.0"));
+    t.run(&["install"], "usr/src/hello-1.0/dkms.conf\nusr/src/xpad-2.0/dkms.conf\n").assert_code(0);
+    assert_eq!(t.installed_for("hello", K1).as_deref(), Some("1.0"));
+    t
+}
+
+/// Offers `linux` 2.0-1 at K_NEW with its headers, as `pacman -Syu` has them downloaded.
+pub fn offer_kernel_upgrade(t: &TestRoot) {
+    let kernel = format!("usr/lib/modules/{K_NEW}/vmlinuz");
+    t.offer("linux", "2.0-1", &[(&kernel, "fake vmlinuz\n")]);
+    t.offer("linux-headers", "2.0-1", &borrowed(&headers_entries(K_NEW)));
+}
+
+/// What pacman does after the PreTransaction hooks of the kernel upgrade.
+pub fn upgrade_kernel(t: &TestRoot) {
+    t.remove_package("linux").remove_package("linux-headers");
+    t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
+}
+
 /// What pacman gives the guard's hook for a kernel upgrade from `old` to `new` (a new kver): the
 /// incoming kernel image and headers (Install), the leaving kernel's `modules.order` (Remove).
 pub fn kernel_upgrade_targets(old: &str, new: &str) -> String {
