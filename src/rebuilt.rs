@@ -8,7 +8,8 @@
 //!
 //! A record left by a transaction that stopped after the upgrade hook names the headers that are
 //! still in place, so a later comparison with it is still right. The install hook drops the
-//! records of the kernels it handled.
+//! records of the kernels it handled; `sync` rebuilds what a record says was built against other
+//! headers (an install hook that did not finish), and drops them all.
 
 use std::path::PathBuf;
 
@@ -48,6 +49,8 @@ pub fn forget(layout: &Layout, kver: &str) {
                 log::warn!("failed to remove {}: {e}", path.display());
             }
         }
+        // The directory goes with its last record (it stays while it holds any).
+        let _ = std::fs::remove_dir(dir(layout));
     }
 }
 
@@ -65,9 +68,11 @@ mod tests {
         assert_eq!(recorded(&layout, "6.1.0-47-amd64"), Some(digest.clone()));
         forget(&layout, "6.1.0-47-amd64");
         assert_eq!(recorded(&layout, "6.1.0-47-amd64"), None);
+        assert!(!dir(&layout).exists(), "the directory outlived its last record");
         forget(&layout, "6.1.0-47-amd64");
         assert!(record(&layout, "../x", &digest).is_err());
         assert_eq!(recorded(&layout, ".."), None);
+        std::fs::create_dir_all(dir(&layout)).unwrap();
         std::fs::write(dir(&layout).join("bad"), "not a digest\n").unwrap();
         assert_eq!(recorded(&layout, "bad"), None);
     }

@@ -39,10 +39,18 @@ pub fn run(config: &Config) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
-    let inventory = session.inventory(Scope { all_digests: true, signatures: true, ..Scope::default() })?;
+    let mut inventory = session.inventory(Scope { all_digests: true, signatures: true, ..Scope::default() })?;
+    // Kernels whose headers a transaction replaced in place without its install hook finishing.
+    inventory.headers_in_place = crate::inventory::headers::in_place(&config.layout, inventory.kernels.keys());
     let state = session.state();
     let plan = plan(&inventory, &state);
-    session.run(Heading::Sync, &inventory, state, plan)
+    let code = session.run(Heading::Sync, &inventory, state, plan)?;
+    if !config.dry_run {
+        for kver in inventory.kernels.keys() {
+            crate::rebuilt::forget(&config.layout, kver);
+        }
+    }
+    Ok(code)
 }
 
 /// Plans what `sync` does.
@@ -152,7 +160,12 @@ fn plan_missing(
         .filter_map(|c| {
             let id = ModuleId::new(&c.name, &c.version);
             let digest = inv.sources.get(&format!("{}-{}", c.name, c.version)).and_then(|s| s.digest.as_deref());
-            let kind = job_for(inv, state, &id, digest, &kernel.kver, Compare::Recorded)?;
+            // Built against headers that were replaced in place since: built again.
+            let compare = match inv.headers_in_place.get(&kernel.kver) {
+                Some(false) => Compare::NewHeaders,
+                _ => Compare::Recorded,
+            };
+            let kind = job_for(inv, state, &id, digest, &kernel.kver, compare)?;
             let skipped = state.get(&c.name, &c.version, &kernel.kver).is_some_and(|r| r.last == Last::Skipped);
             (!(skipped && matches!(kind, JobKind::Install { .. }))).then_some((*c, kind))
         })

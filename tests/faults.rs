@@ -68,15 +68,20 @@ enum Scenario {
     /// fault in them is a warning (nothing is critical) and the install hook builds that pair
     /// itself. A guard killed stops the transaction, as pacman does: nothing changes.
     GuardedKernelUpgrade,
+    /// linux-lts rebuilt under the same kver K2 (its headers changed in place): the upgrade hook
+    /// keeps every module, the install hook rebuilds the 6 of K2 privately and swaps each in only
+    /// when it works.
+    KernelRebuilt,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario::NewKernels,
     Scenario::ModuleUpgrade,
     Scenario::ModuleUpgradeKept,
     Scenario::PkgrelRebuild,
     Scenario::KernelUpgrade,
     Scenario::GuardedKernelUpgrade,
+    Scenario::KernelRebuilt,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +167,10 @@ fn build(scenario: Scenario, t: &TestRoot) {
                 add_module(t, m, v);
                 t.dkms_installed(m, v, K1).dkms_installed(m, v, K2);
             }
-            Scenario::PkgrelRebuild | Scenario::KernelUpgrade | Scenario::GuardedKernelUpgrade => {
+            Scenario::PkgrelRebuild
+            | Scenario::KernelUpgrade
+            | Scenario::GuardedKernelUpgrade
+            | Scenario::KernelRebuilt => {
                 add_module(t, m, v);
                 t.dkms_installed(m, v, K1).dkms_installed(m, v, K2);
             }
@@ -235,6 +243,11 @@ fn phases(scenario: Scenario) -> Vec<Phase> {
                 Phase { args: &["install"], stdin: dirs, then: |_| {} },
             ]
         }
+        // Same kver: 70-dkms-upgrade.hook before, the headers change, 70-dkms-install.hook after.
+        Scenario::KernelRebuilt => vec![
+            Phase { args: &["remove", "--no-depmod"], stdin: targets(K2), then: rebuild_headers },
+            Phase { args: &["install"], stdin: targets(K2), then: |_| {} },
+        ],
         Scenario::KernelUpgrade | Scenario::GuardedKernelUpgrade => {
             let guard = Phase { args: &["guard"], stdin: kernel_upgrade_targets(K2, K3), then: |_| {} };
             let mut phases = match scenario {
@@ -263,6 +276,14 @@ fn kernel_upgrade_phases() -> Vec<Phase> {
     ]
 }
 
+/// What pacman does to K2's headers when it rebuilds linux-lts under the same kver.
+fn rebuild_headers(t: &TestRoot) {
+    let h = t.path(&format!("usr/lib/modules/{K2}/build/include/generated/utsrelease.h"));
+    let mut text = fs::read_to_string(&h).unwrap();
+    text.push_str("/* rebuilt */\n");
+    fs::write(&h, text).unwrap();
+}
+
 /// The kernels installed after the transaction.
 fn final_kernels(scenario: Scenario) -> [&'static str; 2] {
     match scenario {
@@ -279,6 +300,9 @@ fn reference(scenario: Scenario) -> BTreeMap<String, String> {
     let [ka, kb] = final_kernels(scenario);
     t.kernel("linux", ka).headers("linux-headers", ka);
     t.kernel("linux-lts", kb).headers("linux-lts-headers", kb);
+    if scenario == Scenario::KernelRebuilt {
+        rebuild_headers(&t);
+    }
     for (m, v) in MODULES {
         add_module(&t, m, v);
         t.dkms_installed(m, v, ka).dkms_installed(m, v, kb);
@@ -519,12 +543,17 @@ fn calibration(scenario: Scenario) -> u64 {
         // (After the guard, for the upgrade it records.)
         let last_before = match scenario {
             Scenario::ModuleUpgradeKept => i == 1,
-            Scenario::PkgrelRebuild => i == 0,
+            Scenario::PkgrelRebuild | Scenario::KernelRebuilt => i == 0,
             _ => false,
         };
         if last_before {
             assert_eq!(flaky.calls(), 0, "{scenario:?}: dkms ran before the transaction:\n{}", run.output);
-            assert!(t.path("var/lib/dkms-hook/kept").is_dir(), "{scenario:?}: no sources kept:\n{}", run.output);
+            let sources_change = scenario != Scenario::KernelRebuilt;
+            assert!(
+                !sources_change || t.path("var/lib/dkms-hook/kept").is_dir(),
+                "{scenario:?}: no sources kept:\n{}",
+                run.output
+            );
         }
         (phase.then)(&t);
     }
