@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod dkms_conf;
 pub mod dkms_tree;
+pub mod frontend;
 pub mod headers;
 pub mod incoming;
 pub mod locks;
