@@ -36,8 +36,8 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
         crate::prebuilt::adopt_key(&config.layout);
     }
     // The sources among the targets get their digests (a rebuild of unchanged sources needs
-    // nothing). A removal looks only at the module sources among its targets, and at whether the
-    // transaction upgrades their packages (then they stay).
+    // nothing). A removal looks only at the module sources among its targets, and at what the
+    // guard saw coming in the same transaction (a directory of the same module: they stay).
     let scope = match operation {
         // What the guard built before the transaction is installed instead of built again.
         Operation::Install => {

@@ -9,8 +9,8 @@
 //! fails leaves the version that worked. Sources byte-identical to those the installed build was
 //! made from need no job beyond saying so (`Unchanged`). A replaced version leaves the dkms tree
 //! once no kernel uses it (`Retire`).
-//! Remove (PreTransaction): a module whose package stays (the upgrade hook's rebuild, or a package
-//! the transaction upgrades) is not removed: its sources are kept for dkms (`Preserve`) until its
+//! Remove (PreTransaction): a module that stays (the upgrade hook's rebuild, or a directory of the
+//! same module coming in the same transaction) is not removed: its sources are kept for dkms (`Preserve`) until its
 //! replacement is in. A module that leaves is removed from every kernel dkms built it for and
 //! then unregistered; a leaving kernel loses all its modules; headers leaving alone keep the
 //! installed modules (they still load). depmod runs once per kernel that changed and stays,
