@@ -109,7 +109,9 @@ fn cached(root: &Root, pkg: Pkg) -> String {
     let cached = root.path("var/cache/pacman/pkg").join(file.file_name().unwrap());
     if !cached.exists() {
         root.serve(&[pkg]);
-        assert_eq!(root.pacman(&["-Sy"]).code, Some(0), "pacman -Sy failed");
+        // -Syy: the database may have been served and read within the same second, which -Sy
+        // takes for "up to date".
+        assert_eq!(root.pacman(&["-Syy"]).code, Some(0), "pacman -Syy failed");
         fs::copy(&file, &cached).expect("cannot copy a package into the root's cache");
     }
     cached.to_str().unwrap().to_owned()
