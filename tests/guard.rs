@@ -22,22 +22,6 @@ fn config(t: &TestRoot, text: &str) {
     fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
 }
 
-/// The `build` calls of a run, as (module/version, kernel).
-fn builds(run: &Run) -> Vec<(String, String)> {
-    let mut builds: Vec<(String, String)> = run
-        .dkms()
-        .iter()
-        .filter(|c| c.action() == Some("build"))
-        .map(|c| (format!("{}/{}", c.module().unwrap(), c.version().unwrap()), c.kernel().unwrap().to_owned()))
-        .collect();
-    builds.sort();
-    builds
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(m, k)| ((*m).to_owned(), (*k).to_owned())).collect()
-}
-
 #[test]
 fn builds_for_an_incoming_kernel_are_installed_after_the_transaction_without_building_again() {
     let t = installed_system();

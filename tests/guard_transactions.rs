@@ -22,22 +22,6 @@ fn config(t: &TestRoot, text: &str) {
     fs::write(t.path("etc/dkms-hook.toml"), text).unwrap();
 }
 
-/// The `build` calls of a run, as (module/version, kernel).
-fn builds(run: &Run) -> Vec<(String, String)> {
-    let mut builds: Vec<(String, String)> = run
-        .dkms()
-        .iter()
-        .filter(|c| c.action() == Some("build"))
-        .map(|c| (format!("{}/{}", c.module().unwrap(), c.version().unwrap()), c.kernel().unwrap().to_owned()))
-        .collect();
-    builds.sort();
-    builds
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(m, k)| ((*m).to_owned(), (*k).to_owned())).collect()
-}
-
 /// libalpm's lock in the root's database, as `alpm_trans_init` makes it: a new file each time.
 fn take_lock(t: &TestRoot) {
     // Lock files are told apart by inode and modification time: make sure the time moves on

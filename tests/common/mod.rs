@@ -118,6 +118,23 @@ pub fn upgrade_kernel(t: &TestRoot) {
     t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
 }
 
+/// The `build` calls of a run, as (module/version, kernel).
+pub fn builds(run: &Run) -> Vec<(String, String)> {
+    let mut builds: Vec<(String, String)> = run
+        .dkms()
+        .iter()
+        .filter(|c| c.action() == Some("build"))
+        .map(|c| (format!("{}/{}", c.module().unwrap(), c.version().unwrap()), c.kernel().unwrap().to_owned()))
+        .collect();
+    builds.sort();
+    builds
+}
+
+/// (module/version, kernel) pairs, as [`builds`] gives them.
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(m, k)| ((*m).to_owned(), (*k).to_owned())).collect()
+}
+
 /// What pacman gives the guard's hook for a kernel upgrade from `old` to `new` (a new kver): the
 /// incoming kernel image and headers (Install), the leaving kernel's `modules.order` (Remove).
 pub fn kernel_upgrade_targets(old: &str, new: &str) -> String {
