@@ -141,7 +141,8 @@ pub struct TestBuild {
     /// `--kernelsourcedir`).
     pub mount_headers: bool,
     /// With `mount_headers`: one of the kernel's own compressed modules, relative to its module
-    /// directory, shown (empty) in the namespace so dkms ≥ 3.4 compresses as a direct install.
+    /// directory, shown in the namespace (with a `modules.dep` naming it) so that dkms compresses
+    /// as a direct install after the transaction would.
     pub compressed_module: Option<String>,
 }
 

@@ -81,9 +81,10 @@ pub struct PrivateMount {
     cover: CString,
     /// The directories to make below `cover`, parents first; the last is the target.
     dirs: Vec<CString>,
-    /// Further directories to make below `cover` (parents first), then empty files in them.
+    /// Further directories to make below `cover` (parents first), then files in them.
     more_dirs: Vec<CString>,
-    files: Vec<CString>,
+    /// Each file's path and contents.
+    files: Vec<(CString, Vec<u8>)>,
 }
 
 impl PrivateMount {
@@ -108,9 +109,9 @@ impl PrivateMount {
         Ok(PrivateMount { source: c(source)?, cover: c(cover)?, dirs, more_dirs: Vec::new(), files: Vec::new() })
     }
 
-    /// Also shows an empty file at `path` (below `cover`, not below the target): a placeholder
-    /// for what the program looks for in the covered directory.
-    pub fn with_empty_file(mut self, path: &Path) -> std::io::Result<PrivateMount> {
+    /// Also shows a file at `path` (below `cover`, not below the target) holding `contents`: a
+    /// placeholder for what the program looks for in the covered directory.
+    pub fn with_file(mut self, path: &Path, contents: &[u8]) -> std::io::Result<PrivateMount> {
         use std::os::unix::ffi::OsStrExt;
         let cover = Path::new(std::ffi::OsStr::from_bytes(self.cover.as_bytes())).to_path_buf();
         let below = path
@@ -128,7 +129,7 @@ impl PrivateMount {
                 self.more_dirs.push(dir);
             }
         }
-        self.files.push(c(path)?);
+        self.files.push((c(path)?, contents.to_vec()));
         Ok(self)
     }
 
@@ -158,12 +159,21 @@ impl PrivateMount {
             for dir in &self.more_dirs {
                 check(libc::mkdir(dir.as_ptr(), 0o755))?;
             }
-            for file in &self.files {
+            for (file, contents) in &self.files {
                 let fd = libc::open(file.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // A fresh tmpfs takes a small file in one write.
+                let written = libc::write(fd, contents.as_ptr().cast(), contents.len());
+                let error = std::io::Error::last_os_error();
                 libc::close(fd);
+                if written < 0 {
+                    return Err(error);
+                }
+                if written as usize != contents.len() {
+                    return Err(std::io::Error::other("short write"));
+                }
             }
             Ok(())
         }

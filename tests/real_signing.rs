@@ -21,6 +21,8 @@ for_each_dkms! {
         s2_guarded_kernel_upgrade_signed_by_the_roots_key_dkms_3_2;
     signing_off_by_policy => s3_signing_off_by_policy_dkms_3_0, s3_signing_off_by_policy_dkms_3_2;
     module_upgrade_stays_signed => s4_module_upgrade_stays_signed_dkms_3_0, s4_module_upgrade_stays_signed_dkms_3_2;
+    compressed_kernel_modules_compressed_alike => s5_compressed_kernel_modules_compressed_alike_dkms_3_0,
+        s5_compressed_kernel_modules_compressed_alike_dkms_3_2;
 }
 
 fn ko(kernel: Kernel) -> String {
@@ -85,4 +87,46 @@ fn module_upgrade_stays_signed(dkms: Dkms) {
     t.assert_hooks_ok();
     assert_eq!(root.modinfo(&ko(LINUX), "version"), "1.1");
     assert_eq!(root.modinfo(&ko(LINUX), "signer"), subject);
+}
+
+/// kmod's depmod hook, as Arch has it: `modules.dep` exists for every installed kernel when the
+/// install hook runs.
+const KMOD: Pkg = Pkg::Tree("kmod", "30-1", "standins/kmod");
+
+/// The names in `usr/lib/modules/<kver>/updates/dkms/`.
+fn installed_files(root: &Root, kernel: Kernel) -> Vec<String> {
+    real::list(&root.path(&format!("usr/lib/modules/{}/updates/dkms", kernel.kver)))
+}
+
+/// (e) Kernels whose own modules are `.ko.zst`, as Arch's are: a direct `dkms install` compresses
+/// hello the same way (dkms 3.0 reads `.zst` in `modules.dep`, 3.2 and later find `*.ko.zst` in the
+/// kernel's module directory), and so must every build dkms-hook makes — the fresh install, the
+/// guard's build for the next kernel (made in a namespace where the kernel is not installed yet)
+/// and the build-first swap — each signed by the root's key.
+fn compressed_kernel_modules_compressed_alike(dkms: Dkms) {
+    let Some(root) = Root::new(dkms) else { return };
+    root.booted_install(&[KMOD]).assert_hooks_ok();
+    root.booted_install(&[LINUX_ZST.pkg(), LINUX_ZST.headers()]).assert_hooks_ok();
+    let dep = fs::read_to_string(root.path(&format!("usr/lib/modules/{}/modules.dep", LINUX.kver))).unwrap();
+    assert!(dep.contains(".ko.zst:"), "depmod saw no compressed module:\n{dep}");
+    root.booted_install(&[HELLO_1_0.pkg()]).assert_hooks_ok();
+    // dkms made its key for the first module it signed.
+    let subject = root.dkms_certificate_subject();
+    let compressed = |kernel: Kernel, version: &str, what: &str| {
+        assert_eq!(installed_files(&root, kernel), ["hello.ko.zst"], "{what}: as a direct install on {}", kernel.kver);
+        let ko = format!("usr/lib/modules/{}/updates/dkms/hello.ko.zst", kernel.kver);
+        assert_eq!(root.modinfo(&ko, "version"), version, "{what}");
+        assert_eq!(root.modinfo(&ko, "signer"), subject, "{what}: signed by the root's key");
+    };
+    compressed(LINUX_ZST, "1.0", "the fresh install");
+
+    root.serve(&[LINUX_NEXT_ZST.pkg(), LINUX_NEXT_ZST.headers()]);
+    let t = root.booted_pacman(&["-Syu"]);
+    assert_eq!(t.code, Some(0), "{}", t.output);
+    t.assert_hooks_ok();
+    t.assert_line(&["hello/1.0 for", LINUX_NEXT.kver, "installed (built before the transaction)"]);
+    compressed(LINUX_NEXT_ZST, "1.0", "the guard's build");
+
+    root.booted_install(&[HELLO_1_1.pkg()]).assert_hooks_ok();
+    compressed(LINUX_NEXT_ZST, "1.1", "the build-first swap");
 }

@@ -438,14 +438,18 @@ fn a_private_mount_is_seen_by_the_program_alone() {
     fs::create_dir_all(modules.join("6.1-old/build")).unwrap();
     fs::write(headers.join("Makefile"), "incoming headers\n").unwrap();
     let target = modules.join("6.2-new/build");
-    let mount = PrivateMount::new(&headers, &modules, &target).unwrap();
+    let dep = modules.join("6.2-new/modules.dep");
+    let mount = PrivateMount::new(&headers, &modules, &target)
+        .and_then(|m| m.with_file(&dep, b"kernel/fs/ext4.ko.zst:\n"))
+        .unwrap();
     let stop = Stop::new();
     let opts = Options { mount: Some(&mount), ..Options::new(&stop) };
     let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg(format!("cat {}/Makefile; ls {}", target.display(), modules.display()));
+    cmd.arg("-c").arg(format!("cat {}/Makefile {}; ls {}", target.display(), dep.display(), modules.display()));
     let done = process::run(cmd, &opts).unwrap();
-    // The program sees the headers at the target and nothing else of the covered directory.
-    assert_eq!((done.code(), done.text().as_str()), (Some(0), "incoming headers\n6.2-new\n"));
+    // The program sees the headers at the target, the file beside them, and nothing else of the
+    // covered directory.
+    assert_eq!((done.code(), done.text().as_str()), (Some(0), "incoming headers\nkernel/fs/ext4.ko.zst:\n6.2-new\n"));
     // Outside: nothing made, nothing mounted, the covered directory as it was.
     let names: Vec<String> =
         fs::read_dir(&modules).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();

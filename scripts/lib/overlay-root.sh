@@ -443,13 +443,15 @@ _ovr_module_closure() {
     done
 }
 
-# pkg_kernel OUT NAME VERSION KVER: an Arch-style kernel package made from Debian's kernel image
-# of KVER (unpacked by scripts/setup below OVR_DEBIAN_DEPS), laid out as Arch's `linux` package:
+# pkg_kernel OUT NAME VERSION KVER [zst]: an Arch-style kernel package made from Debian's kernel
+# image of KVER (unpacked by scripts/setup below OVR_DEBIAN_DEPS), laid out as Arch's `linux` package:
 # usr/lib/modules/KVER/{vmlinuz,pkgbase,modules.order,modules.builtin,modules.builtin.modinfo}
-# and the kernel's own modules below kernel/ (those of OVR_KERNEL_MODULES and their dependencies).
-# Nothing goes to /boot: installing the package never touches the host's boot.
+# and the kernel's own modules below kernel/ (those of OVR_KERNEL_MODULES and their dependencies),
+# with `zst` compressed as Arch ships them (`kernel/…/NAME.ko.zst`; modules.order keeps the `.ko`
+# names the kernel build wrote). Nothing goes to /boot: installing the package never touches the
+# host's boot.
 pkg_kernel() {
-    local out=$1 name=$2 version=$3 kver=$4 stage m image file files
+    local out=$1 name=$2 version=$3 kver=$4 compress=${5:-} stage m image file files
     image="$OVR_DEBIAN_DEPS/linux-image-$kver"
     [[ -f $image/boot/vmlinuz-$kver && -d $image/lib/modules/$kver/kernel ]] ||
         { ovr_die "no Debian kernel image at $image: run scripts/setup"; return 1; }
@@ -465,6 +467,9 @@ pkg_kernel() {
     files=$(_ovr_module_closure "$image/lib/modules/$kver" $OVR_KERNEL_MODULES) || { rm -rf "$stage"; return 1; }
     while IFS= read -r file; do
         [[ -z $file ]] || install -D -m 0644 "$image/lib/modules/$kver/$file" "$m/$file" || return 1
+        if [[ -n $file && $compress == zst ]]; then
+            zstd -q --rm -19 "$m/$file" || return 1
+        fi
     done <<<"$files"
     pkg_write "$out" "$stage" "$name" "$name" "$version"
     rm -rf "$stage"

@@ -22,8 +22,8 @@ pub struct IncomingKernel {
     pub headers_package: String,
     pub headers_version: String,
     /// One of the kernel's own compressed modules, relative to its module directory
-    /// (`kernel/fs/ext4.ko.zst`), from the incoming kernel package's file list: dkms ≥ 3.4
-    /// compresses its modules as it finds the kernel's.
+    /// (`kernel/fs/ext4.ko.zst`), from the incoming kernel package's file list: dkms compresses
+    /// its modules as it finds the kernel's (3.2 and later) or as `modules.dep` lists them.
     pub compressed_module: Option<String>,
 }
 

@@ -185,8 +185,10 @@ impl Runner<'_> {
     }
 
     /// The build's headers mounted at the root's `/lib/modules/KERNEL/build` for one dkms, beside
-    /// an empty stand-in for one of the kernel's own compressed modules (dkms ≥ 3.4 picks the
-    /// compression of its modules from those it finds there).
+    /// stand-ins for one of the kernel's own compressed modules (empty) and a `modules.dep` naming
+    /// it: dkms ≥ 3.2 picks the compression of its modules from the modules it finds there, older
+    /// ones from `modules.dep` (which depmod writes after the transaction, before the install
+    /// hook's direct installs).
     fn headers_mount(&self, kernel: &str, build: &TestBuild) -> Result<PrivateMount, String> {
         let headers = &build.headers;
         // `/lib` is a link to `usr/lib` on Arch: cover the directory it leads to.
@@ -196,7 +198,10 @@ impl Runner<'_> {
         };
         let mut mount = PrivateMount::new(headers, &modules, &modules.join(kernel).join("build"));
         if let Some(own) = &build.compressed_module {
-            mount = mount.and_then(|m| m.with_empty_file(&modules.join(kernel).join(own)));
+            let dep = format!("{own}:\n");
+            mount = mount
+                .and_then(|m| m.with_file(&modules.join(kernel).join(own), b""))
+                .and_then(|m| m.with_file(&modules.join(kernel).join("modules.dep"), dep.as_bytes()));
         }
         mount.map_err(|e| format!("cannot mount {} for the build: {e}", headers.display()))
     }

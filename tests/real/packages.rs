@@ -27,13 +27,17 @@ pub struct Kernel {
     pub version: &'static str,
     /// The module directory name, `usr/lib/modules/<kver>` (a Debian kernel with headers here).
     pub kver: &'static str,
+    /// Whether the package's own modules are `.ko.zst`, as Arch's kernels ship them (Debian's
+    /// are plain `.ko`).
+    pub zst: bool,
 }
 
 /// The amd64 kernel as package `linux`: it has the media drivers (`videodev`) v4l2loopback needs.
-pub const LINUX: Kernel = Kernel { name: "linux", version: "6.1.0.47-1", kver: "6.1.0-47-amd64" };
+pub const LINUX: Kernel = Kernel { name: "linux", version: "6.1.0.47-1", kver: "6.1.0-47-amd64", zst: false };
 /// The cloud kernel as package `linux-cloud`: built without media drivers (no `CONFIG_VIDEO_DEV`), so
 /// v4l2loopback's dkms.conf excludes it (BUILD_EXCLUSIVE).
-pub const LINUX_CLOUD: Kernel = Kernel { name: "linux-cloud", version: "6.1.0.47-1", kver: "6.1.0-47-cloud-amd64" };
+pub const LINUX_CLOUD: Kernel =
+    Kernel { name: "linux-cloud", version: "6.1.0.47-1", kver: "6.1.0-47-cloud-amd64", zst: false };
 /// `linux` rebuilt under the same kver (a pkgrel bump): an upgrade in place of
 /// `usr/lib/modules/<kver>/`.
 pub const LINUX_REL2: Kernel = Kernel { version: "6.1.0.47-2", ..LINUX };
@@ -41,15 +45,20 @@ pub const LINUX_REL2: Kernel = Kernel { version: "6.1.0.47-2", ..LINUX };
 /// build where it exists.
 pub const CHANGED_API: &str = "dkms_hook_rebuilt.h";
 /// The next version of `linux`: an upgrade that changes the kver (to the rt kernel's headers).
-pub const LINUX_NEXT: Kernel = Kernel { name: "linux", version: "6.1.0.48-1", kver: "6.1.0-47-rt-amd64" };
+pub const LINUX_NEXT: Kernel = Kernel { name: "linux", version: "6.1.0.48-1", kver: "6.1.0-47-rt-amd64", zst: false };
+/// [`LINUX`] with its own modules compressed with zstd, as Arch's `linux` ships them.
+pub const LINUX_ZST: Kernel = Kernel { zst: true, ..LINUX };
+/// [`LINUX_NEXT`] with its own modules compressed with zstd.
+pub const LINUX_NEXT_ZST: Kernel = Kernel { zst: true, ..LINUX_NEXT };
 
 impl Kernel {
     pub fn pkg(self) -> Pkg {
         Pkg::Kernel(self)
     }
 
+    /// The headers package (the same for a `zst` kernel: headers hold no modules).
     pub fn headers(self) -> Pkg {
-        Pkg::Headers(self)
+        Pkg::Headers(Kernel { zst: false, ..self })
     }
 
     pub fn headers_name(self) -> String {
@@ -216,6 +225,12 @@ impl Pkg {
         let out = out_dir();
         let out = out.to_str().unwrap();
         let output = match self {
+            // The same name and version as the plain package: a directory of its own.
+            Pkg::Kernel(k) if k.zst => {
+                let dir = format!("{out}/zst");
+                std::fs::create_dir_all(&dir).expect("cannot create the package directory");
+                shell("pkg_kernel", &[&dir, k.name, k.version, k.kver, "zst"])
+            }
             Pkg::Kernel(k) => shell("pkg_kernel", &[out, k.name, k.version, k.kver]),
             Pkg::Headers(k) => shell("pkg_headers", &[out, &k.headers_name(), k.name, k.version, k.kver]),
             Pkg::RebuiltHeaders(k, header) => {
