@@ -113,11 +113,13 @@ fn read_index(layout: &Layout) -> Option<Index> {
 /// builds made with another one are refused, and the reason is returned with them.
 pub fn load(
     layout: &Layout,
-    transaction: Option<&str>,
+    transaction: impl FnOnce() -> Option<String>,
     toolchain: impl FnOnce() -> (Toolchain, Vec<&'static str>),
 ) -> (Vec<Prebuilt>, Option<String>) {
-    let Some(index) = read_index(layout) else { return (Vec::new(), None) };
-    if transaction.is_none() || index.transaction.as_deref() != transaction || index.builds.is_empty() {
+    // The transaction is asked for (a walk through /proc) only when there are builds to match.
+    let Some(index) = read_index(layout).filter(|i| !i.builds.is_empty()) else { return (Vec::new(), None) };
+    let transaction = transaction();
+    if transaction.is_none() || index.transaction != transaction {
         return (Vec::new(), None);
     }
     if let Some(certificate) = &index.certificate {
@@ -208,8 +210,11 @@ pub fn clear(layout: &Layout) {
 
 /// Drops what the guard kept for another transaction than `transaction` (call with the lock
 /// held).
-pub fn clear_other_transactions(layout: &Layout, transaction: Option<&str>) {
-    let ours = || transaction.is_some() && read_index(layout).is_some_and(|i| i.transaction.as_deref() == transaction);
+pub fn clear_other_transactions(layout: &Layout, transaction: impl FnOnce() -> Option<String>) {
+    let ours = || {
+        let index = read_index(layout);
+        index.is_some_and(|i| i.transaction.is_some() && i.transaction == transaction())
+    };
     if layout.prebuilt_dir().exists() && !ours() {
         clear(layout);
     }
@@ -255,11 +260,10 @@ pub fn forget_coming(layout: &Layout) {
 
 /// The module source directories the guard saw `transaction` bring; none when it recorded
 /// nothing for it (then nothing of a module came: the guard sees every incoming `dkms.conf`).
-pub fn coming(layout: &Layout, transaction: Option<&str>) -> std::collections::BTreeSet<String> {
-    let Some(transaction) = transaction else { return Default::default() };
+pub fn coming(layout: &Layout, transaction: impl FnOnce() -> Option<String>) -> std::collections::BTreeSet<String> {
     let Ok(text) = std::fs::read(coming_file(layout)) else { return Default::default() };
     match serde_json::from_slice::<Coming>(&text) {
-        Ok(coming) if coming.transaction == transaction => coming.module_dirs.into_iter().collect(),
+        Ok(coming) if Some(&coming.transaction) == transaction().as_ref() => coming.module_dirs.into_iter().collect(),
         Ok(_) => Default::default(),
         Err(e) => {
             log::warn!("{} is damaged ({e}): ignored", coming_file(layout).display());
@@ -276,13 +280,13 @@ mod tests {
     fn what_came_is_for_its_transaction_only() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path(), None);
-        assert!(coming(&layout, Some("42.7")).is_empty());
+        assert!(coming(&layout, || Some("42.7".into())).is_empty());
         let dirs: std::collections::BTreeSet<String> = ["hello-1.1".to_owned()].into();
         record_coming(&layout, Some("42.7"), &dirs);
-        assert_eq!(coming(&layout, Some("42.7")), dirs);
-        assert!(coming(&layout, Some("43.1")).is_empty() && coming(&layout, None).is_empty());
+        assert_eq!(coming(&layout, || Some("42.7".into())), dirs);
+        assert!(coming(&layout, || Some("43.1".into())).is_empty() && coming(&layout, || None).is_empty());
         record_coming(&layout, None, &dirs);
-        assert_eq!(coming(&layout, Some("42.7")), dirs);
+        assert_eq!(coming(&layout, || Some("42.7".into())), dirs);
     }
 
     /// The guard's build of hello 1.0 for k1.
@@ -312,13 +316,13 @@ mod tests {
         };
         save(&layout, &index).unwrap();
         let same = || (toolchain.clone(), vec!["gcc", "glibc"]);
-        assert_eq!(load(&layout, Some("42.7"), same), (vec![build.clone()], None));
-        assert_eq!(load(&layout, Some("43.1"), same), (vec![], None));
-        assert_eq!(load(&layout, None, same), (vec![], None));
+        assert_eq!(load(&layout, || Some("42.7".into()), same), (vec![build.clone()], None));
+        assert_eq!(load(&layout, || Some("43.1".into()), same), (vec![], None));
+        assert_eq!(load(&layout, || None, same), (vec![], None));
         assert!(build.dir.starts_with(layout.prebuilt_dir()));
-        clear_other_transactions(&layout, Some("42.7"));
+        clear_other_transactions(&layout, || Some("42.7".into()));
         assert!(layout.prebuilt_dir().exists());
-        clear_other_transactions(&layout, Some("43.1"));
+        clear_other_transactions(&layout, || Some("43.1".into()));
         assert!(!layout.prebuilt_dir().exists());
     }
 
@@ -339,7 +343,7 @@ mod tests {
         save(&layout, &index).unwrap();
         let names = vec!["gcc", "glibc", "binutils"];
         let now = versions(&[("gcc", "14.2-1"), ("glibc", "2.40-1")]);
-        let (builds, why) = load(&layout, Some("7.1"), || (now.clone(), names.clone()));
+        let (builds, why) = load(&layout, || Some("7.1".into()), || (now.clone(), names.clone()));
         assert!(builds.is_empty());
         assert_eq!(why.as_deref(), Some("built again: the toolchain changed in the transaction (gcc 14.1-1 → 14.2-1)"));
         // A package of the toolchain that arrives counts; one that is not a part of it does not.

@@ -77,11 +77,11 @@ impl<'c> Session<'c> {
         run::clear_private_trees(&config.layout);
         // The guard's builds are for the hooks of its own transaction only: a guard run starts
         // from none, and a run outside any transaction (`sync`) drops them.
-        let ours = match config.action {
+        let ours = || match config.action {
             Action::Hook(_) => crate::inventory::incoming::Transaction::current_id(&config.layout),
             _ => None,
         };
-        prebuilt::clear_other_transactions(&config.layout, ours.as_deref());
+        prebuilt::clear_other_transactions(&config.layout, ours);
         if !matches!(config.action, Action::Hook(_) | Action::Guard) {
             prebuilt::forget_coming(&config.layout);
         }

@@ -127,9 +127,11 @@ impl Inventory {
         let tree = tree?;
         let lazy_owners = lazy_owners.transpose()?;
         let (prebuilt, prebuilt_refused) = match scope.prebuilt {
-            true => crate::prebuilt::load(layout, incoming::Transaction::current_id(layout).as_deref(), || {
-                toolchain::for_prebuilt(layout)
-            }),
+            true => crate::prebuilt::load(
+                layout,
+                || incoming::Transaction::current_id(layout),
+                || toolchain::for_prebuilt(layout),
+            ),
             false => (Vec::new(), None),
         };
         if let Some(owners) = &lazy_owners {
@@ -195,7 +197,7 @@ impl Inventory {
             false => BTreeSet::new(),
         };
         let coming = match scope.coming {
-            true => crate::prebuilt::coming(layout, incoming::Transaction::current_id(layout).as_deref()),
+            true => crate::prebuilt::coming(layout, || incoming::Transaction::current_id(layout)),
             false => BTreeSet::new(),
         };
         Ok(Inventory {
