@@ -102,7 +102,7 @@ fn installed_files(root: &Root, kernel: Kernel) -> Vec<String> {
 /// hello the same way (dkms 3.0 reads `.zst` in `modules.dep`, 3.2 and later find `*.ko.zst` in the
 /// kernel's module directory), and so must every build dkms-hook makes — the fresh install, the
 /// guard's build for the next kernel (made in a namespace where the kernel is not installed yet)
-/// and the build-first swap — each signed by the root's key.
+/// and the build-first swap — each signed by the root's key; and the kernel loads it.
 fn compressed_kernel_modules_compressed_alike(dkms: Dkms) {
     let Some(root) = Root::new(dkms) else { return };
     root.booted_install(&[KMOD]).assert_hooks_ok();
@@ -129,4 +129,8 @@ fn compressed_kernel_modules_compressed_alike(dkms: Dkms) {
 
     root.booted_install(&[HELLO_1_1.pkg()]).assert_hooks_ok();
     compressed(LINUX_NEXT_ZST, "1.1", "the build-first swap");
+    // The kernel loads it (the boot check's image holds the modules decompressed, as kmod's
+    // modprobe hands them to the kernel).
+    let boots = root.assert_modules_load();
+    assert_eq!(boots.iter().map(|b| b.kernel()).collect::<Vec<_>>(), [LINUX_NEXT.kver]);
 }

@@ -276,6 +276,22 @@ say done
 poweroff -f
 '
 
+# _ovr_decompress_modules DIR: busybox's modprobe loads plain modules only, so the compressed ones
+# below DIR (`*.ko.zst`, `*.ko.xz`, `*.ko.gz`, as Arch's kernels and dkms ship them) are
+# decompressed in place, and DIR/modules.dep names them so: the kernel gets the bytes kmod's
+# modprobe would have decompressed for it.
+_ovr_decompress_modules() {
+    local dir=$1 file
+    while IFS= read -r -d '' file; do
+        case $file in
+        *.zst) zstd -q -d --rm "$file" ;;
+        *.xz) xz -d "$file" ;;
+        *.gz) gzip -d "$file" ;;
+        esac || { ovr_die "cannot decompress $file"; return 1; }
+    done < <(find "$dir" -type f \( -name '*.ko.zst' -o -name '*.ko.xz' -o -name '*.ko.gz' \) -print0)
+    [[ ! -f $dir/modules.dep ]] || sed -i -E 's/\.ko\.(zst|xz|gz)(:| |$)/.ko\2/g' "$dir/modules.dep"
+}
+
 # ovr_boot_check ROOT KVER MODULE...: boots ROOT's kernel KVER (usr/lib/modules/KVER/vmlinuz) with an
 # initramfs of busybox and ROOT's usr/lib/modules/KVER as it is (the kernel's own modules, what dkms
 # installed, modules.dep of the last depmod; not build/ or source/), loads each MODULE (a .ko name)
@@ -295,6 +311,7 @@ ovr_boot_check() {
         case ${entry##*/} in build | source) continue ;; esac
         cp -a "$entry" "$work/initramfs/lib/modules/$kver/" || { rm -rf "$work"; return 2; }
     done
+    _ovr_decompress_modules "$work/initramfs/lib/modules/$kver" || { rm -rf "$work"; return 2; }
     printf '%s\n' "$@" >"$work/initramfs/boot-check.modules"
     _ovr_cpio "$work/initramfs" "$_OVR_BOOT_INIT" "$work/initramfs.cpio" || { rm -rf "$work"; return 2; }
     start=$(date +%s%N)

@@ -298,8 +298,20 @@ fn accel(vmlinuz: &Path) -> String {
         .clone()
 }
 
+/// The sha256 of a module's bytes, decompressed as the boot check's image holds them (see
+/// `_ovr_decompress_modules`).
 fn sha256(path: &Path) -> String {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = path.to_string_lossy();
+    let tool = [(".ko.zst", "zstd"), (".ko.xz", "xz"), (".ko.gz", "gzip")].into_iter().find(|(s, _)| name.ends_with(s));
+    let bytes = match tool {
+        Some((_, tool)) => {
+            let out =
+                std::process::Command::new(tool).arg("-dc").arg(path).output().expect("cannot run a decompressor");
+            assert!(out.status.success(), "{tool} cannot decompress {}", path.display());
+            out.stdout
+        }
+        None => fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    };
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
