@@ -46,11 +46,16 @@ fn offer_signed_kernel_upgrade(
 
 /// The guard, pacman's kernel upgrade and the install hook.
 fn guarded_kernel_upgrade(t: &TestRoot) -> Run {
-    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), &SIGN);
+    guarded_kernel_upgrade_env(t, &SIGN)
+}
+
+/// [`guarded_kernel_upgrade`] with the fake dkms's environment `env`.
+fn guarded_kernel_upgrade_env(t: &TestRoot, env: &[(&str, &str)]) -> Run {
+    let guard = t.run_env(&["guard"], kernel_upgrade_targets(K1, K_NEW), env);
     guard.assert_code(0);
     t.remove_package("linux").remove_package("linux-headers");
     t.kernel("linux", K_NEW).headers_version("linux-headers", "2.0-1", K_NEW);
-    let post = t.run_env(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)), &SIGN);
+    let post = t.run_env(&["install"], format!("usr/lib/modules/{K_NEW}/vmlinuz\n{}", headers_target(K_NEW)), env);
     post.assert_code(0);
     post
 }
@@ -133,6 +138,19 @@ fn a_guarded_build_for_a_kernel_with_compressed_modules_is_compressed_and_signed
     let dir = t.path(&format!("usr/lib/modules/{K_NEW}/updates/dkms"));
     assert!(dir.join("hello.ko.zst").is_file() && !dir.join("hello.ko").exists(), "{post}");
     assert_eq!(signer(&t, K_NEW).as_deref(), certificate.lines().next());
+}
+
+#[test]
+fn a_guarded_build_for_a_kernel_with_compressed_modules_is_compressed_as_dkms_3_0_would() {
+    // dkms 3.0 takes the compression from `.zst:` lines in the kernel's modules.dep, which
+    // depmod writes after the kernel is installed; the guard's namespace shows one beforehand.
+    let t = TestRoot::new();
+    let own = (format!("usr/lib/modules/{K_NEW}/kernel/fs/ext4.ko.zst"), "compressed in-tree module\n".to_owned());
+    offer_signed_kernel_upgrade(&t, None, &[], &[own]);
+    let post = guarded_kernel_upgrade_env(&t, &[SIGN[0], ("FAKE_DKMS_SUFFIX_FROM", "modules.dep")]);
+    post.expect_line(&[&format!("hello/1.0 for {K_NEW}"), "installed (built before the transaction)"]);
+    let dir = t.path(&format!("usr/lib/modules/{K_NEW}/updates/dkms"));
+    assert!(dir.join("hello.ko.zst").is_file() && !dir.join("hello.ko").exists(), "{post}");
 }
 
 #[test]
