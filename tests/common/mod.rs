@@ -497,6 +497,11 @@ impl TestRoot {
 
     /// [`TestRoot::run`] with extra environment, e.g. `FAKE_DKMS_FAIL`.
     pub fn run_env(&self, args: &[&str], stdin: impl AsRef<[u8]>, env: &[(&str, &str)]) -> Run {
+        self.run_raw(&self.args_with_fakes(args), stdin, env)
+    }
+
+    /// `--root ROOT --dkms FAKE --depmod FAKE ARGS…`: what [`TestRoot::run`] gives dkms-hook.
+    fn args_with_fakes(&self, args: &[&str]) -> Vec<String> {
         let mut argv: Vec<String> = vec![
             "--root".into(),
             self.root.display().to_string(),
@@ -506,7 +511,7 @@ impl TestRoot {
             self.fake_depmod().display().to_string(),
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
-        self.run_raw(&argv, stdin, env)
+        argv
     }
 
     /// Runs `dkms-hook ARGS…` exactly as given (no `--root` or fakes added), with the fakes'
@@ -521,16 +526,8 @@ impl TestRoot {
     /// command line `pacman PACMAN…` and the working directory `cwd`, as pacman's has when it
     /// runs its hooks (the parent is bash under pacman's name; it starts dkms-hook and waits).
     pub fn run_under_pacman(&self, pacman: &[&str], cwd: &Path, args: &[&str], stdin: impl AsRef<[u8]>) -> Run {
-        let mut argv: Vec<String> = vec![
-            env!("CARGO_BIN_EXE_dkms-hook").into(),
-            "--root".into(),
-            self.root.display().to_string(),
-            "--dkms".into(),
-            self.fake_dkms().display().to_string(),
-            "--depmod".into(),
-            self.fake_depmod().display().to_string(),
-        ];
-        argv.extend(args.iter().map(|s| s.to_string()));
+        let mut argv: Vec<String> = vec![env!("CARGO_BIN_EXE_dkms-hook").into()];
+        argv.extend(self.args_with_fakes(args));
         let argv_file = self.scratch().join("hook-argv");
         fs::write(&argv_file, argv.iter().map(|a| format!("{a}\0")).collect::<String>()).unwrap();
         // `exec -a` names the process; bash runs the script's last command in a child because
