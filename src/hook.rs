@@ -93,7 +93,7 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     // The record of what came is for the remove hook of the same transaction, which has used it
     // now, as has a transaction that got as far as its install hook.
     if (scope.coming || operation == Operation::Install) && !config.dry_run {
-        crate::prebuilt::forget_coming(&config.layout);
+        crate::coming::forget(&config.layout);
     }
     Ok(code)
 }

@@ -11,7 +11,7 @@
 //! 2. words: `domain`, `cli`, `targets` — the vocabulary every layer speaks (module, job, outcome,
 //!    operation, layout, signing key), the command line, pacman's targets.
 //! 3. settings: `config` — the command line over `/etc/dkms-hook.toml` over defaults, resolved once.
-//! 4. records: `state`, `kept`, `prebuilt`, `rebuilt` — dkms-hook's own files on disk.
+//! 4. records: `state`, `kept`, `prebuilt`, `coming`, `rebuilt` — dkms-hook's own files on disk.
 //! 5. reading: `inventory` — the system as it is, read once into owned data: libalpm, package
 //!    files, dkms.conf, the dkms tree, the records, the running transaction.
 //! 6. planning: `plan` — targets and inventory in, a plan out; no file system, no processes.
@@ -33,6 +33,7 @@ pub mod targets;
 
 pub mod config;
 
+pub mod coming;
 pub mod kept;
 pub mod prebuilt;
 pub mod rebuilt;

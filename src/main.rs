@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Parser;
 
 use dkms_hook::config::{Action, Config};
-use dkms_hook::{cli, generate, guard, hook, lint, status, sync};
+use dkms_hook::{cli, generate, guard, hook, lint, session, status, sync};
 
 fn main() -> ExitCode {
     // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
@@ -46,7 +46,7 @@ fn run(opts: cli::Opts) -> Result<ExitCode> {
         if let Some(code) = guard::bypassed() {
             // What comes is still recorded for the remove hook, when the configuration can be read.
             if let Ok(config) = Config::resolve(opts) {
-                guard::record_what_comes(&config, None);
+                guard::record_what_comes(&config, session::read_targets().ok().as_ref());
             }
             return Ok(code);
         }

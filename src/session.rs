@@ -50,7 +50,7 @@ pub enum Begun<'c> {
 
 impl<'c> Session<'c> {
     /// Checks for root, handles stopping signals, takes the lock and clears what an interrupted
-    /// run left (private build trees, temporary state files). A dry run does none of it.
+    /// run left (private build trees, half-copied kept sources). A dry run does none of it.
     pub fn begin(config: &'c Config) -> Result<Begun<'c>> {
         let reporter = Reporter::new(config.verbosity);
         if config.dry_run {
@@ -78,15 +78,14 @@ impl<'c> Session<'c> {
         // The guard's builds are for the hooks of its own transaction only: a guard run starts
         // from none, and a run outside any transaction (`sync`) drops them.
         let ours = || match config.action {
-            Action::Hook(_) => crate::inventory::incoming::Transaction::current_id(&config.layout),
+            Action::Hook(_) => crate::inventory::transaction_id::current(&config.layout),
             _ => None,
         };
         prebuilt::clear_other_transactions(&config.layout, ours);
         if !matches!(config.action, Action::Hook(_) | Action::Guard) {
-            prebuilt::forget_coming(&config.layout);
+            crate::coming::forget(&config.layout);
         }
         kept::remove_temporaries(&config.layout);
-        crate::atomic::remove_stale_temporaries(&config.layout.state_file());
         Ok(Begun::Ready(Session { config, reporter, lock: Some(lock) }))
     }
 

@@ -36,7 +36,6 @@ mod incoming;
 mod toolchain;
 mod verdict;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -83,14 +82,14 @@ pub fn run(config: &Config) -> Result<ExitCode> {
 /// data to the next: find what the transaction brings, plan on the system as it will be, build,
 /// judge, hand over. The prebuilt records are written once, at the end, whatever came of the steps.
 fn check(config: &Config) -> Result<ExitCode> {
+    let read = crate::session::read_targets();
+    let transaction = record_what_comes(config, read.as_ref().ok());
     if let Some(why) = disabled(config.guard, None) {
         say_off(&why);
-        record_what_comes(config, None);
         return Ok(ExitCode::SUCCESS);
     }
     let reporter = Reporter::new(config.verbosity);
-    let targets = wanted_targets(&crate::session::read_targets()?);
-    record_what_comes(config, Some(&targets));
+    let targets = wanted_targets(&read?);
     if targets.is_empty() {
         reporter.no_targets();
         return Ok(ExitCode::SUCCESS);
@@ -106,7 +105,7 @@ fn check(config: &Config) -> Result<ExitCode> {
         Begun::Stopped(code) => return Ok(code),
         Begun::Ready(session) => session,
     };
-    let checked = steps(config, &session, &targets);
+    let checked = steps(config, &session, &targets, transaction);
     if config.dry_run {
         return checked.map(|c| c.code);
     }
@@ -119,9 +118,9 @@ fn check(config: &Config) -> Result<ExitCode> {
 }
 
 /// The steps once the session holds the lock.
-fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checked> {
+fn steps(config: &Config, session: &Session, targets: &Targets, transaction: Option<String>) -> Result<Checked> {
     let layout = &config.layout;
-    let transaction = Transaction::discover(layout);
+    let transaction = Transaction::discover(layout, transaction);
     let current = session.inventory(Scope::default())?;
     // The packages are extracted beside the builds (on the root's file system, not into a
     // RAM-backed /tmp), where the next run of another transaction clears whatever a killed guard
@@ -141,7 +140,7 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
     session.reporter().print(&said);
     let paths = Paths { layout, scratch: scratch.path(), incoming: &incoming };
     let tests = plan_tests(&paths, &current, &session.state(), &config.excludes);
-    let toolchain = toolchain::check(layout, &transaction, &tests.plan);
+    let toolchain = toolchain::check(&current, &transaction, &tests.plan);
     let reporter = session.reporter();
     reporter.print(&tests.warnings);
     if let Some(change) = &toolchain.change {
@@ -154,27 +153,16 @@ fn steps(config: &Config, session: &Session, targets: &Targets) -> Result<Checke
     build_and_judge(config, session, &paths, &tests.plan, &current, transaction.id, toolchain)
 }
 
-/// Records the module source directories among the guard's targets (`targets`, or read from
-/// stdin when `None`) for the remove hook of the same transaction (see `prebuilt::Coming`). The
-/// guard off still records: the remove hook keeps an upgraded module whatever the guard does.
-pub fn record_what_comes(config: &Config, targets: Option<&Targets>) {
-    if config.dry_run {
-        return;
+/// Records the module source directories among the guard's targets (when it could read them)
+/// for the remove hook of the same transaction (see `coming`), and returns the transaction's name
+/// (see `inventory::transaction_id`). The guard off still records: the remove hook keeps an
+/// upgraded module whatever the guard does.
+pub fn record_what_comes(config: &Config, targets: Option<&Targets>) -> Option<String> {
+    let transaction = crate::inventory::transaction_id::current(&config.layout);
+    if let (Some(targets), false) = (targets, config.dry_run) {
+        crate::coming::record(&config.layout, transaction.as_deref(), &targets.module_dirs);
     }
-    let read;
-    let targets = match targets {
-        Some(targets) => targets,
-        None if std::io::stdin().is_terminal() => return,
-        None => match crate::session::read_targets() {
-            Ok(t) => {
-                read = t;
-                &read
-            }
-            Err(_) => return,
-        },
-    };
-    let transaction = Transaction::current_id(&config.layout);
-    prebuilt::record_coming(&config.layout, transaction.as_deref(), &targets.module_dirs);
+    transaction
 }
 
 /// The targets the guard acts on: headers (`build/…`), kernel images (`vmlinuz`: a kernel that

@@ -6,14 +6,16 @@
 //! stops the transaction for no failure, and hands nothing over: the install hook builds again
 //! with the new toolchain.
 
-use crate::domain::{JobKind, Layout};
+use crate::domain::JobKind;
 use crate::inventory::incoming::Transaction;
+use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::prebuilt::Toolchain;
 
 /// The toolchain the test builds of `plan` use, and how the transaction changes it (see the
-/// module documentation). Read only when there is something to build.
-pub(super) fn check(layout: &Layout, transaction: &Transaction, plan: &Plan) -> ToolchainCheck {
+/// module documentation), from the system as `current` has it. Read only when there is
+/// something to build.
+pub(super) fn check(current: &Inventory, transaction: &Transaction, plan: &Plan) -> ToolchainCheck {
     use crate::inventory::toolchain as read;
     if plan.jobs.is_empty() {
         return ToolchainCheck::default();
@@ -23,8 +25,9 @@ pub(super) fn check(layout: &Layout, transaction: &Transaction, plan: &Plan) -> 
         _ => false,
     });
     let names = read::packages(clang);
-    let installed = read::installed(layout, &names);
-    let change = change(&installed, &read::incoming(layout, transaction, &names));
+    let installed = read::installed_among(&current.package_versions, &names);
+    let incoming = read::incoming(transaction, &names);
+    let change = change(&installed, &incoming);
     ToolchainCheck { installed, change }
 }
 

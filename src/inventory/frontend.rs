@@ -1,10 +1,14 @@
 //! The frontend that runs the transaction, as its command line says: pacman 7.1's own options
 //! (`/proc/PPID/cmdline`; hooks are children of the process running the transaction), and where
 //! the paths it names lead from inside the root the hook runs in (pacman runs hooks chrooted into
-//! `--root`, below `--sysroot`). See `incoming` for what is found with it.
+//! `--root`, below `--sysroot`). The places it names — its configuration, its database, its
+//! package caches, the files of `-U` — are led into the root once ([`Frontend::places`]); see
+//! `incoming` for what is found with them.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::pacman_conf::PacmanConf;
 use crate::domain::Layout;
 
 /// What pacman operation the frontend runs.
@@ -229,7 +233,7 @@ impl Frontend {
     /// A path as pacman's options give it, as this process sees it: `--sysroot` prefixed (pacman
     /// does so to the root, the database, the configuration, its includes and every cache), then
     /// led into the root ([`Frontend::in_root`]).
-    pub(super) fn option_path(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
+    fn option_path(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
         match (&self.sysroot, path.is_absolute()) {
             (Some(sysroot), true) => self.in_root(layout, &sysroot.join(path.strip_prefix("/").ok()?)),
             _ => self.in_root(layout, path),
@@ -237,7 +241,7 @@ impl Frontend {
     }
 
     /// The host directory pacman's hooks are chrooted into: the sysroot and the root.
-    pub(super) fn host_root(&self) -> Option<PathBuf> {
+    fn host_root(&self) -> Option<PathBuf> {
         let root = self.root.clone().unwrap_or_else(|| PathBuf::from("/"));
         if !root.is_absolute() {
             return None;
@@ -251,12 +255,121 @@ impl Frontend {
     /// A path from the command line as this process sees it: below the root it was chrooted into,
     /// or relative to the frontend's working directory; `None` when it is out of reach (outside
     /// the root, or relative with the working directory out of reach).
-    pub(super) fn in_root(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
+    fn in_root(&self, layout: &Layout, path: &Path) -> Option<PathBuf> {
         if !path.is_absolute() {
             return self.cwd.as_ref().map(|cwd| cwd.join(path));
         }
         let inside = path.strip_prefix(self.host_root()?).ok()?;
         Some(layout.root.join(inside))
+    }
+
+    /// The places the transaction uses, as this process sees them below `layout`'s root: read
+    /// once, so that what is found with them takes plain paths.
+    pub fn places(&self, layout: &Layout) -> Places {
+        let conf = self.pacman_conf(layout);
+        let caches = self.cache_dirs(layout, conf.as_ref());
+        let dbpath = match &self.dbpath {
+            Some(dbpath) => self
+                .option_path(layout, dbpath)
+                .ok_or_else(|| format!("pacman's database {} is outside the root", dbpath.display())),
+            None => Ok(layout.dbpath.clone()),
+        };
+        let files = self.files.iter().map(|t| (t.clone(), self.upgrade_target(layout, &caches, t))).collect();
+        let mut ignored: BTreeSet<String> = conf.iter().flat_map(|c| c.conf.ignore_pkgs.iter().cloned()).collect();
+        ignored.extend(self.ignored.iter().flat_map(|v| v.split(',')).filter(|n| !n.is_empty()).map(str::to_owned));
+        Places { repos: conf.map(|c| c.conf.repos), dbpath, caches, files, ignored }
+    }
+
+    /// pacman's configuration as this process can read it: `--config` (default
+    /// `/etc/pacman.conf`), and when that is out of reach (`pacman --root R` reads the host's),
+    /// the root's own as the best guess. `None` when neither can be read.
+    fn pacman_conf(&self, layout: &Layout) -> Option<Configuration> {
+        let given = self.config.clone().unwrap_or_else(|| PathBuf::from("/etc/pacman.conf"));
+        let from_frontend = |pattern: &str| glob_below(layout, &self.option_path(layout, Path::new(pattern))?);
+        let from_root = |pattern: &str| glob_below(layout, &layout.on_root(Path::new(pattern)));
+        let conf = self.option_path(layout, &given).and_then(|p| PacmanConf::load(&p, &from_frontend));
+        match conf {
+            Some(conf) => Some(Configuration { conf, roots_own: false }),
+            None => PacmanConf::load(&layout.on_root(Path::new("/etc/pacman.conf")), &from_root)
+                .map(|conf| Configuration { conf, roots_own: true }),
+        }
+    }
+
+    /// pacman's package caches as this process sees them: `--cachedir` of the command line and
+    /// then every `CacheDir` of the configuration (pacman 7.1 adds both to one list, the command
+    /// line's first), else `/var/cache/pacman/pkg`; then where libalpm downloads when none of them
+    /// is writable (`_alpm_filecache_setup`: `/tmp`, or `$TMPDIR`). Those out of reach are left
+    /// out.
+    fn cache_dirs(&self, layout: &Layout, conf: Option<&Configuration>) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.cachedirs.iter().filter_map(|d| self.option_path(layout, d)).collect();
+        let configured = conf.iter().flat_map(|c| c.conf.cache_dirs.iter().map(move |d| (Path::new(d), c.roots_own)));
+        dirs.extend(configured.filter_map(|(dir, roots_own)| match roots_own {
+            true => Some(layout.on_root(dir)),
+            false => self.option_path(layout, dir),
+        }));
+        if self.cachedirs.is_empty() && conf.is_none_or(|c| c.conf.cache_dirs.is_empty()) {
+            dirs.extend(self.option_path(layout, Path::new("/var/cache/pacman/pkg")));
+        }
+        // The fallback is not below the sysroot. Whether libalpm used it cannot always be told
+        // from here; a file found there still has to be the package the database names. libalpm
+        // 16 tests `(tmpdir = getenv("TMPDIR")) && stat(tmpdir, &buf) && S_ISDIR(buf.st_mode)`,
+        // which takes $TMPDIR only when stat fails: /tmp in practice, so both are looked at.
+        let temporary = std::env::var_os("TMPDIR").into_iter().map(PathBuf::from).chain([PathBuf::from("/tmp")]);
+        dirs.extend(temporary.filter_map(|d| self.in_root(layout, &d)));
+        let mut seen = BTreeSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        dirs
+    }
+
+    /// The file a `-U` target is, as this process sees it: a path (relative to pacman's working
+    /// directory, or absolute), or for a URL the file pacman downloaded into its cache (named
+    /// after the URL's last part, as libalpm's `alpm_fetch_pkgurl` names it when that part has
+    /// `.pkg`).
+    fn upgrade_target(&self, layout: &Layout, caches: &[PathBuf], target: &str) -> Option<PathBuf> {
+        if target.contains("://") {
+            let name = target.rsplit('/').next().filter(|n| n.contains(".pkg"))?;
+            return caches.iter().map(|dir| dir.join(name)).find(|f| f.is_file());
+        }
+        self.in_root(layout, Path::new(target)).filter(|p| p.is_file())
+    }
+}
+
+/// The places a transaction uses, as this process sees them (see [`Frontend::places`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Places {
+    /// The sync repositories of pacman's configuration, in its order; `None` when no
+    /// configuration could be read.
+    pub repos: Option<Vec<String>>,
+    /// The directory of the local and sync databases; why it is out of reach, when it is.
+    pub dbpath: Result<PathBuf, String>,
+    /// The package caches, in pacman's order of search.
+    pub caches: Vec<PathBuf>,
+    /// Each target of `-U`, as given, and the file it is here (`None`: out of reach).
+    pub files: Vec<(String, Option<PathBuf>)>,
+    /// The packages pacman leaves alone: `IgnorePkg` of its configuration (several per line,
+    /// several lines, in `[options]`, also from `Include`d files), and the command line's
+    /// `--ignore` values (comma-separated).
+    pub ignored: BTreeSet<String>,
+}
+
+/// pacman's configuration as this process can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Configuration {
+    conf: PacmanConf,
+    /// Read from the root's own `/etc/pacman.conf`, not the frontend's: its paths are the root's.
+    roots_own: bool,
+}
+
+/// `path` (a glob pattern below the root) as a pattern for this process: the root's own path
+/// matched literally.
+fn glob_below(layout: &Layout, path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    match path.strip_prefix(&layout.root) {
+        Ok(rest) => {
+            let root = layout.root.to_str()?.trim_end_matches('/');
+            Some(format!("{}/{}", glob::Pattern::escape(root), rest.to_str()?))
+        }
+        Err(_) => Some(text.to_owned()),
     }
 }
 
@@ -357,6 +470,71 @@ mod tests {
             f.option_path(&layout, Path::new("/var/cache/pacman/pkg")),
             Some(PathBuf::from("/var/cache/pacman/pkg"))
         );
+    }
+
+    #[test]
+    fn caches_in_pacmans_order() {
+        let layout = Layout::new(Path::new("/"), None);
+        let conf =
+            PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], ..PacmanConf::default() };
+        let conf = Configuration { conf, roots_own: false };
+        let f = parse("pacman --root /r --cachedir /r/cmd -S x");
+        let dirs = f.cache_dirs(&layout, Some(&conf));
+        assert_eq!(dirs[..3], [PathBuf::from("/cmd"), PathBuf::from("/a"), PathBuf::from("/b")]);
+        // Only a temporary directory inside the root can follow.
+        assert!(dirs[3..].iter().all(|d| d.starts_with("/")), "{dirs:?}");
+        let f = parse("pacman -S x");
+        let dirs = f.cache_dirs(&layout, None);
+        assert_eq!(dirs[0], PathBuf::from("/var/cache/pacman/pkg"));
+        assert_eq!(dirs.last(), Some(&PathBuf::from("/tmp")));
+        let relocated = Layout::new(Path::new("/srv/r"), None);
+        let dirs = parse("paru -Syu").cache_dirs(&relocated, Some(&conf));
+        assert_eq!(dirs[..2], [PathBuf::from("/srv/r/r/a"), PathBuf::from("/srv/r/r/b")]);
+        // The root's own configuration, read for want of the frontend's: the root's paths.
+        let roots_own = Configuration { roots_own: true, ..conf };
+        let dirs = parse("pacman --root /r -S x").cache_dirs(&layout, Some(&roots_own));
+        assert_eq!(dirs[..3], [PathBuf::from("/r/a"), PathBuf::from("/r/b"), PathBuf::from("/elsewhere")]);
+    }
+
+    #[test]
+    fn upgrade_targets_are_paths_or_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        let cache = dir.path().join("var/cache/pacman/pkg");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"), "").unwrap();
+        std::fs::write(dir.path().join("local.pkg.tar.zst"), "").unwrap();
+        let mut f = parse("pacman -U x");
+        f.cwd = Some(dir.path().to_path_buf());
+        let caches = [cache.clone()];
+        let target = |t: &str| f.upgrade_target(&layout, &caches, t);
+        let cached = cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
+        assert_eq!(target("file:///outside/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached.clone()));
+        assert_eq!(target("https://example.org/pkgs/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached));
+        assert_eq!(target("https://example.org/download?id=3"), None);
+        assert_eq!(target("https://example.org/other-1-1-x86_64.pkg.tar.zst"), None);
+        assert_eq!(target("local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
+        assert_eq!(target("/local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
+        assert_eq!(target("missing.pkg.tar.zst"), None);
+    }
+
+    #[test]
+    fn ignored_packages_come_from_pacman_conf_and_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), None);
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/pacman.conf"),
+            "[options]\nIgnorePkg = gcc gcc-libs\n#IgnorePkg = glibc\nInclude = /etc/pacman.d/ignore\n[core]\nIgnorePkg = zlib\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/pacman.d")).unwrap();
+        std::fs::write(dir.path().join("etc/pacman.d/ignore"), "IgnorePkg=binutils\n").unwrap();
+        let places = parse("pacman -Syu --ignore linux,linux-headers").places(&layout);
+        let expected: BTreeSet<String> =
+            ["binutils", "gcc", "gcc-libs", "linux", "linux-headers"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(places.ignored, expected);
+        assert_eq!(places.repos, Some(vec!["core".to_owned()]));
     }
 
     #[test]

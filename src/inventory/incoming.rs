@@ -28,9 +28,8 @@ use std::path::{Path, PathBuf};
 
 use alpm::SigLevel;
 
-pub use super::frontend::{Frontend, Operation};
+pub use super::frontend::{Frontend, Operation, Places};
 use super::package::Package;
-use super::pacman_conf::PacmanConf;
 use crate::domain::Layout;
 
 /// The running transaction, as far as a hook can see it. What it reads of the incoming package
@@ -38,6 +37,8 @@ use crate::domain::Layout;
 #[derive(Debug)]
 pub struct Transaction {
     pub frontend: Frontend,
+    /// The packages pacman leaves alone in it (see `frontend::Places::ignored`).
+    pub ignored: BTreeSet<String>,
     /// The transaction's name (see `transaction_id`): the same for every hook of one transaction.
     pub id: Option<String>,
     /// (package name, file) of every incoming package file; why there are none, when none can be
@@ -89,31 +90,21 @@ pub enum Located {
 
 impl Transaction {
     /// The transaction of the frontend that started this process, with its incoming package
-    /// files as the hook can see them below `layout`'s root.
-    pub fn discover(layout: &Layout) -> Transaction {
+    /// files as the hook can see them below `layout`'s root; `id` is its name (see
+    /// `transaction_id::current`).
+    pub fn discover(layout: &Layout, id: Option<String>) -> Transaction {
         let frontend = Frontend::of_parent();
         log::debug!("the running transaction's frontend: {frontend:?}");
-        let mut transaction = Transaction {
-            frontend,
-            id: Transaction::current_id(layout),
-            candidates: Err(String::new()),
-            expected: BTreeMap::new(),
-            read: RefCell::new(BTreeMap::new()),
+        let places = frontend.places(layout);
+        log::debug!("the places it uses, as seen here: {places:?}");
+        let (candidates, expected) = match candidates(frontend.operation, &places, layout) {
+            Ok(found) => (
+                Ok(found.iter().map(|c| (c.name.clone(), c.file.clone())).collect()),
+                found.into_iter().filter_map(|c| Some((c.file, c.expected?))).collect(),
+            ),
+            Err(why) => (Err(why), BTreeMap::new()),
         };
-        match candidates(&transaction.frontend, layout) {
-            Ok(found) => {
-                transaction.candidates = Ok(found.iter().map(|c| (c.name.clone(), c.file.clone())).collect());
-                transaction.expected = found.into_iter().filter_map(|c| Some((c.file, c.expected?))).collect();
-            }
-            Err(why) => transaction.candidates = Err(why),
-        }
-        transaction
-    }
-
-    /// The name of the running transaction, without reading anything else of it: the frontend's
-    /// process id and start time, and libalpm's lock file (see `transaction_id`).
-    pub fn current_id(layout: &Layout) -> Option<String> {
-        super::transaction_id::current(layout)
+        Transaction { frontend, ignored: places.ignored, id, candidates, expected, read: RefCell::new(BTreeMap::new()) }
     }
 
     /// The incoming package files of the packages `names` (by the name the database or the file
@@ -143,6 +134,12 @@ impl Transaction {
             Located::Found(package) => Some(package.name),
             Located::Unreachable(_) => None,
         }
+    }
+
+    /// The version the sync database gives the package in `file`, for a file found in pacman's
+    /// cache (`None` for the files of `-U`, which no database names).
+    pub fn database_version(&self, file: &Path) -> Option<&str> {
+        self.expected.get(file).map(|e| e.version.as_str())
     }
 
     /// `file` read whole (once), if it is the package the transaction brings.
@@ -182,17 +179,6 @@ impl Transaction {
     }
 }
 
-/// The name of the package in `file`, as libalpm reads it from the file's metadata.
-fn name_of(file: &Path) -> Option<String> {
-    match Package::name_of(file) {
-        Ok(name) => Some(name),
-        Err(e) => {
-            log::debug!("{e}");
-            None
-        }
-    }
-}
-
 /// An incoming package file, and what it must be when a sync database names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
@@ -205,52 +191,33 @@ struct Candidate {
 /// (named by their metadata), or the sync databases' packages that differ from the installed ones
 /// (or are not installed) and sit in pacman's cache (named by the database; a file is confirmed
 /// to be that package when it is used). `Err` says why there are none to look at.
-fn candidates(frontend: &Frontend, layout: &Layout) -> Result<Vec<Candidate>, String> {
-    match frontend.operation {
-        Operation::Remove => Err("the transaction only removes packages".to_owned()),
-        Operation::Upgrade => {
-            let caches = cache_dirs(layout, frontend);
-            let mut files = Vec::new();
-            for target in &frontend.files {
-                match upgrade_target(layout, frontend, &caches, target) {
-                    Some(file) => files.extend(name_of(&file).map(|name| Candidate { name, file, expected: None })),
-                    None => log::info!(
-                        "package file {target} is out of reach (outside the root?): dkms-hook cannot read it"
-                    ),
-                }
-            }
-            Ok(files)
+fn candidates(operation: Operation, places: &Places, layout: &Layout) -> Result<Vec<Candidate>, String> {
+    let upgrade = match operation {
+        Operation::Remove => return Err("the transaction only removes packages".to_owned()),
+        Operation::Sync | Operation::Unknown => return from_sync_databases(places, layout),
+        Operation::Upgrade => &places.files,
+    };
+    let mut files = Vec::new();
+    for (target, file) in upgrade {
+        let Some(file) = file else {
+            log::info!("package file {target} is out of reach (outside the root?): dkms-hook cannot read it");
+            continue;
+        };
+        // Named as libalpm reads the file's metadata.
+        match Package::name_of(file) {
+            Ok(name) => files.push(Candidate { name, file: file.clone(), expected: None }),
+            Err(e) => log::debug!("{e}"),
         }
-        Operation::Sync | Operation::Unknown => from_sync_databases(layout, frontend),
     }
-}
-
-/// The file a `-U` target is, as this process sees it: a path (relative to pacman's working
-/// directory, or absolute), or for a URL the file pacman downloaded into its cache (named after
-/// the URL's last part, as libalpm's `alpm_fetch_pkgurl` names it when that part has `.pkg`).
-fn upgrade_target(layout: &Layout, frontend: &Frontend, caches: &[PathBuf], target: &str) -> Option<PathBuf> {
-    if target.contains("://") {
-        let name = target.rsplit('/').next().filter(|n| n.contains(".pkg"))?;
-        return caches.iter().map(|dir| dir.join(name)).find(|f| f.is_file());
-    }
-    frontend.in_root(layout, Path::new(target)).filter(|p| p.is_file())
+    Ok(files)
 }
 
 /// The sync databases' packages whose version differs from the installed one (or that are not
 /// installed) and whose file is in pacman's cache. The databases are those of pacman's
 /// configuration, in its order; a package is taken from the first that has it, and its file from
 /// the first cache that has it, as pacman does.
-fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candidate>, String> {
-    let conf = pacman_conf(layout, frontend);
-    let cachedirs = cache_dirs_of(layout, frontend, conf.as_ref());
-    let conf = conf.map(|c| c.conf);
-    let dbpath = match &frontend.dbpath {
-        Some(dbpath) => frontend
-            .option_path(layout, dbpath)
-            .ok_or_else(|| format!("pacman's database {} is outside the root", dbpath.display()))?,
-        None => layout.dbpath.clone(),
-    };
-    let layout = Layout { dbpath, ..layout.clone() };
+fn from_sync_databases(places: &Places, layout: &Layout) -> Result<Vec<Candidate>, String> {
+    let layout = Layout { dbpath: places.dbpath.clone()?, ..layout.clone() };
     let handle = super::pacman::open(&layout).map_err(|e| format!("{e:#}"))?;
     let on_disk: Vec<String> = crate::dirs::names(&layout.dbpath.join("sync"))
         .unwrap_or_default()
@@ -258,8 +225,8 @@ fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candi
         .filter_map(|db| db.strip_suffix(".db").map(str::to_owned))
         .collect();
     // Without the configuration, every database there is read (alphabetically).
-    let repos = match &conf {
-        Some(conf) => conf.repos.iter().filter(|r| on_disk.contains(r)).cloned().collect(),
+    let repos = match &places.repos {
+        Some(repos) => repos.iter().filter(|r| on_disk.contains(r)).cloned().collect(),
         None => on_disk,
     };
     for name in &repos {
@@ -279,7 +246,7 @@ fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candi
                 continue;
             }
             let Some(filename) = pkg.filename() else { continue };
-            if let Some(file) = cachedirs.iter().map(|d| d.join(filename)).find(|p| p.is_file()) {
+            if let Some(file) = places.caches.iter().map(|d| d.join(filename)).find(|p| p.is_file()) {
                 let expected = Expected {
                     name: pkg.name().to_owned(),
                     version: pkg.version().to_string(),
@@ -292,126 +259,9 @@ fn from_sync_databases(layout: &Layout, frontend: &Frontend) -> Result<Vec<Candi
     Ok(found)
 }
 
-/// pacman's configuration as this process can read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Configuration {
-    conf: PacmanConf,
-    /// Read from the root's own `/etc/pacman.conf`, not the frontend's: its paths are the root's.
-    roots_own: bool,
-}
-
-/// pacman's configuration as this process can read it: `--config` (default `/etc/pacman.conf`),
-/// and when that is out of reach (`pacman --root R` reads the host's), the root's own as the best
-/// guess. `None` when neither can be read.
-fn pacman_conf(layout: &Layout, frontend: &Frontend) -> Option<Configuration> {
-    let given = frontend.config.clone().unwrap_or_else(|| PathBuf::from("/etc/pacman.conf"));
-    let from_frontend = |pattern: &str| glob_below(layout, &frontend.option_path(layout, Path::new(pattern))?);
-    let from_root = |pattern: &str| glob_below(layout, &layout.on_root(Path::new(pattern)));
-    let conf = frontend.option_path(layout, &given).and_then(|p| PacmanConf::load(&p, &from_frontend));
-    match conf {
-        Some(conf) => Some(Configuration { conf, roots_own: false }),
-        None => PacmanConf::load(&layout.on_root(Path::new("/etc/pacman.conf")), &from_root)
-            .map(|conf| Configuration { conf, roots_own: true }),
-    }
-}
-
-/// `path` (a glob pattern below the root) as a pattern for this process: the root's own path
-/// matched literally.
-fn glob_below(layout: &Layout, path: &Path) -> Option<String> {
-    let text = path.to_str()?;
-    match path.strip_prefix(&layout.root) {
-        Ok(rest) => {
-            let root = layout.root.to_str()?.trim_end_matches('/');
-            Some(format!("{}/{}", glob::Pattern::escape(root), rest.to_str()?))
-        }
-        Err(_) => Some(text.to_owned()),
-    }
-}
-
-/// pacman's package caches as this process sees them, in pacman's order of search; see
-/// [`cache_dirs_of`].
-pub fn cache_dirs(layout: &Layout, frontend: &Frontend) -> Vec<PathBuf> {
-    cache_dirs_of(layout, frontend, pacman_conf(layout, frontend).as_ref())
-}
-
-/// pacman's package caches as this process sees them: `--cachedir` of the command line and then
-/// every `CacheDir` of the configuration (pacman 7.1 adds both to one list, the command line's
-/// first), else `/var/cache/pacman/pkg`; then where libalpm downloads when none of them is
-/// writable (`_alpm_filecache_setup`: `/tmp`, or `$TMPDIR`). Those out of reach are left out.
-fn cache_dirs_of(layout: &Layout, frontend: &Frontend, conf: Option<&Configuration>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = frontend.cachedirs.iter().filter_map(|d| frontend.option_path(layout, d)).collect();
-    let configured = conf.iter().flat_map(|c| c.conf.cache_dirs.iter().map(move |d| (Path::new(d), c.roots_own)));
-    dirs.extend(configured.filter_map(|(dir, roots_own)| match roots_own {
-        true => Some(layout.on_root(dir)),
-        false => frontend.option_path(layout, dir),
-    }));
-    if frontend.cachedirs.is_empty() && conf.is_none_or(|c| c.conf.cache_dirs.is_empty()) {
-        dirs.extend(frontend.option_path(layout, Path::new("/var/cache/pacman/pkg")));
-    }
-    // The fallback is not below the sysroot. Whether libalpm used it cannot always be told from
-    // here; a file found there still has to be the package the database names. libalpm 16 tests
-    // `(tmpdir = getenv("TMPDIR")) && stat(tmpdir, &buf) && S_ISDIR(buf.st_mode)`, which takes
-    // $TMPDIR only when stat fails: /tmp in practice, so both are looked at.
-    let temporary = std::env::var_os("TMPDIR").into_iter().map(PathBuf::from).chain([PathBuf::from("/tmp")]);
-    dirs.extend(temporary.filter_map(|d| frontend.in_root(layout, &d)));
-    let mut seen = BTreeSet::new();
-    dirs.retain(|d| seen.insert(d.clone()));
-    dirs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(line: &str) -> Frontend {
-        Frontend::parse(&line.split(' ').map(str::to_owned).collect::<Vec<_>>())
-    }
-
-    #[test]
-    fn caches_in_pacmans_order() {
-        let layout = Layout::new(Path::new("/"), None);
-        let conf =
-            PacmanConf { cache_dirs: vec!["/r/a".into(), "/r/b".into(), "/elsewhere".into()], ..PacmanConf::default() };
-        let conf = Configuration { conf, roots_own: false };
-        let f = parse("pacman --root /r --cachedir /r/cmd -S x");
-        let dirs = cache_dirs_of(&layout, &f, Some(&conf));
-        assert_eq!(dirs[..3], [PathBuf::from("/cmd"), PathBuf::from("/a"), PathBuf::from("/b")]);
-        // Only a temporary directory inside the root can follow.
-        assert!(dirs[3..].iter().all(|d| d.starts_with("/")), "{dirs:?}");
-        let f = parse("pacman -S x");
-        let dirs = cache_dirs_of(&layout, &f, None);
-        assert_eq!(dirs[0], PathBuf::from("/var/cache/pacman/pkg"));
-        assert_eq!(dirs.last(), Some(&PathBuf::from("/tmp")));
-        let relocated = Layout::new(Path::new("/srv/r"), None);
-        let dirs = cache_dirs_of(&relocated, &parse("paru -Syu"), Some(&conf));
-        assert_eq!(dirs[..2], [PathBuf::from("/srv/r/r/a"), PathBuf::from("/srv/r/r/b")]);
-        // The root's own configuration, read for want of the frontend's: the root's paths.
-        let roots_own = Configuration { roots_own: true, ..conf };
-        let dirs = cache_dirs_of(&layout, &parse("pacman --root /r -S x"), Some(&roots_own));
-        assert_eq!(dirs[..3], [PathBuf::from("/r/a"), PathBuf::from("/r/b"), PathBuf::from("/elsewhere")]);
-    }
-
-    #[test]
-    fn upgrade_targets_are_paths_or_downloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path(), None);
-        let cache = dir.path().join("var/cache/pacman/pkg");
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::write(cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst"), "").unwrap();
-        std::fs::write(dir.path().join("local.pkg.tar.zst"), "").unwrap();
-        let mut f = parse("pacman -U x");
-        f.cwd = Some(dir.path().to_path_buf());
-        let caches = [cache.clone()];
-        let target = |t: &str| upgrade_target(&layout, &f, &caches, t);
-        let cached = cache.join("hello-dkms-1.1-1-x86_64.pkg.tar.zst");
-        assert_eq!(target("file:///outside/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached.clone()));
-        assert_eq!(target("https://example.org/pkgs/hello-dkms-1.1-1-x86_64.pkg.tar.zst"), Some(cached));
-        assert_eq!(target("https://example.org/download?id=3"), None);
-        assert_eq!(target("https://example.org/other-1-1-x86_64.pkg.tar.zst"), None);
-        assert_eq!(target("local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
-        assert_eq!(target("/local.pkg.tar.zst"), Some(dir.path().join("local.pkg.tar.zst")));
-        assert_eq!(target("missing.pkg.tar.zst"), None);
-    }
 
     #[test]
     fn only_the_databases_package_belongs_to_the_transaction() {

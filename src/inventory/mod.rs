@@ -51,7 +51,8 @@ pub struct Inventory {
     pub sources: BTreeMap<String, ModuleSource>,
     /// What dkms has registered, built and installed.
     pub tree: DkmsTree,
-    /// The versions (`pkgver-pkgrel`) of the packages named above, by package name.
+    /// The versions (`pkgver-pkgrel`) of the packages named above and of the toolchain's (see
+    /// `toolchain::packages`), by package name.
     pub package_versions: BTreeMap<String, String>,
     /// What the pre-transaction guard built for the running transaction (when the scope asked).
     pub prebuilt: Vec<crate::prebuilt::Prebuilt>,
@@ -64,7 +65,7 @@ pub struct Inventory {
     /// The boot image generators installed (`boot`).
     pub boot: boot::Boot,
     /// Module source directories the running transaction brings, as the guard recorded them
-    /// (when the scope asked; see `prebuilt::coming`).
+    /// (when the scope asked; see `coming`).
     pub coming: BTreeSet<String>,
     /// Kernels whose headers the transaction replaced in place (same kver, see `headers`), by
     /// kver: `true` when the new headers are byte-identical to those before (when the caller asked).
@@ -120,18 +121,16 @@ impl Inventory {
         // that is not asked for is of no use to the install plan.
         let (tree, lazy_owners) = std::thread::scope(|threads| {
             let tree = threads.spawn(|| DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout)));
-            let owners = scope.lazy.then(|| pacman::read(layout, &dirs));
+            let owners = scope.lazy.then(|| pacman::read(layout, &dirs, &toolchain::packages(true)));
             let tree = tree.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading the dkms tree failed")));
             (tree, owners)
         });
         let tree = tree?;
         let lazy_owners = lazy_owners.transpose()?;
         let (prebuilt, prebuilt_refused) = match scope.prebuilt {
-            true => crate::prebuilt::load(
-                layout,
-                || incoming::Transaction::current_id(layout),
-                || toolchain::for_prebuilt(layout),
-            ),
+            true => {
+                crate::prebuilt::load(layout, || transaction_id::current(layout), || toolchain::for_prebuilt(layout))
+            }
             false => (Vec::new(), None),
         };
         if let Some(owners) = &lazy_owners {
@@ -164,7 +163,7 @@ impl Inventory {
             // bash reads the dkms.conf files while libalpm loads the database.
             None => std::thread::scope(|scope| {
                 let confs = scope.spawn(|| dkms_conf::read_many(&paths, evaluate));
-                let owners = pacman::read(layout, &dirs);
+                let owners = pacman::read(layout, &dirs, &toolchain::packages(true));
                 let failed = || vec![Err("reading dkms.conf failed".to_owned()); paths.len()];
                 (owners, confs.join().unwrap_or_else(|_| failed()))
             }),
@@ -197,7 +196,7 @@ impl Inventory {
             false => BTreeSet::new(),
         };
         let coming = match scope.coming {
-            true => crate::prebuilt::coming(layout, || incoming::Transaction::current_id(layout)),
+            true => crate::coming::read(layout, || transaction_id::current(layout)),
             false => BTreeSet::new(),
         };
         Ok(Inventory {

@@ -45,7 +45,7 @@ pub struct Owners {
     pub kernels: BTreeMap<String, Kernel>,
     /// Owning package of `usr/src/<dir>/dkms.conf`, by dir.
     pub sources: BTreeMap<String, String>,
-    /// The versions of the packages named above, by package name.
+    /// The versions of the packages named above and of those asked for, by package name.
     pub versions: BTreeMap<String, String>,
     /// The exact-version dependencies of the module packages, by package.
     pub locks: super::locks::Locks,
@@ -86,8 +86,9 @@ pub fn open(layout: &Layout) -> Result<Alpm> {
 }
 
 /// Reads kernels (from the module directories on disk, confirmed by ownership) and the owners
-/// of the given source directories' dkms.conf.
-pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
+/// of the given source directories' dkms.conf; the installed versions of the packages `also`
+/// name are among the versions as well.
+pub fn read(layout: &Layout, source_dirs: &[String], also: &[&str]) -> Result<Owners> {
     let handle = open(layout)?;
     // libalpm reports damaged entries (a missing `files`, a directory name without a pkgrel)
     // through its log and carries on; so do we, but say so once per problem.
@@ -98,7 +99,7 @@ pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
             sink.borrow_mut().insert(msg.trim().to_owned());
         }
     });
-    let owners = read_owners(layout, source_dirs, &handle);
+    let owners = read_owners(layout, source_dirs, also, &handle);
     for complaint in complaints.borrow().iter() {
         log::warn!(
             "the pacman database at {} is damaged: {complaint}: check it with `pacman -Dk`",
@@ -109,7 +110,7 @@ pub fn read(layout: &Layout, source_dirs: &[String]) -> Result<Owners> {
 }
 
 /// The reading part of [`read`], with the database open.
-fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result<Owners> {
+fn read_owners(layout: &Layout, source_dirs: &[String], also: &[&str], handle: &Alpm) -> Result<Owners> {
     let mut lookup = Lookup::new(handle);
 
     let mut owners = Owners::default();
@@ -156,6 +157,7 @@ fn read_owners(layout: &Layout, source_dirs: &[String], handle: &Alpm) -> Result
         .flatten()
         .chain(owners.sources.values())
         .cloned()
+        .chain(also.iter().map(|name| (*name).to_owned()))
         .collect();
     for name in named {
         if let Ok(pkg) = handle.localdb().pkg(name.as_str()) {

@@ -8,16 +8,14 @@
 //!
 //! What the transaction brings is read from its incoming package files as `incoming` lists them
 //! (the files given to `-U`, or the sync databases' packages found in pacman's cache), leaving out
-//! the packages pacman leaves alone (`IgnorePkg` in the root's pacman.conf, `--ignore` on the front
-//! end's command line), and, from pacman's cache, files whose version is not the sync database's:
-//! only what pacman would install counts.
+//! the packages pacman leaves alone (`IgnorePkg` in its configuration, `--ignore` on the front
+//! end's command line, see `frontend::Places`), and, from pacman's cache, files whose version is
+//! not the sync database's: only what pacman would install counts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use alpm::SigLevel;
-
-use super::incoming::{Operation, Transaction};
+use super::incoming::Transaction;
 use super::package::Package;
 use crate::domain::Layout;
 use crate::prebuilt::Toolchain;
@@ -72,22 +70,14 @@ pub fn built_with_clang(build: &Path) -> bool {
 
 /// The versions of `names` that the transaction brings and pacman would install: see the module
 /// documentation.
-pub fn incoming(layout: &Layout, transaction: &Transaction, names: &[&str]) -> Toolchain {
-    let ignored = ignored(layout, &transaction.frontend.ignored);
-    let wanted: BTreeSet<String> = names.iter().filter(|n| !ignored.contains(**n)).map(|n| (*n).to_owned()).collect();
-    let files = transaction.files_of(&wanted);
-    if files.is_empty() {
-        return Toolchain::default();
-    }
-    let from_cache = transaction.frontend.operation != Operation::Upgrade;
-    let database = match from_cache {
-        true => sync_versions(layout, &wanted),
-        false => Default::default(),
-    };
+pub fn incoming(transaction: &Transaction, names: &[&str]) -> Toolchain {
+    let wanted: BTreeSet<String> =
+        names.iter().filter(|n| !transaction.ignored.contains(**n)).map(|n| (*n).to_owned()).collect();
     let mut found = Toolchain::default();
-    for (name, file) in files {
+    for (name, file) in transaction.files_of(&wanted) {
         let Some((read_name, version)) = name_and_version(&file) else { continue };
-        if read_name != name || (from_cache && database.0.get(&name) != Some(&version)) {
+        let database = transaction.database_version(&file);
+        if read_name != name || database.is_some_and(|v| v != version) {
             log::debug!("{} is not the {name} pacman installs: left out", file.display());
             continue;
         }
@@ -96,18 +86,9 @@ pub fn incoming(layout: &Layout, transaction: &Transaction, names: &[&str]) -> T
     found
 }
 
-/// The packages pacman leaves alone: `IgnorePkg` of the root's pacman.conf (several per line,
-/// several lines, in `[options]`, also from `Include`d files), and the front end's `--ignore`
-/// values (comma-separated).
-pub fn ignored(layout: &Layout, command_line: &[String]) -> BTreeSet<String> {
-    let below_root = |pattern: &str| {
-        let root = layout.root.to_str()?.trim_end_matches('/');
-        Some(format!("{}/{}", glob::Pattern::escape(root), pattern.trim_start_matches('/')))
-    };
-    let conf = super::pacman_conf::PacmanConf::load(&layout.root.join("etc/pacman.conf"), &below_root);
-    let mut names: BTreeSet<String> = conf.map(|c| c.ignore_pkgs.into_iter().collect()).unwrap_or_default();
-    names.extend(command_line.iter().flat_map(|v| v.split(',')).filter(|n| !n.is_empty()).map(str::to_owned));
-    names
+/// The installed versions of `names` among `versions` (an inventory's package versions).
+pub fn installed_among(versions: &BTreeMap<String, String>, names: &[&str]) -> Toolchain {
+    Toolchain(names.iter().filter_map(|n| Some(((*n).to_owned(), versions.get(*n)?.clone()))).collect())
 }
 
 /// The package name and version in `file`'s metadata.
@@ -119,24 +100,6 @@ fn name_and_version(file: &Path) -> Option<(String, String)> {
             None
         }
     }
-}
-
-/// The sync databases' versions of `names` (the first database that has each, as pacman takes
-/// it).
-fn sync_versions(layout: &Layout, names: &BTreeSet<String>) -> Toolchain {
-    let Ok(handle) = super::pacman::open(layout) else { return Toolchain::default() };
-    for db in crate::dirs::names(&layout.dbpath.join("sync")).unwrap_or_default() {
-        if let Some(name) = db.strip_suffix(".db") {
-            let _ = handle.register_syncdb(name, SigLevel::NONE);
-        }
-    }
-    let mut versions = Toolchain::default();
-    for name in names {
-        if let Some(pkg) = handle.syncdbs().iter().find_map(|db| db.pkg(name.as_str()).ok()) {
-            versions.0.insert(name.clone(), pkg.version().to_string());
-        }
-    }
-    versions
 }
 
 #[cfg(test)]
@@ -154,23 +117,5 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("include/config")).unwrap();
         std::fs::write(dir.path().join("include/config/auto.conf"), "CONFIG_X=y\nCONFIG_CC_IS_CLANG=y\n").unwrap();
         assert!(built_with_clang(dir.path()));
-    }
-
-    #[test]
-    fn ignored_packages_come_from_pacman_conf_and_the_command_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path(), None);
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(
-            dir.path().join("etc/pacman.conf"),
-            "[options]\nIgnorePkg = gcc gcc-libs\n#IgnorePkg = glibc\nInclude = /etc/pacman.d/ignore\n[core]\nIgnorePkg = zlib\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("etc/pacman.d")).unwrap();
-        std::fs::write(dir.path().join("etc/pacman.d/ignore"), "IgnorePkg=binutils\n").unwrap();
-        let names = ignored(&layout, &["linux,linux-headers".to_owned()]);
-        let expected: BTreeSet<String> =
-            ["binutils", "gcc", "gcc-libs", "linux", "linux-headers"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, expected);
     }
 }
