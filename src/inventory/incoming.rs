@@ -19,8 +19,9 @@
 //! Whatever cannot be found cannot be test-built: the guard says so, and the install hook builds
 //! after the transaction.
 //!
-//! The same reading names the transaction ([`Transaction::id`], see `transaction_id`), so that
-//! what the guard built before it is used only by the hooks of the same transaction.
+//! The reading carries the transaction's name ([`Transaction::id`], read by the caller with
+//! `transaction_id::current`), so that what the guard built before it is used only by the hooks
+//! of the same transaction.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
