@@ -7,11 +7,12 @@ use anyhow::Result;
 
 use crate::config::{Config, Verbosity};
 use crate::domain::Operation;
-use crate::inventory::Scope;
-use crate::plan;
+use crate::inventory::{Inventory, Scope};
+use crate::plan::{self, Plan};
 use crate::report::{Heading, Reporter};
 use crate::run::Tools;
 use crate::session::{Begun, Session};
+use crate::targets::Targets;
 
 /// Runs the hook command for `operation` with the targets on stdin.
 pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
@@ -84,16 +85,67 @@ pub fn run(config: &Config, operation: Operation) -> Result<ExitCode> {
     };
     let code = session.run(heading, &inventory, state, plan)?;
     if operation == Operation::Install && !config.dry_run {
-        // The install hook is the guard's builds' only user: what it did not take goes.
-        crate::prebuilt::clear(&config.layout);
-        for kver in targets.kernels.keys() {
-            crate::rebuilt::forget(&config.layout, kver);
-        }
+        after_install(config, &targets);
     }
     // The record of what came is for the remove hook of the same transaction, which has used it
-    // now, as has a transaction that got as far as its install hook.
-    if (scope.coming || operation == Operation::Install) && !config.dry_run {
+    // now.
+    if scope.coming && !config.dry_run {
         crate::coming::forget(&config.layout);
     }
     Ok(code)
+}
+
+/// What an install hook leaves behind it: the install hook is the guard's builds' only user
+/// (what it did not take goes), and the records of the transaction (headers replaced in place,
+/// what came) have served.
+fn after_install(config: &Config, targets: &Targets) {
+    crate::prebuilt::clear(&config.layout);
+    for kver in targets.kernels.keys() {
+        crate::rebuilt::forget(&config.layout, kver);
+    }
+    crate::coming::forget(&config.layout);
+}
+
+/// The install hook's quiet path from the files alone, without libalpm (what the `dkms-hook`
+/// front runs before it starts the whole program): an install whose targets are kernels only,
+/// where every module source is a version dkms registered from it and installed for each of
+/// those kernels, so the plan has nothing to do. The same session as [`run`] (root check, lock,
+/// clean-ups, report, what an install hook leaves behind) around
+/// [`Inventory::read_files_only`], whose supersets make an empty plan here an empty plan on the
+/// full reading. `None` when the files cannot tell (see there; also headers replaced in place, a
+/// damaged state file, `--verbose`, `--dry-run`) or there is anything to do or to say: then
+/// nothing but the session's clean-ups has happened, and [`run`] does the hook.
+pub fn run_from_files(config: &Config, targets: &Targets) -> Result<Option<ExitCode>> {
+    let plain = !config.dry_run && config.verbosity <= Verbosity::Normal;
+    if !plain || targets.is_empty() || !targets.module_dirs.is_empty() || !targets.ignored.is_empty() {
+        return Ok(None);
+    }
+    if Tools::dkms_not_installed(&config.dkms).is_some() {
+        return Ok(None);
+    }
+    let session = match Session::begin(config)? {
+        Begun::Stopped(code) => return Ok(Some(code)),
+        Begun::Ready(session) => session,
+    };
+    // Headers replaced in place are compared (and their installed builds said unchanged or
+    // rebuilt) by the whole program.
+    if targets.kernels.keys().any(|kver| crate::rebuilt::recorded(&config.layout, kver).is_some()) {
+        return Ok(None);
+    }
+    let Some(inventory) = Inventory::read_files_only(&config.layout, targets.kernels.keys())? else {
+        return Ok(None);
+    };
+    // A damaged state file is the whole program's to report.
+    let Ok(state) = crate::state::State::load(&config.layout.state_file()) else {
+        return Ok(None);
+    };
+    let plan = plan::plan(Operation::Install, targets, &inventory, &state);
+    if plan != Plan::default() {
+        log::debug!("the files alone show something to do or to say: libalpm is read");
+        return Ok(None);
+    }
+    let code = session.run(Heading::Install, &inventory, state, plan)?;
+    after_install(config, targets);
+    log::debug!("nothing to do, told from the files alone");
+    Ok(Some(code))
 }

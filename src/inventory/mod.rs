@@ -136,13 +136,7 @@ impl Inventory {
         if let Some(owners) = &lazy_owners {
             dirs.retain(|dir| asked(dir) || owners.sources.contains_key(dir));
         }
-        // A directory dkms registered (its `source` link leads there, no kept copy) is that module
-        // version: lazily, its name and version need no evaluation.
-        let registered = |dir: &String| -> Option<ModuleId> {
-            let (m, v) = tree.by_source_dir(dir).filter(|_| scope.lazy && !asked(dir))?;
-            let entry = &tree.entries[&(m.to_owned(), v.to_owned())];
-            (entry.kept.is_none() && format!("{m}-{v}") == *dir).then(|| ModuleId::new(m, v))
-        };
+        let registered = |dir: &String| registered_as(&tree, dir).filter(|_| scope.lazy && !asked(dir));
         let mut unevaluated = BTreeSet::new();
         let known: Vec<Option<Result<DkmsConf, String>>> = dirs
             .iter()
@@ -215,6 +209,49 @@ impl Inventory {
         })
     }
 
+    /// For the install hook's quiet path, from the files alone (no libalpm, no dkms.conf
+    /// evaluated): the kernels `kvers` and every module source, read so that a plan with nothing
+    /// to do on this reading has nothing to do on the full one either. Every `usr/src/*/dkms.conf`
+    /// counts as packaged, each of `kvers` with a `vmlinuz` or `pkgbase` as a kernel, with headers
+    /// when `build/include/` and `build/Makefile` are there: supersets of what libalpm confirms,
+    /// so each install pair the full reading plans is planned here too. Owners and package names
+    /// stay empty (nothing a plan with nothing to do shows). `None` when the files cannot tell: a
+    /// source directory that is not a module version dkms registered from it (its dkms.conf would
+    /// need evaluating), or anything the guard built (`prebuilt`).
+    pub fn read_files_only<'k>(
+        layout: &Layout,
+        kvers: impl IntoIterator<Item = &'k String>,
+    ) -> Result<Option<Inventory>> {
+        if layout.prebuilt_dir().exists() {
+            log::debug!("the guard built modules: libalpm is read");
+            return Ok(None);
+        }
+        let tree = DkmsTree::read(&layout.dkms_tree, &crate::kept::root(layout))?;
+        let mut sources = BTreeMap::new();
+        for dir in dkms_conf::source_dirs(&layout.source_tree)? {
+            let Some(id) = registered_as(&tree, &dir) else {
+                log::debug!("usr/src/{dir} is not registered with dkms from there: libalpm is read");
+                return Ok(None);
+            };
+            let conf = Ok(DkmsConf { name: id.name, version: id.version, ..DkmsConf::default() });
+            sources.insert(dir.clone(), ModuleSource { dir, package: Some(String::new()), conf, digest: None });
+        }
+        let kernels = kvers
+            .into_iter()
+            .filter(|kver| {
+                let dir = layout.kernel_dir(kver);
+                dir.join("vmlinuz").exists() || dir.join("pkgbase").exists()
+            })
+            .map(|kver| {
+                let build = layout.kernel_dir(kver).join("build");
+                let headers = (build.join("include").is_dir() && build.join("Makefile").exists()).then(String::new);
+                (kver.clone(), Kernel { kver: kver.clone(), package: String::new(), pkgbase: String::new(), headers })
+            })
+            .collect();
+        let unevaluated = sources.keys().cloned().collect();
+        Ok(Some(Inventory { kernels, sources, tree, unevaluated, ..Inventory::default() }))
+    }
+
     /// A lazy reading ([`Scope::lazy`]) made whole, as a full reading with the same scope would
     /// have it: the module sources it left out (no package owns them) and the dkms.conf files it
     /// did not evaluate are read now; the rest, libalpm's answers included, is taken over.
@@ -235,6 +272,15 @@ impl Inventory {
         self.unevaluated.clear();
         Ok(self)
     }
+}
+
+/// The module version dkms registered from `usr/src/DIR` itself (its `source` link leads there,
+/// no kept copy, the directory named `NAME-VERSION`): that directory's dkms.conf says this name
+/// and version, so it needs no evaluation to be known.
+fn registered_as(tree: &DkmsTree, dir: &str) -> Option<ModuleId> {
+    let (m, v) = tree.by_source_dir(dir)?;
+    let entry = &tree.entries[&(m.to_owned(), v.to_owned())];
+    (entry.kept.is_none() && format!("{m}-{v}") == dir).then(|| ModuleId::new(m, v))
 }
 
 /// The digest of `usr/src/DIR`; `None` (and a warning) when it cannot be read.
