@@ -1,6 +1,8 @@
 //! dkms-hook as a library: the stages of a run, each usable and testable on its own, and the
-//! commands built from them. The binary (`main.rs`) only dispatches to a command; fuzz targets
-//! and tests call the stages directly.
+//! commands built from them. The binaries only dispatch: `bin/dkms-hook-full.rs` (the whole
+//! program) to a command; `main.rs` (`/usr/bin/dkms-hook`, without libalpm) answers the install
+//! hook's quiet path from files (`hook::run_from_files`) and runs the whole program otherwise.
+//! Fuzz targets and tests call the stages directly.
 //!
 //! The house has ten floors. A file may use the files of the floors below its own, and files of
 //! its own floor as long as no two of them use each other (no circle); never a floor above. A

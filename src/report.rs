@@ -17,6 +17,23 @@ use crate::lock::Holder;
 use crate::plan::Plan;
 use crate::run::{Event, JobResult, Stats};
 
+/// Sets up the log: lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds
+/// detail.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(buf, "{level}: {}", record.args())
+        })
+        .init();
+}
+
 /// What a run is doing, for its heading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heading {

@@ -466,3 +466,77 @@ fn the_quiet_path_reads_a_module_dkms_registered_from_other_sources() {
     run.assert_code(0);
     assert!(std::fs::read_to_string(&marker).unwrap().contains("read"), "hello's dkms.conf was not read\n{run}");
 }
+
+/// What `dkms-hook` (the front) logs with RUST_LOG=debug when it answered from the files alone.
+const FROM_FILES: &str = "nothing to do, told from the files alone";
+
+/// The shared libraries `bin` names (`readelf -d`).
+fn needed(bin: &str) -> String {
+    let out = std::process::Command::new("readelf").args(["-d", bin]).output().expect("cannot run readelf");
+    assert!(out.status.success(), "readelf -d {bin}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("(NEEDED)")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_front_answers_the_quiet_path_from_the_files_without_libalpm() {
+    // `/usr/bin/dkms-hook` does not load libalpm (nor what libalpm pulls in); the whole program does.
+    let (front, full) = (env!("CARGO_BIN_EXE_dkms-hook"), env!("CARGO_BIN_EXE_dkms-hook-full"));
+    assert!(!needed(front).contains("libalpm"), "{front} links libalpm:\n{}", needed(front));
+    assert!(needed(full).contains("libalpm.so"), "{full} does not link libalpm:\n{}", needed(full));
+
+    // Headers reinstalled for a kernel that has every module: the front says nothing, runs
+    // nothing, evaluates no dkms.conf, and exits 0, as the whole program would.
+    let (t, marker) = counted();
+    std::fs::write(&marker, "").unwrap(); // the fixture's fake dkms read it
+    let run = t.run_env(&["install"], headers_target(K1), &[("RUST_LOG", "debug")]);
+    run.assert_code(0);
+    assert!(run.stderr.contains(FROM_FILES), "{run}");
+    assert!(run.calls.is_empty() && run.stdout.is_empty(), "{run}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "", "{run}");
+    // The same without the debug log: not a word.
+    let run = t.run(&["install"], headers_target(K1));
+    run.assert_code(0);
+    assert_eq!(run.output(), "", "{run}");
+}
+
+#[test]
+fn the_front_hands_what_the_files_cannot_tell_to_the_whole_program() {
+    let (t, _) = counted();
+    let debug = [("RUST_LOG", "debug")];
+    // Each case: the whole program answers (the front's line is missing) and says what it says.
+    let whole = |run: &Run| {
+        run.assert_code(0);
+        assert!(!run.stderr.contains(FROM_FILES), "the front answered:\n{run}");
+    };
+    // Asked to say more than nothing, or to show the plan.
+    whole(&t.run_env(&["--verbose", "install"], headers_target(K1), &debug));
+    whole(&t.run_env(&["--dry-run", "install"], headers_target(K1), &debug));
+    // A module source among the targets (its digest decides).
+    whole(&t.run_env(&["install"], "usr/src/hello-1.0/dkms.conf\n", &debug));
+
+    // A kernel whose build directory was left behind by its headers package (no Makefile): the
+    // whole program sees no headers and says which package to install.
+    t.kernel("linux-lts", K2);
+    std::fs::create_dir_all(t.path(&format!("usr/lib/modules/{K2}/build/include/generated"))).unwrap();
+    t.dkms_installed("hello", "1.0", K2);
+    let run = t.run_env(&["install"], format!("usr/lib/modules/{K2}/modules.order\n"), &debug);
+    whole(&run);
+    assert!(run.output().contains(&format!("no headers for kernel {K2}")), "{run}");
+
+    // Sources dkms has not registered from their directory (no package owns them): the whole
+    // program leaves them alone, as ever.
+    std::fs::create_dir_all(t.path("usr/src/stray-1")).unwrap();
+    std::fs::write(t.path("usr/src/stray-1/dkms.conf"), dkms_conf("stray", "1")).unwrap();
+    let run = t.run_env(&["install"], headers_target(K1), &debug);
+    whole(&run);
+    assert!(run.dkms().is_empty(), "{run}");
+    std::fs::remove_dir_all(t.path("usr/src/stray-1")).unwrap();
+
+    // What the guard built for another transaction goes, as the whole program's session drops
+    // it (what it built for the running one is handed over: tests/guard.rs); then the front answers.
+    std::fs::create_dir_all(t.path("var/lib/dkms-hook/prebuilt/trees")).unwrap();
+    let run = t.run_env(&["install"], headers_target(K1), &debug);
+    run.assert_code(0);
+    assert!(run.stderr.contains(FROM_FILES), "{run}");
+    assert!(!t.path("var/lib/dkms-hook/prebuilt").exists(), "the guard's builds of another transaction stay");
+}

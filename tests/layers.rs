@@ -146,7 +146,9 @@ impl House {
         rust_files(Path::new(SRC), &mut files);
         let modules: BTreeMap<Vec<String>, PathBuf> = files
             .into_iter()
+            // The binaries (`main.rs`, `bin/`) use the library from outside, as its users do.
             .filter(|f| !matches!(f.file_name().and_then(|n| n.to_str()), Some("main.rs" | "lib.rs")))
+            .filter(|f| !f.starts_with(Path::new(SRC).join("bin")))
             .map(|f| (module_of(&f), f))
             .collect();
         let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();

@@ -49,6 +49,7 @@ fn man_page_names() -> Vec<String> {
 fn expected_files() -> BTreeSet<String> {
     let mut files = BTreeSet::from([
         "usr/bin/dkms-hook".to_owned(),
+        "usr/lib/dkms-hook/dkms-hook-full".to_owned(),
         "usr/share/bash-completion/completions/dkms-hook".to_owned(),
         "usr/share/zsh/site-functions/_dkms-hook".to_owned(),
         "usr/share/fish/vendor_completions.d/dkms-hook.fish".to_owned(),

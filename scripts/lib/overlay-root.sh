@@ -83,7 +83,9 @@ CONF
         ovr_install_hooks "$hooks" "$root/etc/pacman.d/hooks" "$root/usr/share/libalpm/hooks" || return 1
     fi
     if [[ -n $bin ]]; then
+        # The front and, where the package puts it, the whole program built beside it.
         install -m 0755 "$bin" "$root/usr/bin/dkms-hook" || return 1
+        install -Dm 0755 "$(dirname "$bin")/dkms-hook-full" "$root/usr/lib/dkms-hook/dkms-hook-full" || return 1
     fi
     if [[ -n $dkms ]]; then
         install -m 0755 "$dkms" "$root/usr/sbin/dkms" || return 1

@@ -3,9 +3,11 @@
 //! and reports like a pacman tool. `status` shows the state of every module for every kernel;
 //! `sync` repairs what is missing or left over; `lint` checks *-dkms packages for packagers.
 //!
-//! This file only sets up logging, resolves the configuration and dispatches to the library's
-//! command for the subcommand. Only `main` prints a fatal error; exit status 0 ok, 1 a job failed
-//! (status: not all is well), 2 could not run, 128 + N when stopped by signal N.
+//! This is the whole program, which `/usr/bin/dkms-hook` (`src/main.rs`, without libalpm) runs
+//! for everything but the install hook's quiet path. This file only sets up logging, resolves
+//! the configuration and dispatches to the library's command for the subcommand. Only `main`
+//! prints a fatal error; exit status 0 ok, 1 a job failed (status: not all is well), 2 could not
+//! run, 128 + N when stopped by signal N.
 
 use std::process::ExitCode;
 
@@ -16,20 +18,7 @@ use dkms_hook::config::{Action, Config};
 use dkms_hook::{cli, generate, guard, hook, lint, session, status, sync};
 
 fn main() -> ExitCode {
-    // Log lines read like the rest of the output (`warning: …`); RUST_LOG=debug adds detail.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format(|buf, record| {
-            use std::io::Write;
-            let level = match record.level() {
-                log::Level::Error => "error",
-                log::Level::Warn => "warning",
-                log::Level::Info => "info",
-                log::Level::Debug => "debug",
-                log::Level::Trace => "trace",
-            };
-            writeln!(buf, "{level}: {}", record.args())
-        })
-        .init();
+    dkms_hook::report::init_logging();
     match run(cli::Opts::parse()) {
         Ok(code) => code,
         Err(e) => {

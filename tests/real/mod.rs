@@ -210,7 +210,8 @@ fn unavailable(dkms: Dkms) -> Option<String> {
     }
 }
 
-/// The program installed as `/usr/bin/dkms-hook` in the root.
+/// The program installed as `/usr/bin/dkms-hook` in the root (with `dkms-hook-full` from beside
+/// it as `/usr/lib/dkms-hook/dkms-hook-full`).
 fn hook_bin() -> PathBuf {
     std::env::var_os("DKMS_HOOK_REAL_BIN")
         .map(PathBuf::from)
