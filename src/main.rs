@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 
 use dkms_hook::config::Config;
@@ -24,31 +25,38 @@ use dkms_hook::{cli, hook, interrupt};
 const FULL: &str = "dkms-hook-full";
 
 fn main() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let (opts, input) = match quiet_candidate(&args) {
-        Ok(Some(candidate)) => candidate,
-        Ok(None) => return full(&args, None),
+    match run() {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: failed to read targets from stdin: {e}");
-            return ExitCode::from(2);
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
+    }
+}
+
+/// Answers the quiet path here, or runs the whole program in this process's place; an error
+/// only when neither can be done.
+fn run() -> Result<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let Some((opts, input)) = quiet_candidate(&args).context("failed to read targets from stdin")? else {
+        return Err(whole_program(&args, None));
     };
     dkms_hook::report::init_logging();
     let Ok(config) = Config::resolve(opts) else {
-        return full(&args, Some(&input));
+        return Err(whole_program(&args, Some(&input)));
     };
     let targets = Targets::parse(&input);
     match hook::run_from_files(&config, &targets) {
-        Ok(Some(code)) => code,
+        Ok(Some(code)) => Ok(code),
         // A stopping signal that came while the front worked ends the run here, as it would the
         // whole program's.
         _ if interrupt::received().is_some() => {
-            ExitCode::from(interrupt::received().map_or(130, interrupt::exit_status))
+            Ok(ExitCode::from(interrupt::received().map_or(130, interrupt::exit_status)))
         }
-        Ok(None) => full(&args, Some(&input)),
+        Ok(None) => Err(whole_program(&args, Some(&input))),
         Err(e) => {
             log::debug!("{e:#}: the whole program runs the hook");
-            full(&args, Some(&input))
+            Err(whole_program(&args, Some(&input)))
         }
     }
 }
@@ -68,9 +76,9 @@ fn quiet_candidate(args: &[OsString]) -> std::io::Result<Option<(cli::Opts, Vec<
 }
 
 /// Runs the whole program in this process's place with `args`, and `input` (what this front
-/// read of stdin) as its stdin; returns only when it cannot be started.
-fn full(args: &[OsString], input: Option<&[u8]>) -> ExitCode {
-    let program = whole_program(args.first().map(Path::new));
+/// read of stdin) as its stdin; returns only when it cannot be started, with why.
+fn whole_program(args: &[OsString], input: Option<&[u8]>) -> anyhow::Error {
+    let program = whole_program_path(args.first().map(Path::new));
     let mut command = Command::new(&program);
     command.args(args.iter().skip(1));
     if let Some(arg0) = args.first() {
@@ -78,18 +86,12 @@ fn full(args: &[OsString], input: Option<&[u8]>) -> ExitCode {
     }
     if let Some(input) = input {
         match memory_file(input) {
-            Ok(file) => {
-                command.stdin(file);
-            }
-            Err(e) => {
-                eprintln!("error: failed to hand the targets to {}: {e}", program.display());
-                return ExitCode::from(2);
-            }
-        }
+            Ok(file) => command.stdin(file),
+            Err(e) => return anyhow!("failed to hand the targets to {}: {e}", program.display()),
+        };
     }
     let e = command.exec();
-    eprintln!("error: failed to run {}: {e}: reinstall dkms-hook", program.display());
-    ExitCode::from(2)
+    anyhow!("failed to run {}: {e}: reinstall dkms-hook", program.display())
 }
 
 /// `input` in a memory file, read from its start.
@@ -103,7 +105,7 @@ fn memory_file(input: &[u8]) -> std::io::Result<std::fs::File> {
 
 /// Where the whole program is: beside this one, or in `../lib/dkms-hook/` from it; this one is
 /// found through `/proc/self/exe`, else through `argv0` when it is a path.
-fn whole_program(argv0: Option<&Path>) -> PathBuf {
+fn whole_program_path(argv0: Option<&Path>) -> PathBuf {
     let me =
         std::env::current_exe().ok().or_else(|| argv0.filter(|p| p.components().count() > 1).map(Path::to_path_buf));
     let dir = me.as_deref().and_then(Path::parent);

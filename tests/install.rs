@@ -540,3 +540,40 @@ fn the_front_hands_what_the_files_cannot_tell_to_the_whole_program() {
     assert!(run.stderr.contains(FROM_FILES), "{run}");
     assert!(!t.path("var/lib/dkms-hook/prebuilt").exists(), "the guard's builds of another transaction stay");
 }
+
+#[test]
+fn the_front_runs_the_whole_program_from_beside_it_with_the_same_arguments_and_targets() {
+    // A package's layout: the front in usr/bin, a stand-in for the whole program in
+    // usr/lib/dkms-hook that prints its arguments and its stdin.
+    let dir = tempfile::tempdir().unwrap();
+    let front = dir.path().join("usr/bin/dkms-hook");
+    let whole = dir.path().join("usr/lib/dkms-hook/dkms-hook-full");
+    for path in [&front, &whole] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    }
+    std::fs::copy(env!("CARGO_BIN_EXE_dkms-hook"), &front).unwrap();
+    std::fs::write(&whole, "#!/bin/sh\necho \"args: $*\"\necho stdin:\ncat\n").unwrap();
+    std::fs::set_permissions(&whole, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(&front)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Any other command: the whole program, stdin untouched.
+    assert_eq!(run(&["status", "--json"], "x\n"), "args: status --json\nstdin:\nx\n");
+    // An install the front cannot answer (here: not a pacman root): the whole program, with the
+    // targets the front read.
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_str().unwrap();
+    let targets = format!("usr/lib/modules/{K1}/modules.order\n");
+    assert_eq!(run(&["--root", root, "install"], &targets), format!("args: --root {root} install\nstdin:\n{targets}"));
+}
